@@ -1,0 +1,102 @@
+//! Cluster status, digests and admin requests.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Group;
+
+/// Answer of a node's `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHealth {
+    /// `ok` while the node serves.
+    pub status: String,
+    /// This node's id.
+    pub node_id: u64,
+    /// Whether both groups have been initialized.
+    pub initialized: bool,
+    /// Whether the catalog has been loaded with its initial books.
+    pub catalog_seeded: bool,
+    /// Each group's leader as this node sees it.
+    pub leaders: BTreeMap<Group, Option<u64>>,
+}
+
+/// A member of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Node id.
+    pub node_id: u64,
+    /// Address of the node's HTTP server.
+    pub addr: String,
+    /// Voter (true) or learner (false).
+    pub voter: bool,
+}
+
+/// Replication progress of one follower, as seen by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationInfo {
+    /// Follower id.
+    pub node_id: u64,
+    /// Highest index known to be replicated to it.
+    pub matched_index: Option<u64>,
+    /// Entries it is behind the leader's last log index.
+    pub lag: u64,
+}
+
+/// One group's state on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// Which group.
+    pub group: Group,
+    /// Leader, Follower, Candidate or Learner.
+    pub state: String,
+    /// Current term.
+    pub term: u64,
+    /// The leader as this node sees it.
+    pub leader_id: Option<u64>,
+    /// Last index in this node's log.
+    pub last_log_index: Option<u64>,
+    /// Highest index known committed.
+    pub committed_index: Option<u64>,
+    /// Highest index applied to the state machine.
+    pub applied_index: Option<u64>,
+    /// Last index covered by the current snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Last index purged from the log.
+    pub purged_index: Option<u64>,
+    /// Members of the group.
+    pub members: Vec<MemberInfo>,
+    /// On the leader: each follower's progress.
+    pub replication: Option<Vec<ReplicationInfo>>,
+}
+
+/// Answer of a node's `GET /cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The answering node.
+    pub node_id: u64,
+    /// Its advertised address.
+    pub addr: String,
+    /// Both groups as it sees them.
+    pub groups: Vec<GroupStatus>,
+}
+
+/// Answer of `GET /admin/digest?group=G`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    /// Which group.
+    pub group: Group,
+    /// The answering node.
+    pub node_id: u64,
+    /// The applied index the digest was computed at.
+    pub applied_index: u64,
+    /// Hex SHA-256 over the state machine's data, in key order.
+    pub digest: String,
+}
+
+/// Body of `POST /admin/init`: the initial voters of both groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitRequest {
+    /// Node id to address.
+    pub members: BTreeMap<u64, String>,
+}

@@ -1,0 +1,41 @@
+//! Wire types shared by every Bazar component.
+//!
+//! The raft nodes, the frontend, the `bazar` client library and the tests all
+//! speak JSON over HTTP; this crate is the single definition of that JSON. It
+//! deliberately depends on nothing heavier than serde, so that the client does
+//! not pull in RocksDB or openraft.
+//!
+//! - [`model`]: books, orders and the request bodies that create or change them,
+//!   with the validation every entry point applies before anything is proposed.
+//! - [`problem`]: RFC 9457 problem documents and the machine-readable error codes.
+//! - [`isbn`]: ISBN-13 validation and generation.
+//! - [`read`]: read consistency levels and the headers that describe a read.
+//! - [`events`]: the change-event stream served by `GET /watch`.
+//! - [`cluster`]: cluster status, digests and admin requests.
+
+pub mod cluster;
+pub mod events;
+pub mod isbn;
+pub mod model;
+pub mod problem;
+pub mod read;
+
+pub use cluster::{ClusterStatus, Digest, GroupStatus, InitRequest, MemberInfo, NodeHealth};
+pub use events::WatchEvent;
+pub use model::{
+    Book, BookPage, BookPatch, BuyRequest, Group, NewBook, Order, OrderPage, OrderStatus,
+    RestockRequest,
+};
+pub use problem::{ErrorCode, Problem};
+pub use read::Consistency;
+
+/// Header carrying an idempotency key on `POST /books/{id}/buy`.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Header naming where a read was served from: `hit`, `miss` or `bypass`.
+pub const CACHE_HEADER: &str = "x-bazar-cache";
+/// Header naming who served a read: a node id, or `cache`.
+pub const SERVED_BY_HEADER: &str = "x-bazar-served-by";
+/// Header carrying the applied log index the answer reflects.
+pub const INDEX_HEADER: &str = "x-bazar-index";
+/// Content type of problem documents.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";

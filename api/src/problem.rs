@@ -1,0 +1,185 @@
+//! RFC 9457 problem documents.
+//!
+//! Every error a Bazar HTTP server returns is an `application/problem+json`
+//! document with the standard members (`type`, `title`, `status`, `detail`)
+//! and a machine-readable `code`. Some codes carry extra members: `not_leader`
+//! names the leader to retry against, `unavailable` says when to retry.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The book, order or route does not exist (404).
+    NotFound,
+    /// Not enough stock; nothing changed (409).
+    OutOfStock,
+    /// The request is malformed or out of bounds (400, 413, 415, 422).
+    InvalidInput,
+    /// A conflicting resource exists, e.g. a duplicate ISBN (409).
+    Conflict,
+    /// The idempotency key was used before for a different request (422).
+    IdempotencyKeyReused,
+    /// Missing or wrong token (401).
+    Unauthorized,
+    /// No leader or quorum could be reached in time (503).
+    Unavailable,
+    /// This node does not lead the group; retry at `leader_addr` (421).
+    NotLeader,
+    /// An unexpected failure; details are in the server's log (500).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::OutOfStock => "out_of_stock",
+            ErrorCode::InvalidInput => "invalid_input",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NotLeader => "not_leader",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status this code is usually sent with.
+    pub fn default_status(self) -> u16 {
+        match self {
+            ErrorCode::NotFound => 404,
+            ErrorCode::OutOfStock | ErrorCode::Conflict => 409,
+            ErrorCode::InvalidInput => 400,
+            ErrorCode::IdempotencyKeyReused => 422,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::NotLeader => 421,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    /// A short human title for the code.
+    pub fn title(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound => "Not found",
+            ErrorCode::OutOfStock => "Out of stock",
+            ErrorCode::InvalidInput => "Invalid input",
+            ErrorCode::Conflict => "Conflict",
+            ErrorCode::IdempotencyKeyReused => "Idempotency key reused",
+            ErrorCode::Unauthorized => "Unauthorized",
+            ErrorCode::Unavailable => "Service unavailable",
+            ErrorCode::NotLeader => "Not the leader",
+            ErrorCode::Internal => "Internal error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// A URI naming the problem type: `https://bazar.dev/problems/<code>`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// Short summary of the problem type.
+    pub title: String,
+    /// HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// With `not_leader`: the id of the leader, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_id: Option<u64>,
+    /// With `not_leader`: the address of the leader, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_addr: Option<String>,
+    /// With `unavailable`: seconds to wait before retrying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// With `out_of_stock` on a buy: the rejected order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<u64>,
+}
+
+impl Problem {
+    /// A problem with the code's default status and title.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Problem {
+        Problem {
+            type_uri: format!("https://bazar.dev/problems/{}", code.as_str()),
+            title: code.title().to_string(),
+            status: code.default_status(),
+            detail: detail.into(),
+            code,
+            leader_id: None,
+            leader_addr: None,
+            retry_after: None,
+            order_id: None,
+        }
+    }
+
+    /// Overrides the HTTP status (e.g. 413 or 415 for `invalid_input`).
+    pub fn with_status(mut self, status: u16) -> Problem {
+        self.status = status;
+        self
+    }
+
+    /// A `not_leader` problem pointing at the leader.
+    pub fn not_leader(group: &str, leader_id: Option<u64>, leader_addr: Option<String>) -> Problem {
+        let detail = match (&leader_id, &leader_addr) {
+            (Some(id), Some(addr)) => {
+                format!("this node does not lead the {group} group; node {id} at {addr} does")
+            }
+            _ => format!("this node does not lead the {group} group and knows no leader yet"),
+        };
+        let mut p = Problem::new(ErrorCode::NotLeader, detail);
+        p.leader_id = leader_id;
+        p.leader_addr = leader_addr;
+        p
+    }
+
+    /// An `unavailable` problem with a retry hint in seconds.
+    pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Problem {
+        let mut p = Problem::new(ErrorCode::Unavailable, detail);
+        p.retry_after = Some(retry_after);
+        p
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.status, self.code, self.detail)
+    }
+}
+
+impl std::error::Error for Problem {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_serializes_with_rfc9457_members() {
+        let p = Problem::not_leader("catalog", Some(2), Some("127.0.0.1:7102".into()));
+        let v: serde_json::Value = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["type"], "https://bazar.dev/problems/not_leader");
+        assert_eq!(v["status"], 421);
+        assert_eq!(v["code"], "not_leader");
+        assert_eq!(v["leader_id"], 2);
+        assert_eq!(v["leader_addr"], "127.0.0.1:7102");
+        assert!(v.get("retry_after").is_none());
+        let back: Problem = serde_json::from_value(v).unwrap();
+        assert_eq!(back, p);
+    }
+}
