@@ -1,0 +1,557 @@
+//! The catalog group: books and their stock.
+//!
+//! # Commands
+//! Every change to a book is a [`CatalogCommand`] in the catalog's Raft log:
+//! adding a book, restocking, changing price/title/topic, reserving stock for
+//! an order, and loading the initial catalog.
+//!
+//! # Invariants
+//! - Stock never goes negative: a reservation larger than the stock is
+//!   refused and changes nothing.
+//! - Reservations are keyed by order id and remembered forever, whatever
+//!   their outcome: re-applying `Reserve` for an order returns the first
+//!   outcome and changes nothing. This is what makes the buy protocol safe to
+//!   retry from any orders leader (see [`crate::buy`]).
+//! - Hence, per book: initial stock + restocks − reserved quantities = stock.
+//! - ISBNs are unique.
+//!
+//! # Layout in `catalog_sm`
+//! | key | value |
+//! |---|---|
+//! | `b` id | [`Book`] |
+//! | `t` topic `\0` id | (empty): the topic index searched by `GET /books?topic=` |
+//! | `i` isbn | book id |
+//! | `r` order_id | [`Reservation`] |
+//! | `c` name | counters and flags (`next_book_id`, `seeded`) |
+
+use std::fmt;
+use std::io;
+
+use bazar_api::events::{book_key, topic_key};
+use bazar_api::model::topic_key as normalize_topic;
+use bazar_api::{Book, BookPatch, Group, NewBook};
+use serde::{Deserialize, Serialize};
+
+use crate::sm::{Applied, StateMachine, Txn, View};
+use crate::store::{be, from_be};
+
+openraft::declare_raft_types!(
+    /// openraft types of the catalog group.
+    pub CatalogTypes:
+        D = CatalogCommand,
+        R = CatalogResponse,
+);
+
+/// A change to the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatalogCommand {
+    /// Add a book (already validated); the catalog assigns its id.
+    AddBook(NewBook),
+    /// Add `quantity` copies to a book's stock.
+    Restock {
+        /// The book.
+        book_id: u64,
+        /// Copies to add.
+        quantity: u64,
+    },
+    /// Change a book's price, title or topic (already validated).
+    Update {
+        /// The book.
+        book_id: u64,
+        /// What to change.
+        patch: BookPatch,
+    },
+    /// Take `quantity` copies out of stock for an order, once.
+    Reserve {
+        /// The order the copies are for; the idempotency key of the reservation.
+        order_id: u64,
+        /// The book.
+        book_id: u64,
+        /// Copies to take.
+        quantity: u64,
+    },
+    /// Load initial books; a book whose id or ISBN exists is skipped, so
+    /// re-proposing a chunk after a crash is harmless.
+    Seed {
+        /// The books, with their ids.
+        books: Vec<Book>,
+    },
+    /// Mark the initial load as complete.
+    SeedComplete,
+}
+
+impl fmt::Display for CatalogCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CatalogCommand::AddBook(b) => write!(f, "add-book({})", b.isbn),
+            CatalogCommand::Restock { book_id, quantity } => write!(f, "restock({book_id}, {quantity})"),
+            CatalogCommand::Update { book_id, .. } => write!(f, "update({book_id})"),
+            CatalogCommand::Reserve { order_id, book_id, quantity } => {
+                write!(f, "reserve(order {order_id}, book {book_id}, {quantity})")
+            }
+            CatalogCommand::Seed { books } => write!(f, "seed({} books)", books.len()),
+            CatalogCommand::SeedComplete => write!(f, "seed-complete"),
+        }
+    }
+}
+
+/// The outcome of a reservation; remembered per order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reservation {
+    /// The copies were taken out of stock at this price.
+    Reserved {
+        /// Price per copy at reservation time.
+        unit_price_cents: u64,
+    },
+    /// Not enough stock; nothing changed.
+    OutOfStock {
+        /// Stock when the reservation was refused.
+        available: u64,
+    },
+    /// No such book; nothing changed.
+    NoSuchBook,
+}
+
+/// What a catalog command returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CatalogResponse {
+    /// Done, nothing to report (also the answer to blank and membership entries).
+    #[default]
+    Done,
+    /// The book after the change.
+    Book(Book),
+    /// No book has that id.
+    NotFound,
+    /// Another book has that ISBN.
+    DuplicateIsbn {
+        /// The book that has it.
+        existing_id: u64,
+    },
+    /// The restock would overflow the stock counter.
+    StockOverflow,
+    /// The outcome of a reservation (the first one, when re-applied).
+    Reservation(Reservation),
+    /// How many seed books were inserted.
+    Seeded {
+        /// Books inserted (skipped ones not counted).
+        inserted: u64,
+    },
+}
+
+/// The catalog state machine.
+pub struct Catalog;
+
+const COUNTER_NEXT_ID: &[u8] = b"cnext_book_id";
+const FLAG_SEEDED: &[u8] = b"cseeded";
+
+/// Key change events use for "anything in the catalog may have changed".
+pub const ALL_KEY: &str = "catalog/*";
+
+fn book_row(id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(b'b');
+    k.extend_from_slice(&be(id));
+    k
+}
+
+fn topic_prefix(topic: &str) -> Vec<u8> {
+    let topic = normalize_topic(topic);
+    let mut k = Vec::with_capacity(topic.len() + 10);
+    k.push(b't');
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k
+}
+
+fn topic_row(topic: &str, id: u64) -> Vec<u8> {
+    let mut k = topic_prefix(topic);
+    k.extend_from_slice(&be(id));
+    k
+}
+
+fn isbn_row(isbn: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(14);
+    k.push(b'i');
+    k.extend_from_slice(isbn.as_bytes());
+    k
+}
+
+fn reservation_row(order_id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(b'r');
+    k.extend_from_slice(&be(order_id));
+    k
+}
+
+fn keys_of(book: &Book) -> Vec<String> {
+    vec![book_key(book.id), topic_key(&normalize_topic(&book.topic))]
+}
+
+/// Writes a book and its index rows.
+fn insert(txn: &mut Txn<'_>, book: &Book) -> io::Result<()> {
+    txn.put_value(book_row(book.id), book)?;
+    txn.put(topic_row(&book.topic, book.id), Vec::new());
+    txn.put_value(isbn_row(&book.isbn), &book.id)
+}
+
+impl StateMachine for Catalog {
+    type Command = CatalogCommand;
+    type Response = CatalogResponse;
+    type C = CatalogTypes;
+    const GROUP: Group = Group::Catalog;
+
+    fn apply(txn: &mut Txn<'_>, _index: u64, cmd: &CatalogCommand) -> io::Result<Applied<CatalogResponse>> {
+        let nothing = |response| Ok(Applied { response, keys: Vec::new() });
+        match cmd {
+            CatalogCommand::AddBook(new) => {
+                if let Some(existing_id) = txn.get_value::<u64>(&isbn_row(&new.isbn))? {
+                    return nothing(CatalogResponse::DuplicateIsbn { existing_id });
+                }
+                let id = txn.get_value::<u64>(COUNTER_NEXT_ID)?.unwrap_or(1);
+                let book = Book {
+                    id,
+                    isbn: new.isbn.clone(),
+                    title: new.title.clone(),
+                    topic: new.topic.clone(),
+                    price_cents: new.price_cents,
+                    stock: new.stock,
+                };
+                insert(txn, &book)?;
+                txn.put_value(COUNTER_NEXT_ID.to_vec(), &(id + 1))?;
+                let keys = keys_of(&book);
+                Ok(Applied { response: CatalogResponse::Book(book), keys })
+            }
+            CatalogCommand::Restock { book_id, quantity } => {
+                let Some(mut book) = txn.get_value::<Book>(&book_row(*book_id))? else {
+                    return nothing(CatalogResponse::NotFound);
+                };
+                let Some(stock) = book.stock.checked_add(*quantity) else {
+                    return nothing(CatalogResponse::StockOverflow);
+                };
+                book.stock = stock;
+                txn.put_value(book_row(book.id), &book)?;
+                let keys = keys_of(&book);
+                Ok(Applied { response: CatalogResponse::Book(book), keys })
+            }
+            CatalogCommand::Update { book_id, patch } => {
+                let Some(mut book) = txn.get_value::<Book>(&book_row(*book_id))? else {
+                    return nothing(CatalogResponse::NotFound);
+                };
+                let mut keys = keys_of(&book);
+                if let Some(price) = patch.price_cents {
+                    book.price_cents = price;
+                }
+                if let Some(title) = &patch.title {
+                    book.title = title.clone();
+                }
+                if let Some(topic) = &patch.topic {
+                    if normalize_topic(topic) != normalize_topic(&book.topic) {
+                        txn.delete(topic_row(&book.topic, book.id));
+                        txn.put(topic_row(topic, book.id), Vec::new());
+                        keys.push(topic_key(&normalize_topic(topic)));
+                    }
+                    book.topic = topic.clone();
+                }
+                txn.put_value(book_row(book.id), &book)?;
+                Ok(Applied { response: CatalogResponse::Book(book), keys })
+            }
+            CatalogCommand::Reserve { order_id, book_id, quantity } => {
+                let row = reservation_row(*order_id);
+                if let Some(first) = txn.get_value::<Reservation>(&row)? {
+                    return nothing(CatalogResponse::Reservation(first));
+                }
+                let (outcome, keys) = match txn.get_value::<Book>(&book_row(*book_id))? {
+                    None => (Reservation::NoSuchBook, Vec::new()),
+                    Some(book) if book.stock < *quantity => {
+                        (Reservation::OutOfStock { available: book.stock }, Vec::new())
+                    }
+                    Some(mut book) => {
+                        book.stock -= quantity;
+                        txn.put_value(book_row(book.id), &book)?;
+                        (Reservation::Reserved { unit_price_cents: book.price_cents }, keys_of(&book))
+                    }
+                };
+                txn.put_value(row, &outcome)?;
+                Ok(Applied { response: CatalogResponse::Reservation(outcome), keys })
+            }
+            CatalogCommand::Seed { books } => {
+                let mut next_id = txn.get_value::<u64>(COUNTER_NEXT_ID)?.unwrap_or(1);
+                let mut inserted = 0;
+                for book in books {
+                    if txn.contains(&book_row(book.id))? || txn.contains(&isbn_row(&book.isbn))? {
+                        continue;
+                    }
+                    insert(txn, book)?;
+                    next_id = next_id.max(book.id + 1);
+                    inserted += 1;
+                }
+                txn.put_value(COUNTER_NEXT_ID.to_vec(), &next_id)?;
+                let keys = if inserted > 0 { vec![ALL_KEY.to_string()] } else { Vec::new() };
+                Ok(Applied { response: CatalogResponse::Seeded { inserted }, keys })
+            }
+            CatalogCommand::SeedComplete => {
+                txn.put_value(FLAG_SEEDED.to_vec(), &true)?;
+                nothing(CatalogResponse::Done)
+            }
+        }
+    }
+}
+
+/// Reads of the catalog, from a consistent view.
+impl Catalog {
+    /// The book with id `id`.
+    pub fn book(view: &View<'_>, id: u64) -> io::Result<Option<Book>> {
+        view.get(&book_row(id))
+    }
+
+    /// Up to `limit` books with ids above `after`, in id order, under `topic`
+    /// (all books when `None`), and the cursor of the next page if there is one.
+    pub fn search(
+        view: &View<'_>,
+        topic: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> io::Result<(Vec<Book>, Option<u64>)> {
+        let mut books = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        match topic {
+            Some(topic) => {
+                let prefix = topic_prefix(topic);
+                let start = topic_row(topic, after.saturating_add(1));
+                let mut ids = Vec::with_capacity(limit.min(1024));
+                view.scan(&prefix, &start, |key, _| {
+                    if ids.len() == limit {
+                        more = true;
+                        return Ok(false);
+                    }
+                    ids.push(from_be(&key[prefix.len()..]).ok_or_else(|| io::Error::other("bad topic row"))?);
+                    Ok(true)
+                })?;
+                for id in ids {
+                    // The index and the rows come from one snapshot, so the book exists.
+                    if let Some(book) = Catalog::book(view, id)? {
+                        books.push(book);
+                    }
+                }
+            }
+            None => {
+                view.scan(b"b", &book_row(after.saturating_add(1)), |_, value| {
+                    if books.len() == limit {
+                        more = true;
+                        return Ok(false);
+                    }
+                    books.push(crate::store::log::decode(value)?);
+                    Ok(true)
+                })?;
+            }
+        }
+        let next = if more { books.last().map(|b| b.id) } else { None };
+        Ok((books, next))
+    }
+
+    /// The remembered outcome of the reservation for `order_id`.
+    pub fn reservation(view: &View<'_>, order_id: u64) -> io::Result<Option<Reservation>> {
+        view.get(&reservation_row(order_id))
+    }
+
+    /// Whether the initial catalog load completed.
+    pub fn is_seeded(view: &View<'_>) -> io::Result<bool> {
+        Ok(view.get::<bool>(FLAG_SEEDED)?.unwrap_or(false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sm::testing::TestDb;
+
+    fn book(id: u64, stock: u64) -> Book {
+        Book {
+            id,
+            isbn: bazar_api::isbn::from_number(id),
+            title: format!("Book {id}"),
+            topic: "distributed systems".into(),
+            price_cents: 1000 + id,
+            stock,
+        }
+    }
+
+    fn seeded(books: Vec<Book>) -> TestDb {
+        let mut db = TestDb::new();
+        db.apply::<Catalog>(CatalogCommand::Seed { books });
+        db
+    }
+
+    fn stock(db: &TestDb, id: u64) -> u64 {
+        Catalog::book(&db.view::<Catalog>(), id).unwrap().unwrap().stock
+    }
+
+    fn reserve(db: &mut TestDb, order_id: u64, book_id: u64, quantity: u64) -> CatalogResponse {
+        db.apply::<Catalog>(CatalogCommand::Reserve { order_id, book_id, quantity }).response
+    }
+
+    #[test]
+    fn buy_takes_copies_out_of_stock_at_the_current_price() {
+        let mut db = seeded(vec![book(1, 5)]);
+        let r = reserve(&mut db, 1, 1, 3);
+        assert_eq!(r, CatalogResponse::Reservation(Reservation::Reserved { unit_price_cents: 1001 }));
+        assert_eq!(stock(&db, 1), 2);
+    }
+
+    #[test]
+    fn out_of_stock_changes_nothing() {
+        let mut db = seeded(vec![book(1, 5)]);
+        let applied = db.apply::<Catalog>(CatalogCommand::Reserve { order_id: 1, book_id: 1, quantity: 6 });
+        assert_eq!(applied.response, CatalogResponse::Reservation(Reservation::OutOfStock { available: 5 }));
+        assert!(applied.keys.is_empty(), "no change, no event");
+        assert_eq!(stock(&db, 1), 5);
+    }
+
+    #[test]
+    fn idempotent_retry_of_a_reservation_returns_the_first_outcome() {
+        let mut db = seeded(vec![book(1, 5), book(2, 1)]);
+        let first = reserve(&mut db, 7, 1, 3);
+        assert_eq!(reserve(&mut db, 7, 1, 3), first);
+        assert_eq!(stock(&db, 1), 2, "stock taken once");
+
+        // A refused reservation stays refused, even after a restock.
+        let refused = reserve(&mut db, 8, 2, 2);
+        db.apply::<Catalog>(CatalogCommand::Restock { book_id: 2, quantity: 10 });
+        assert_eq!(reserve(&mut db, 8, 2, 2), refused);
+        assert_eq!(stock(&db, 2), 11);
+        assert_eq!(
+            Catalog::reservation(&db.view::<Catalog>(), 8).unwrap(),
+            Some(Reservation::OutOfStock { available: 1 })
+        );
+    }
+
+    #[test]
+    fn reservation_for_an_unknown_book_is_refused_and_remembered() {
+        let mut db = seeded(vec![book(1, 5)]);
+        assert_eq!(reserve(&mut db, 1, 99, 1), CatalogResponse::Reservation(Reservation::NoSuchBook));
+        assert_eq!(Catalog::reservation(&db.view::<Catalog>(), 1).unwrap(), Some(Reservation::NoSuchBook));
+    }
+
+    #[test]
+    fn restock_adds_copies_and_refuses_unknown_books_and_overflow() {
+        let mut db = seeded(vec![book(1, 5)]);
+        let r = db.apply::<Catalog>(CatalogCommand::Restock { book_id: 1, quantity: 10 });
+        assert!(matches!(r.response, CatalogResponse::Book(ref b) if b.stock == 15));
+        assert_eq!(r.keys, vec!["book/1".to_string(), "topic/distributed systems".to_string()]);
+        let r = db.apply::<Catalog>(CatalogCommand::Restock { book_id: 2, quantity: 1 });
+        assert_eq!(r.response, CatalogResponse::NotFound);
+        let r = db.apply::<Catalog>(CatalogCommand::Restock { book_id: 1, quantity: u64::MAX });
+        assert_eq!(r.response, CatalogResponse::StockOverflow);
+        assert_eq!(stock(&db, 1), 15);
+    }
+
+    #[test]
+    fn price_change_applies_to_later_buys_only() {
+        let mut db = seeded(vec![book(1, 5)]);
+        reserve(&mut db, 1, 1, 1);
+        let patch = BookPatch { price_cents: Some(4242), ..Default::default() };
+        db.apply::<Catalog>(CatalogCommand::Update { book_id: 1, patch });
+        assert_eq!(reserve(&mut db, 2, 1, 1), CatalogResponse::Reservation(Reservation::Reserved { unit_price_cents: 4242 }));
+        assert_eq!(
+            Catalog::reservation(&db.view::<Catalog>(), 1).unwrap(),
+            Some(Reservation::Reserved { unit_price_cents: 1001 })
+        );
+    }
+
+    #[test]
+    fn topic_change_moves_the_book_between_searches() {
+        let mut db = seeded(vec![book(1, 5), book(2, 5)]);
+        let patch = BookPatch { topic: Some("Cooking".into()), ..Default::default() };
+        let r = db.apply::<Catalog>(CatalogCommand::Update { book_id: 2, patch });
+        assert!(r.keys.contains(&"topic/cooking".to_string()) && r.keys.contains(&"topic/distributed systems".to_string()));
+        let view = db.view::<Catalog>();
+        let (ds, _) = Catalog::search(&view, Some("distributed systems"), 0, 10).unwrap();
+        let (cooking, _) = Catalog::search(&view, Some("COOKING "), 0, 10).unwrap();
+        assert_eq!(ds.iter().map(|b| b.id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(cooking.iter().map(|b| b.id).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn search_pages_through_a_topic_in_id_order() {
+        let db = seeded((1..=5).map(|i| book(i, 1)).collect());
+        let view = db.view::<Catalog>();
+        let (page1, next) = Catalog::search(&view, Some("distributed systems"), 0, 2).unwrap();
+        assert_eq!(page1.iter().map(|b| b.id).collect::<Vec<_>>(), vec![1, 2]);
+        let (page2, next) = Catalog::search(&view, Some("distributed systems"), next.unwrap(), 2).unwrap();
+        assert_eq!(page2.iter().map(|b| b.id).collect::<Vec<_>>(), vec![3, 4]);
+        let (page3, next) = Catalog::search(&view, Some("distributed systems"), next.unwrap(), 2).unwrap();
+        assert_eq!((page3.len(), next), (1, None));
+        let (none, next) = Catalog::search(&view, Some("nothing here"), 0, 2).unwrap();
+        assert!(none.is_empty() && next.is_none());
+        let (all, _) = Catalog::search(&view, None, 3, 10).unwrap();
+        assert_eq!(all.iter().map(|b| b.id).collect::<Vec<_>>(), vec![4, 5]);
+    }
+
+    #[test]
+    fn adding_a_book_assigns_the_next_id_and_refuses_duplicate_isbns() {
+        let mut db = seeded(vec![book(1, 5), book(7, 5)]);
+        let new = NewBook {
+            isbn: "9780306406157".into(),
+            title: "New".into(),
+            topic: "t".into(),
+            price_cents: 1,
+            stock: 0,
+        };
+        let r = db.apply::<Catalog>(CatalogCommand::AddBook(new.clone()));
+        assert!(matches!(r.response, CatalogResponse::Book(ref b) if b.id == 8));
+        let r = db.apply::<Catalog>(CatalogCommand::AddBook(new));
+        assert_eq!(r.response, CatalogResponse::DuplicateIsbn { existing_id: 8 });
+    }
+
+    #[test]
+    fn reseeding_never_overwrites_books_that_changed() {
+        let mut db = seeded(vec![book(1, 5)]);
+        reserve(&mut db, 1, 1, 2);
+        let r = db.apply::<Catalog>(CatalogCommand::Seed { books: vec![book(1, 5), book(2, 5)] });
+        assert_eq!(r.response, CatalogResponse::Seeded { inserted: 1 });
+        assert_eq!(stock(&db, 1), 3);
+        assert!(!Catalog::is_seeded(&db.view::<Catalog>()).unwrap());
+        db.apply::<Catalog>(CatalogCommand::SeedComplete);
+        assert!(Catalog::is_seeded(&db.view::<Catalog>()).unwrap());
+    }
+
+    #[test]
+    fn stock_is_conserved_and_never_negative_over_random_operations() {
+        let mut db = seeded((1..=3).map(|i| book(i, 10)).collect());
+        let mut rng_state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng_state ^= rng_state << 13;
+            rng_state ^= rng_state >> 7;
+            rng_state ^= rng_state << 17;
+            rng_state
+        };
+        let mut restocked = [0u64; 4];
+        let mut reserved = [0u64; 4];
+        let mut orders: Vec<(u64, u64, u64, CatalogResponse)> = Vec::new();
+        for order_id in 1..=500 {
+            let book_id = next() % 3 + 1;
+            let quantity = next() % 7 + 1;
+            match next() % 4 {
+                0 => {
+                    db.apply::<Catalog>(CatalogCommand::Restock { book_id, quantity });
+                    restocked[book_id as usize] += quantity;
+                }
+                1 if !orders.is_empty() => {
+                    // Retry an earlier order, as a new orders leader would.
+                    let (id, b, q, first) = orders[(next() % orders.len() as u64) as usize].clone();
+                    assert_eq!(reserve(&mut db, id, b, q), first, "retry of order {id}");
+                }
+                _ => {
+                    let outcome = reserve(&mut db, order_id, book_id, quantity);
+                    if let CatalogResponse::Reservation(Reservation::Reserved { .. }) = outcome {
+                        reserved[book_id as usize] += quantity;
+                    }
+                    orders.push((order_id, book_id, quantity, outcome));
+                }
+            }
+        }
+        for id in 1..=3u64 {
+            assert_eq!(stock(&db, id), 10 + restocked[id as usize] - reserved[id as usize], "book {id}");
+        }
+    }
+}

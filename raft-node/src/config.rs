@@ -1,0 +1,217 @@
+//! Command-line configuration of a raft node.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bazar_api::Group;
+use clap::Parser;
+
+use crate::seed::SeedSource;
+
+/// A Bazar replica: one member of the catalog group and one of the orders group.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "raft-node", version, about, long_about = None)]
+pub struct Args {
+    /// This node's id (1, 2, 3, ...). Stable for the life of its data.
+    #[arg(long)]
+    pub id: u64,
+
+    /// Address to listen on [default: 127.0.0.1:710<id>].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+
+    /// Address peers and clients reach this node at [default: the listen address].
+    #[arg(long)]
+    pub advertise: Option<String>,
+
+    /// Data directory [default: ./data/node-<id>].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+
+    /// The founding members, as `id=host:port,...`. On first start, the
+    /// lowest id initializes both groups with them once every member answers;
+    /// a node with existing data ignores it. Default: this node alone.
+    #[arg(long, value_delimiter = ',')]
+    pub initial_cluster: Vec<String>,
+
+    /// Token required on admin calls.
+    #[arg(long, env = "BAZAR_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+
+    /// Token nodes present to each other on Raft RPCs.
+    #[arg(long, env = "BAZAR_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: String,
+
+    /// Load the initial catalog from a JSON or CSV file instead of the seven classic books.
+    #[arg(long, conflicts_with = "generate_books")]
+    pub catalog_file: Option<PathBuf>,
+
+    /// Load N generated books (valid ISBN-13s, 20 topics) instead of the classics.
+    #[arg(long)]
+    pub generate_books: Option<u64>,
+
+    /// Minimum election timeout, milliseconds.
+    #[arg(long, default_value_t = 150)]
+    pub election_timeout_min_ms: u64,
+
+    /// Maximum election timeout, milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pub election_timeout_max_ms: u64,
+
+    /// Leader heartbeat interval, milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub heartbeat_ms: u64,
+
+    /// Build a snapshot (and purge the log behind it) every this many applied entries.
+    #[arg(long, default_value_t = 20_000)]
+    pub snapshot_logs: u64,
+
+    /// Deadline of a client request, milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    pub request_timeout_ms: u64,
+
+    /// Interval of heartbeats on `/watch` streams, milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub watch_heartbeat_ms: u64,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How logs are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The resolved configuration of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id.
+    pub id: u64,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Advertised address.
+    pub advertise: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Founding members (id to address), including this node.
+    pub initial_cluster: BTreeMap<u64, String>,
+    /// Admin token.
+    pub admin_token: String,
+    /// Cluster token.
+    pub cluster_token: String,
+    /// Where the initial catalog comes from.
+    pub seed: SeedSource,
+    /// Election timeout range and heartbeat, milliseconds.
+    pub election_timeout_ms: (u64, u64),
+    /// Heartbeat interval, milliseconds.
+    pub heartbeat_ms: u64,
+    /// Snapshot every this many entries.
+    pub snapshot_logs: u64,
+    /// Client request deadline.
+    pub request_timeout: Duration,
+    /// `/watch` heartbeat interval.
+    pub watch_heartbeat: Duration,
+}
+
+impl Args {
+    /// Checks the flags and fills in defaults.
+    pub fn resolve(self) -> anyhow::Result<NodeConfig> {
+        if self.id == 0 {
+            bail!("--id must be at least 1");
+        }
+        if self.admin_token.trim().is_empty() || self.cluster_token.trim().is_empty() {
+            bail!("the admin and cluster tokens must not be empty (--admin-token/BAZAR_ADMIN_TOKEN, --cluster-token/BAZAR_CLUSTER_TOKEN)");
+        }
+        if self.election_timeout_min_ms == 0 || self.election_timeout_min_ms >= self.election_timeout_max_ms {
+            bail!("--election-timeout-min-ms must be positive and below --election-timeout-max-ms");
+        }
+        if self.heartbeat_ms == 0 || self.heartbeat_ms >= self.election_timeout_min_ms {
+            bail!("--heartbeat-ms must be positive and below the election timeout");
+        }
+        let listen = match self.listen {
+            Some(a) => a,
+            None => {
+                let port = 7100u16.checked_add(u16::try_from(self.id).unwrap_or(u16::MAX)).filter(|_| self.id < 100);
+                let port = port.context("ids of 100 or more need an explicit --listen")?;
+                SocketAddr::from(([127, 0, 0, 1], port))
+            }
+        };
+        let advertise = self.advertise.unwrap_or_else(|| listen.to_string());
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(format!("data/node-{}", self.id)));
+
+        let mut initial_cluster = BTreeMap::new();
+        for member in &self.initial_cluster {
+            let (id, addr) = member
+                .split_once('=')
+                .with_context(|| format!("--initial-cluster entry {member:?} is not id=host:port"))?;
+            let id: u64 = id.trim().parse().with_context(|| format!("bad node id in {member:?}"))?;
+            if id == 0 || addr.trim().is_empty() {
+                bail!("--initial-cluster entry {member:?} needs an id of at least 1 and an address");
+            }
+            if initial_cluster.insert(id, addr.trim().to_string()).is_some() {
+                bail!("node {id} appears twice in --initial-cluster");
+            }
+        }
+        match initial_cluster.get(&self.id) {
+            None if initial_cluster.is_empty() => {
+                initial_cluster.insert(self.id, advertise.clone());
+            }
+            None => bail!("--initial-cluster does not list this node (id {})", self.id),
+            Some(addr) if *addr != advertise => {
+                bail!("--initial-cluster lists node {} at {addr}, but it advertises {advertise}", self.id)
+            }
+            Some(_) => {}
+        }
+
+        let seed = match (self.catalog_file, self.generate_books) {
+            (Some(path), _) => SeedSource::from_file(&path)?,
+            (None, Some(n)) => SeedSource::generated(n)?,
+            (None, None) => SeedSource::Classic,
+        };
+
+        Ok(NodeConfig {
+            id: self.id,
+            listen,
+            advertise,
+            data_dir,
+            initial_cluster,
+            admin_token: self.admin_token,
+            cluster_token: self.cluster_token,
+            seed,
+            election_timeout_ms: (self.election_timeout_min_ms, self.election_timeout_max_ms),
+            heartbeat_ms: self.heartbeat_ms,
+            snapshot_logs: self.snapshot_logs.max(1),
+            request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+            watch_heartbeat: Duration::from_millis(self.watch_heartbeat_ms.max(10)),
+        })
+    }
+}
+
+impl NodeConfig {
+    /// openraft's configuration for `group`.
+    pub fn raft_config(&self, group: Group) -> anyhow::Result<openraft::Config> {
+        let config = openraft::Config {
+            cluster_name: format!("bazar-{group}"),
+            election_timeout_min: self.election_timeout_ms.0,
+            election_timeout_max: self.election_timeout_ms.1,
+            heartbeat_interval: self.heartbeat_ms,
+            install_snapshot_timeout: 30_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            max_in_snapshot_log_to_keep: 1_000,
+            // A partitioned node that comes back must not depose a healthy
+            // leader by having bumped its term while alone.
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        Ok(config.validate()?)
+    }
+}

@@ -1,0 +1,202 @@
+//! The client routes of a node: search, lookup, buy, orders, and the admin
+//! writes to the catalog.
+//!
+//! Reads take `?consistency=linearizable|lease|cached` (default
+//! `linearizable`; on a node, `cached` means "this replica as it is, with no
+//! coordination"). Any replica serves any read; the answer carries
+//! `X-Bazar-Served-By`, `X-Bazar-Cache: bypass` and `X-Bazar-Index`, the
+//! applied index of the very view the answer was read from.
+//!
+//! Writes go to the leader of their group; elsewhere they are refused with
+//! `421 not_leader` naming the leader, before anything is proposed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bazar_api::model::{parse_paging, validate_idempotency_key};
+use bazar_api::{
+    Book, BookPage, BookPatch, BuyRequest, CACHE_HEADER, Consistency, INDEX_HEADER, NewBook, Order, OrderPage,
+    RestockRequest, SERVED_BY_HEADER,
+};
+use serde::Serialize;
+
+use super::auth::Admin;
+use super::error::{AppError, Id, JsonBody, OptionalJsonBody};
+use crate::buy;
+use crate::catalog::{Catalog, CatalogCommand, CatalogResponse};
+use crate::error::Error;
+use crate::node::Node;
+use crate::orders::Orders;
+
+/// Query parameters, refused with a problem when malformed.
+pub struct Params(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(map) = axum::extract::Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| AppError::invalid(e.body_text()))?;
+        Ok(Params(map))
+    }
+}
+
+impl Params {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// The requested consistency; linearizable when absent.
+    pub fn consistency(&self) -> Result<Consistency, AppError> {
+        match self.get("consistency") {
+            None | Some("") => Ok(Consistency::Linearizable),
+            Some(s) => s.parse().map_err(AppError::invalid),
+        }
+    }
+
+    fn paging(&self) -> Result<(usize, u64), AppError> {
+        parse_paging(self.get("limit"), self.get("cursor")).map_err(AppError::invalid)
+    }
+}
+
+/// A read answer with the headers that describe it.
+pub fn read_response<T: Serialize>(node_id: u64, index: u64, body: T) -> Response {
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CACHE_HEADER, HeaderValue::from_static("bypass"));
+    headers.insert(SERVED_BY_HEADER, HeaderValue::from(node_id));
+    headers.insert(INDEX_HEADER, HeaderValue::from(index));
+    response
+}
+
+/// `GET /books?topic=&limit=&cursor=&consistency=`
+pub async fn search(State(node): State<Arc<Node>>, params: Params) -> Result<Response, AppError> {
+    let consistency = params.consistency()?;
+    let (limit, after) = params.paging()?;
+    let topic = params.get("topic").map(str::trim).filter(|t| !t.is_empty());
+    node.catalog.linearize(consistency, node.deadline()).await?;
+    let view = node.catalog.view();
+    let index = view.applied_index()?;
+    let (books, next) = Catalog::search(&view, topic, after, limit)?;
+    let page = BookPage { books, next_cursor: next.map(|id| id.to_string()) };
+    Ok(read_response(node.id, index, page))
+}
+
+/// `GET /books/{id}`
+pub async fn lookup(State(node): State<Arc<Node>>, Id(id): Id, params: Params) -> Result<Response, AppError> {
+    let consistency = params.consistency()?;
+    node.catalog.linearize(consistency, node.deadline()).await?;
+    let view = node.catalog.view();
+    let index = view.applied_index()?;
+    let book = Catalog::book(&view, id)?.ok_or_else(|| Error::NotFound(format!("no book with id {id}")))?;
+    Ok(read_response(node.id, index, book))
+}
+
+/// `GET /orders/{id}`
+pub async fn order(State(node): State<Arc<Node>>, Id(id): Id, params: Params) -> Result<Response, AppError> {
+    let consistency = params.consistency()?;
+    node.orders.linearize(consistency, node.deadline()).await?;
+    let view = node.orders.view();
+    let index = view.applied_index()?;
+    let order = Orders::order(&view, id)?.ok_or_else(|| Error::NotFound(format!("no order with id {id}")))?;
+    Ok(read_response(node.id, index, order))
+}
+
+/// `GET /orders?book_id=&limit=&cursor=`
+pub async fn orders(State(node): State<Arc<Node>>, params: Params) -> Result<Response, AppError> {
+    let consistency = params.consistency()?;
+    let (limit, after) = params.paging()?;
+    let book_id = match params.get("book_id") {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| AppError::invalid(format!("invalid book_id {s:?}")))?,
+        ),
+    };
+    node.orders.linearize(consistency, node.deadline()).await?;
+    let view = node.orders.view();
+    let index = view.applied_index()?;
+    let (orders, next) = Orders::list(&view, book_id, after, limit)?;
+    let page = OrderPage { orders, next_cursor: next.map(|id| id.to_string()) };
+    Ok(read_response(node.id, index, page))
+}
+
+/// `POST /books/{id}/buy`
+pub async fn buy(
+    State(node): State<Arc<Node>>,
+    Id(id): Id,
+    headers: HeaderMap,
+    OptionalJsonBody(body): OptionalJsonBody<BuyRequest>,
+) -> Result<(StatusCode, Json<Order>), AppError> {
+    let quantity = body.quantity().map_err(AppError::invalid)?;
+    let key = match headers.get(bazar_api::IDEMPOTENCY_KEY_HEADER) {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().map_err(|_| AppError::invalid("Idempotency-Key must be visible ASCII"))?;
+            validate_idempotency_key(key).map_err(AppError::invalid)?;
+            Some(key.to_string())
+        }
+    };
+    let order = buy::buy(&node, id, quantity, key, node.deadline()).await?;
+    Ok((StatusCode::CREATED, Json(order)))
+}
+
+/// Proposes a catalog command as the catalog leader and returns the book it produced.
+async fn write_book(node: &Node, cmd: CatalogCommand) -> Result<Book, AppError> {
+    if !node.catalog.is_leader() {
+        return Err(node.catalog.not_leader().into());
+    }
+    let book_id = match &cmd {
+        CatalogCommand::Restock { book_id, .. } | CatalogCommand::Update { book_id, .. } => Some(*book_id),
+        _ => None,
+    };
+    match node.catalog.write(cmd, node.deadline()).await? {
+        CatalogResponse::Book(book) => Ok(book),
+        CatalogResponse::NotFound => {
+            Err(Error::NotFound(format!("no book with id {}", book_id.unwrap_or_default())).into())
+        }
+        CatalogResponse::DuplicateIsbn { existing_id } => {
+            Err(Error::Conflict(format!("book {existing_id} already has this ISBN")).into())
+        }
+        CatalogResponse::StockOverflow => Err(AppError::invalid("restock would overflow the stock counter")),
+        other => Err(Error::Internal(format!("unexpected catalog answer {other:?}")).into()),
+    }
+}
+
+/// `POST /books` (admin)
+pub async fn add_book(
+    _: Admin,
+    State(node): State<Arc<Node>>,
+    JsonBody(new): JsonBody<NewBook>,
+) -> Result<(StatusCode, Json<Book>), AppError> {
+    let new = new.validate().map_err(AppError::invalid)?;
+    let book = write_book(&node, CatalogCommand::AddBook(new)).await?;
+    Ok((StatusCode::CREATED, Json(book)))
+}
+
+/// `POST /books/{id}/restock` (admin)
+pub async fn restock(
+    _: Admin,
+    State(node): State<Arc<Node>>,
+    Id(id): Id,
+    JsonBody(body): JsonBody<RestockRequest>,
+) -> Result<Json<Book>, AppError> {
+    let quantity = body.quantity().map_err(AppError::invalid)?;
+    Ok(Json(write_book(&node, CatalogCommand::Restock { book_id: id, quantity }).await?))
+}
+
+/// `PATCH /books/{id}` (admin)
+pub async fn update_book(
+    _: Admin,
+    State(node): State<Arc<Node>>,
+    Id(id): Id,
+    JsonBody(patch): JsonBody<BookPatch>,
+) -> Result<Json<Book>, AppError> {
+    let patch = patch.validate().map_err(AppError::invalid)?;
+    Ok(Json(write_book(&node, CatalogCommand::Update { book_id: id, patch }).await?))
+}

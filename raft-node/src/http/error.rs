@@ -1,0 +1,156 @@
+//! Turning errors into problem documents, and extractors that refuse bad
+//! input with one.
+//!
+//! This is the only place where the node decides what a client sees when
+//! something goes wrong. Internal errors are logged here and answered with a
+//! bare 500; everything else becomes an RFC 9457 document with its code.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bazar_api::{ErrorCode, PROBLEM_CONTENT_TYPE, Problem};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+/// An error on its way to becoming a problem response.
+#[derive(Debug)]
+pub struct AppError(pub Problem);
+
+impl From<Error> for AppError {
+    fn from(e: Error) -> Self {
+        if let Error::Internal(detail) = &e {
+            tracing::error!(error = %detail, "internal error");
+        }
+        AppError(e.to_problem())
+    }
+}
+
+impl From<std::io::Error> for AppError {
+    fn from(e: std::io::Error) -> Self {
+        AppError::from(Error::from(e))
+    }
+}
+
+impl AppError {
+    /// A 400 `invalid_input` problem.
+    pub fn invalid(detail: impl Into<String>) -> AppError {
+        AppError(Problem::new(ErrorCode::InvalidInput, detail))
+    }
+}
+
+/// Renders a problem document as a response.
+pub fn problem_response(p: &Problem) -> Response {
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(p).unwrap_or_default();
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+    if let Some(secs) = p.retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        problem_response(&self.0)
+    }
+}
+
+/// A JSON request body, refused with a problem when it is not JSON, does not
+/// parse, has unknown fields, or is too large.
+pub struct JsonBody<T>(pub T);
+
+/// Like [`JsonBody`], but an empty body (with any or no content type) means `T::default()`.
+pub struct OptionalJsonBody<T>(pub T);
+
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| {
+            let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+async fn read_body(req: Request) -> Result<Bytes, AppError> {
+    Bytes::from_request(req, &()).await.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError(Problem::new(ErrorCode::InvalidInput, "request body too large").with_status(413))
+        } else {
+            AppError(Problem::new(ErrorCode::InvalidInput, rejection.body_text()).with_status(status.as_u16()))
+        }
+    })
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    serde_json::from_slice(bytes).map_err(|e| AppError::invalid(format!("invalid JSON body: {e}")))
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(&req) {
+            return Err(AppError(
+                Problem::new(ErrorCode::InvalidInput, "expected a JSON body with Content-Type: application/json")
+                    .with_status(415),
+            ));
+        }
+        let bytes = read_body(req).await?;
+        Ok(JsonBody(parse(&bytes)?))
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(&req);
+        let bytes = read_body(req).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        if !json {
+            return Err(AppError(
+                Problem::new(ErrorCode::InvalidInput, "expected a JSON body with Content-Type: application/json")
+                    .with_status(415),
+            ));
+        }
+        Ok(OptionalJsonBody(parse(&bytes)?))
+    }
+}
+
+/// A positive integer id from the last path segment.
+pub struct Id(pub u64);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| AppError::invalid(e.body_text()))?;
+        match raw.parse::<u64>() {
+            Ok(id) if id > 0 => Ok(Id(id)),
+            _ => Err(AppError::invalid(format!("{raw:?} is not a valid id: ids are positive integers"))),
+        }
+    }
+}
+
+/// The answer to a route that does not exist.
+pub async fn not_found() -> AppError {
+    AppError(Problem::new(ErrorCode::NotFound, "no such route"))
+}
+
+/// The answer to a method a route does not support.
+pub async fn method_not_allowed() -> AppError {
+    AppError(Problem::new(ErrorCode::InvalidInput, "method not allowed on this route").with_status(405))
+}

@@ -1,0 +1,57 @@
+//! The node's HTTP server: client routes, admin routes, the change stream,
+//! and both groups' Raft RPCs, on one listener.
+//!
+//! [`app`] builds the router without binding anything, so tests can drive it
+//! with `tower::ServiceExt::oneshot`.
+
+pub mod admin;
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod metrics;
+pub mod raft;
+pub mod watch;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::node::Node;
+
+/// Largest body of a client request.
+const CLIENT_BODY_LIMIT: usize = 64 * 1024;
+/// Largest body of a Raft RPC (a batch of appended entries; snapshots stream).
+const RAFT_BODY_LIMIT: usize = 512 * 1024 * 1024;
+
+/// The node's routes.
+pub fn app(node: Arc<Node>) -> Router {
+    let client = Router::new()
+        .route("/books", get(client::search).post(client::add_book))
+        .route("/books/{id}", get(client::lookup).patch(client::update_book))
+        .route("/books/{id}/buy", post(client::buy))
+        .route("/books/{id}/restock", post(client::restock))
+        .route("/orders", get(client::orders))
+        .route("/orders/{id}", get(client::order))
+        .route("/health", get(admin::health))
+        .route("/cluster", get(admin::cluster))
+        .route("/metrics", get(metrics::render))
+        .route("/watch", get(watch::watch))
+        .route("/admin/digest", get(admin::digest))
+        .route("/admin/init", post(admin::init))
+        .route("/admin/{group}/add-learner", post(admin::add_learner))
+        .route("/admin/{group}/change-membership", post(admin::change_membership))
+        .layer(DefaultBodyLimit::max(CLIENT_BODY_LIMIT));
+    let raft = Router::new()
+        .route("/raft/{group}/snapshot", post(raft::snapshot))
+        .route("/raft/{group}/{rpc}", post(raft::rpc))
+        .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT));
+    Router::new()
+        .merge(client)
+        .merge(raft)
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(node.clone(), metrics::track))
+        .with_state(node)
+}

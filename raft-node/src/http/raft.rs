@@ -1,0 +1,127 @@
+//! Raft RPCs between nodes: the server side (see [`crate::raft::network`]).
+//!
+//! `POST /raft/{group}/{rpc}` with a postcard body, where `rpc` is `append`,
+//! `vote`, `pre-vote`, `transfer-leader`, `write` (a write forwarded to the
+//! leader) or `read-index` (a read index for a follower read); and
+//! `POST /raft/{group}/snapshot`, a streamed snapshot. All need the cluster token.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bazar_api::Group;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncWriteExt;
+
+use super::auth::Peer;
+use crate::node::Node;
+use crate::raft::network::{POSTCARD, read_snapshot_header};
+use crate::raft::{Forwarded, RaftGroup, ReadKind};
+use crate::sm::{GroupSnapshot, SnapshotData, StateMachine};
+use crate::store::log::{decode, encode};
+
+fn postcard<T: Serialize>(value: &T) -> Response {
+    match encode(value) {
+        Ok(bytes) => ([(axum::http::header::CONTENT_TYPE, POSTCARD)], bytes).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn failure(status: StatusCode, e: impl std::fmt::Display) -> Response {
+    (status, e.to_string()).into_response()
+}
+
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+    decode(bytes).map_err(|e| failure(StatusCode::BAD_REQUEST, format!("undecodable RPC body: {e}")))
+}
+
+fn respond<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Response {
+    match result {
+        Ok(v) => postcard(&v),
+        Err(e) => failure(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+/// `POST /raft/{group}/{rpc}`
+pub async fn rpc(
+    _: Peer,
+    State(node): State<Arc<Node>>,
+    Path((group, rpc)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Response {
+    match group.parse::<Group>() {
+        Ok(Group::Catalog) => dispatch(&node, &node.catalog, &rpc, &bytes).await,
+        Ok(Group::Orders) => dispatch(&node, &node.orders, &rpc, &bytes).await,
+        Err(e) => failure(StatusCode::NOT_FOUND, e),
+    }
+}
+
+async fn dispatch<S: StateMachine>(node: &Node, g: &RaftGroup<S>, rpc: &str, bytes: &[u8]) -> Response {
+    let raft = g.raft();
+    let result = async {
+        Ok::<Response, Response>(match rpc {
+            "append" => respond(raft.append_entries(body(bytes)?).await),
+            "vote" => respond(raft.vote(body(bytes)?).await),
+            "pre-vote" => respond(raft.pre_vote(body(bytes)?).await),
+            "transfer-leader" => respond(raft.handle_transfer_leader(body(bytes)?).await),
+            "write" => postcard(&g.serve_forwarded_write(body(bytes)?, node.deadline()).await),
+            "read-index" => {
+                let kind: ReadKind = body(bytes)?;
+                let answer = match g.local_read_log_id(kind).await {
+                    Ok(id) => Forwarded::Done(id),
+                    Err(crate::error::Error::NotLeader { leader_id, .. }) => Forwarded::NotLeader { leader_id },
+                    Err(e) => Forwarded::Unavailable(e.to_string()),
+                };
+                postcard(&answer)
+            }
+            other => failure(StatusCode::NOT_FOUND, format!("no Raft RPC {other:?}")),
+        })
+    };
+    match result.await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// `POST /raft/{group}/snapshot`: receives a snapshot streamed by the leader
+/// into a temporary file, then hands it to openraft to install.
+pub async fn snapshot(_: Peer, State(node): State<Arc<Node>>, Path(group): Path<String>, body: Body) -> Response {
+    match group.parse::<Group>() {
+        Ok(Group::Catalog) => receive_snapshot(&node.catalog, body).await,
+        Ok(Group::Orders) => receive_snapshot(&node.orders, body).await,
+        Err(e) => failure(StatusCode::NOT_FOUND, e),
+    }
+}
+
+async fn receive_snapshot<S: StateMachine>(g: &RaftGroup<S>, body: Body) -> Response {
+    let stream = body.into_data_stream();
+    let ((vote, meta), head, mut rest) = match read_snapshot_header::<S, _, _>(stream).await {
+        Ok(parts) => parts,
+        Err(e) => return failure(StatusCode::BAD_REQUEST, e),
+    };
+    let tmp = g.snapshots().temp_path("incoming");
+    let written = async {
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        file.write_all(&head).await?;
+        while let Some(chunk) = rest.next().await {
+            file.write_all(&chunk.map_err(std::io::Error::other)?).await?;
+        }
+        file.sync_all().await?;
+        SnapshotData::open(tmp.clone())
+    };
+    let data = match written.await {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return failure(StatusCode::BAD_REQUEST, format!("receiving snapshot: {e}"));
+        }
+    };
+    let result = g.raft().install_full_snapshot(vote, GroupSnapshot { meta, snapshot: data }).await;
+    // Installing moved the file into place; if it was refused, it is still here.
+    let _ = tokio::fs::remove_file(&tmp).await;
+    respond(result)
+}

@@ -1,0 +1,336 @@
+//! One Raft group on this node, and how requests reach its leader.
+//!
+//! [`RaftGroup`] wraps openraft's `Raft` handle for one group with what the
+//! rest of the node needs:
+//! - [`RaftGroup::write`]: propose on this node, which must lead the group;
+//! - [`RaftGroup::write_anywhere`]: propose an *idempotent* command wherever
+//!   the leader is, retrying through leader changes until a deadline (used by
+//!   the buy coordinator and the seeder, never for client writes, whose
+//!   retries must go through idempotency keys instead);
+//! - [`RaftGroup::linearize`]: make this replica ready for a read at a given
+//!   consistency, by fetching a read index from the leader (ReadIndex, or the
+//!   leader's lease) and waiting until the local state machine applied it.
+//!   This is how followers serve linearizable reads.
+//!
+//! The server side of the forwarded calls lives in `crate::http::raft`.
+
+pub mod network;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bazar_api::cluster::{MemberInfo, ReplicationInfo};
+use bazar_api::{Consistency, GroupStatus};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::raft::linearizable_read::{Linearizer, ReadLogId};
+use openraft::{Config, LinearizerOption, Raft, RaftMetrics, ReadPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::sm::{NodeId, RaftSm, SnapshotStore, StateMachine, View};
+use crate::store::Store;
+use crate::store::log::LogStore;
+use crate::watch::EventHub;
+use network::{NetworkFactory, Peers, RpcFailure};
+
+/// What a peer answers to a forwarded write or read-index request.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Forwarded<T> {
+    /// Done; here is the result.
+    Done(T),
+    /// The peer does not lead the group.
+    NotLeader {
+        /// Whom it believes leads.
+        leader_id: Option<NodeId>,
+    },
+    /// The peer could not do it (no quorum, shutting down, outcome unknown).
+    Unavailable(String),
+}
+
+/// How a read index is obtained from the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadKind {
+    /// Confirm leadership with a heartbeat quorum (ReadIndex).
+    ReadIndex,
+    /// Use the leader's lease when it is fresh; fall back to a heartbeat round.
+    Lease,
+}
+
+impl ReadKind {
+    fn option(self) -> LinearizerOption {
+        match self {
+            ReadKind::ReadIndex => ReadPolicy::ReadIndex.into(),
+            // Lease age defaults to the leader lease; wait for a heartbeat when stale.
+            ReadKind::Lease => LinearizerOption::new(None, true),
+        }
+    }
+}
+
+/// The Raft handle of one group's state machine.
+pub type GroupRaft<S> = Raft<<S as StateMachine>::C, RaftSm<S>>;
+
+/// One Raft group on this node.
+pub struct RaftGroup<S: StateMachine> {
+    raft: GroupRaft<S>,
+    node_id: NodeId,
+    store: Store,
+    events: Arc<EventHub>,
+    snapshots: SnapshotStore,
+    peers: Arc<Peers>,
+}
+
+/// Pause between retries while a group has no usable leader.
+const RETRY_MIN: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_millis(200);
+
+impl<S: StateMachine> RaftGroup<S> {
+    /// Opens group `S::GROUP` on `store` and starts its Raft.
+    pub async fn open(
+        node_id: NodeId,
+        config: Arc<Config>,
+        store: Store,
+        data_dir: &Path,
+        peers: Arc<Peers>,
+    ) -> anyhow::Result<Arc<RaftGroup<S>>> {
+        let snapshots = SnapshotStore::open(data_dir.join("snapshots").join(S::GROUP.as_str()), S::GROUP)?;
+        let applied = View::new(&store, S::GROUP).applied_index()?;
+        let events = Arc::new(EventHub::new(applied));
+        let sm = RaftSm::<S>::new(store.clone(), snapshots.clone(), events.clone());
+        let log = LogStore::<S::C>::new(store.clone(), S::GROUP);
+        let network = NetworkFactory::<S>::new(peers.clone(), node_id);
+        let raft = Raft::new(node_id, config, network, log, sm).await?;
+        Ok(Arc::new(RaftGroup { raft, node_id, store, events, snapshots, peers }))
+    }
+
+    /// The openraft handle.
+    pub fn raft(&self) -> &GroupRaft<S> {
+        &self.raft
+    }
+
+    /// The change-event hub.
+    pub fn events(&self) -> &Arc<EventHub> {
+        &self.events
+    }
+
+    /// The snapshot directory.
+    pub fn snapshots(&self) -> &SnapshotStore {
+        &self.snapshots
+    }
+
+    /// A consistent view of the local replica's state machine.
+    pub fn view(&self) -> View<'_> {
+        View::new(&self.store, S::GROUP)
+    }
+
+    /// A copy of the current Raft metrics.
+    pub fn metrics(&self) -> RaftMetrics<S::C> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// Whether this node currently leads the group.
+    pub fn is_leader(&self) -> bool {
+        self.raft.as_leader().is_ok()
+    }
+
+    /// The address of a member, from the current membership.
+    pub fn addr_of(&self, id: NodeId) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+
+    /// The leader as this node sees it, with its address when known.
+    pub fn leader(&self) -> Option<(NodeId, Option<String>)> {
+        let id = self.raft.metrics().borrow_watched().current_leader?;
+        Some((id, self.addr_of(id)))
+    }
+
+    /// The error telling a client to go to the leader.
+    pub fn not_leader(&self) -> Error {
+        let (leader_id, leader_addr) = match self.leader() {
+            Some((id, addr)) if id != self.node_id => (Some(id), addr),
+            _ => (None, None),
+        };
+        Error::NotLeader { group: S::GROUP, leader_id, leader_addr }
+    }
+
+    /// Proposes `cmd` on this node, which must lead the group, and waits until
+    /// it is committed and applied, or until `deadline`.
+    ///
+    /// `NotLeader` means nothing was proposed. `Unavailable` after a proposal
+    /// means the outcome is unknown: the entry may still commit.
+    pub async fn write(&self, cmd: S::Command, deadline: Instant) -> Result<S::Response> {
+        let outcome = tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await;
+        match outcome {
+            Err(_) => Err(Error::Unavailable(format!(
+                "the {} group did not commit the write in time; its outcome is unknown",
+                S::GROUP
+            ))),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(Error::NotLeader {
+                group: S::GROUP,
+                leader_id: f.leader_id.filter(|id| *id != self.node_id),
+                leader_addr: f.leader_node.map(|n| n.addr),
+            }),
+            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => Err(Error::Unavailable(format!(
+                "the {} group changed leader while the write was in flight; its outcome is unknown",
+                S::GROUP
+            ))),
+            Ok(Err(RaftError::APIError(e))) => Err(Error::Internal(e.to_string())),
+            Ok(Err(RaftError::Fatal(f))) => Err(Error::Unavailable(format!("the {} group stopped: {f}", S::GROUP))),
+        }
+    }
+
+    /// Proposes an idempotent command wherever the leader is, retrying
+    /// through elections and lost answers until `deadline`. Only for commands
+    /// whose re-application is harmless (reservations keyed by order, seeds).
+    pub async fn write_anywhere(&self, cmd: S::Command, deadline: Instant) -> Result<S::Response> {
+        let mut pause = RETRY_MIN;
+        loop {
+            let attempt = if self.is_leader() {
+                self.write(cmd.clone(), deadline).await
+            } else {
+                self.forward_write(&cmd, deadline).await
+            };
+            match attempt {
+                Err(Error::NotLeader { .. } | Error::Unavailable(_)) if Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn forward_write(&self, cmd: &S::Command, deadline: Instant) -> Result<S::Response> {
+        let Some((leader, Some(addr))) = self.leader().filter(|(id, _)| *id != self.node_id) else {
+            return Err(self.not_leader());
+        };
+        let path = format!("/raft/{}/write", S::GROUP);
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match self.peers.call::<_, Forwarded<S::Response>>(&addr, &path, cmd, timeout).await {
+            Ok(Forwarded::Done(r)) => Ok(r),
+            Ok(Forwarded::NotLeader { leader_id }) => {
+                Err(Error::NotLeader { group: S::GROUP, leader_id, leader_addr: None })
+            }
+            Ok(Forwarded::Unavailable(m)) => Err(Error::Unavailable(m)),
+            Err(e) => Err(Error::Unavailable(format!("forwarding to leader {leader} at {addr}: {e}"))),
+        }
+    }
+
+    /// Answers a write forwarded by a peer.
+    pub async fn serve_forwarded_write(&self, cmd: S::Command, deadline: Instant) -> Forwarded<S::Response> {
+        match self.write(cmd, deadline).await {
+            Ok(r) => Forwarded::Done(r),
+            Err(Error::NotLeader { leader_id, .. }) => Forwarded::NotLeader { leader_id },
+            Err(e) => Forwarded::Unavailable(e.to_string()),
+        }
+    }
+
+    /// Makes this replica ready to serve a read at `consistency`: afterwards
+    /// the local state machine reflects every write acknowledged before the
+    /// call (for `lease` and `linearizable`; `cached` returns at once).
+    pub async fn linearize(&self, consistency: Consistency, deadline: Instant) -> Result<()> {
+        let kind = match consistency {
+            Consistency::Cached => return Ok(()),
+            Consistency::Lease => ReadKind::Lease,
+            Consistency::Linearizable => ReadKind::ReadIndex,
+        };
+        let mut pause = RETRY_MIN;
+        let read_log_id = loop {
+            let attempt = if self.is_leader() {
+                self.local_read_log_id(kind).await
+            } else {
+                self.remote_read_log_id(kind, deadline).await
+            };
+            match attempt {
+                Ok(id) => break id,
+                Err(Error::NotLeader { .. } | Error::Unavailable(_)) if Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+                Err(Error::NotLeader { .. }) => {
+                    return Err(Error::Unavailable(format!("the {} group has no leader", S::GROUP)));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match Linearizer::new(self.node_id, read_log_id, None).try_await_ready(&self.raft, Some(remaining)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(state)) => Err(Error::Unavailable(format!(
+                "this replica of the {} group did not catch up with the leader in time ({state})",
+                S::GROUP
+            ))),
+            Err(fatal) => Err(Error::Unavailable(format!("the {} group stopped: {fatal}", S::GROUP))),
+        }
+    }
+
+    /// A read index from this node, as the leader.
+    pub async fn local_read_log_id(&self, kind: ReadKind) -> Result<ReadLogId<S::C>> {
+        match self.raft.get_read_linearizer(kind.option()).await {
+            Ok(linearizer) => Ok(linearizer.read_log_id().clone()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => Err(self.not_leader()),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => Err(Error::Unavailable(format!(
+                "the {} leader cannot reach a quorum: {q}",
+                S::GROUP
+            ))),
+            Err(RaftError::Fatal(f)) => Err(Error::Unavailable(format!("the {} group stopped: {f}", S::GROUP))),
+        }
+    }
+
+    async fn remote_read_log_id(&self, kind: ReadKind, deadline: Instant) -> Result<ReadLogId<S::C>> {
+        let Some((leader, Some(addr))) = self.leader().filter(|(id, _)| *id != self.node_id) else {
+            return Err(self.not_leader());
+        };
+        let path = format!("/raft/{}/read-index", S::GROUP);
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match self.peers.call::<_, Forwarded<ReadLogId<S::C>>>(&addr, &path, &kind, timeout).await {
+            Ok(Forwarded::Done(id)) => Ok(id),
+            Ok(Forwarded::NotLeader { leader_id }) => {
+                Err(Error::NotLeader { group: S::GROUP, leader_id, leader_addr: None })
+            }
+            Ok(Forwarded::Unavailable(m)) => Err(Error::Unavailable(m)),
+            Err(RpcFailure::Unreachable(m)) => {
+                Err(Error::Unavailable(format!("leader {leader} at {addr} is unreachable: {m}")))
+            }
+            Err(e) => Err(Error::Unavailable(format!("asking leader {leader} at {addr} for a read index: {e}"))),
+        }
+    }
+
+    /// This group's state as this node sees it.
+    pub fn status(&self) -> GroupStatus {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| MemberInfo { node_id: *id, addr: node.addr.clone(), voter: voters.contains(id) })
+            .collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let replication = m.replication.as_ref().map(|r| {
+            r.iter()
+                .map(|(id, matched)| {
+                    let matched_index = matched.as_ref().map(|l| l.index);
+                    ReplicationInfo { node_id: *id, matched_index, lag: last.saturating_sub(matched_index.unwrap_or(0)) }
+                })
+                .collect()
+        });
+        GroupStatus {
+            group: S::GROUP,
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader_id: m.current_leader,
+            last_log_index: m.last_log_index,
+            committed_index: m.cluster_committed.as_ref().map(|l| l.index),
+            applied_index: m.last_applied.as_ref().map(|l| l.index),
+            snapshot_index: m.snapshot.as_ref().map(|l| l.index),
+            purged_index: m.purged.as_ref().map(|l| l.index),
+            members,
+            replication,
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Raft RPCs between nodes: the client side.
+//!
+//! Every RPC is an HTTP `POST {peer}/raft/{group}/{rpc}` with a postcard body
+//! and the cluster token as a bearer token; the answer is a postcard body
+//! (200) or a plain-text error (any other status). Both groups share one
+//! [`Peers`] table, which holds one `reqwest::Client` (one connection pool)
+//! per peer address, so a dead or slow peer cannot exhaust the connections
+//! used for the others.
+//!
+//! Failures are classified for openraft: a connection that could not be
+//! opened is `Unreachable` (openraft backs off), a timeout is `Timeout`, and
+//! anything else is a `Network` error.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, OptionalSend, RPCTypes, RaftNetworkV2};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::sm::{GroupSnapshot, NodeId, SnapshotData, StateMachine};
+use crate::store::log::{decode, encode};
+
+/// Content type of postcard bodies.
+pub const POSTCARD: &str = "application/x-postcard";
+
+/// Why an RPC failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcFailure {
+    /// The request was not delivered (connection refused, unknown host).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// No answer in time; the request may or may not have been processed.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// Delivered, but failed (non-200, undecodable answer, broken connection).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The peers of this node: one HTTP client per peer address.
+pub struct Peers {
+    token: String,
+    clients: Mutex<HashMap<String, reqwest::Client>>,
+}
+
+impl Peers {
+    /// Peers authenticated with the cluster token `token`.
+    pub fn new(token: String) -> Arc<Peers> {
+        Arc::new(Peers { token, clients: Mutex::new(HashMap::new()) })
+    }
+
+    /// The HTTP client for the peer at `addr` (host:port).
+    pub fn client(&self, addr: &str) -> reqwest::Client {
+        let mut clients = self.clients.lock().expect("peer table poisoned");
+        clients
+            .entry(addr.to_string())
+            .or_insert_with(|| {
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_millis(500))
+                    .tcp_nodelay(true)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(64)
+                    .build()
+                    .expect("building an HTTP client")
+            })
+            .clone()
+    }
+
+    /// The cluster token, for peers' requests.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// `POST http://{addr}{path}` with a postcard body; decodes a postcard answer.
+    pub async fn call<Req, Resp>(&self, addr: &str, path: &str, req: &Req, timeout: Duration) -> Result<Resp, RpcFailure>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let body = encode(req).map_err(|e| RpcFailure::Failed(e.to_string()))?;
+        let request = self
+            .client(addr)
+            .post(format!("http://{addr}{path}"))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, POSTCARD)
+            .timeout(timeout)
+            .body(body);
+        let bytes = send(request, timeout).await?;
+        decode(&bytes).map_err(|e| RpcFailure::Failed(format!("undecodable answer from {addr}: {e}")))
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder, timeout: Duration) -> Result<Bytes, RpcFailure> {
+    let response = request.send().await.map_err(|e| classify(e, timeout))?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| classify(e, timeout))?;
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&bytes);
+        return Err(RpcFailure::Failed(format!("HTTP {status}: {}", text.trim())));
+    }
+    Ok(bytes)
+}
+
+fn classify(e: reqwest::Error, timeout: Duration) -> RpcFailure {
+    if e.is_timeout() {
+        RpcFailure::Timeout(timeout)
+    } else if e.is_connect() {
+        RpcFailure::Unreachable(e.to_string())
+    } else {
+        RpcFailure::Failed(e.to_string())
+    }
+}
+
+/// Creates connections for one group's Raft.
+pub struct NetworkFactory<S: StateMachine> {
+    peers: Arc<Peers>,
+    node_id: NodeId,
+    _s: PhantomData<S>,
+}
+
+impl<S: StateMachine> NetworkFactory<S> {
+    /// Connections from node `node_id` through `peers`.
+    pub fn new(peers: Arc<Peers>, node_id: NodeId) -> Self {
+        NetworkFactory { peers, node_id, _s: PhantomData }
+    }
+}
+
+impl<S: StateMachine> RaftNetworkFactory<S::C> for NetworkFactory<S> {
+    type Network = Connection<S>;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection<S> {
+        Connection {
+            peers: self.peers.clone(),
+            addr: node.addr.clone(),
+            node_id: self.node_id,
+            target,
+            _s: PhantomData,
+        }
+    }
+}
+
+/// One group's Raft connection to one peer.
+pub struct Connection<S: StateMachine> {
+    peers: Arc<Peers>,
+    addr: String,
+    node_id: NodeId,
+    target: NodeId,
+    _s: PhantomData<S>,
+}
+
+impl<S: StateMachine> Connection<S> {
+    fn path(rpc: &str) -> String {
+        format!("/raft/{}/{rpc}", S::GROUP)
+    }
+
+    async fn rpc<Req, Resp>(&self, rpc: &str, action: RPCTypes, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<S::C>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let timeout = option.hard_ttl();
+        self.peers
+            .call(&self.addr, &Self::path(rpc), req, timeout)
+            .await
+            .map_err(|e| self.rpc_error(e, action))
+    }
+
+    fn rpc_error(&self, e: RpcFailure, action: RPCTypes) -> RPCError<S::C> {
+        match e {
+            RpcFailure::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(m)),
+            RpcFailure::Timeout(timeout) => {
+                RPCError::Timeout(Timeout { action, id: self.node_id, target: self.target, timeout })
+            }
+            RpcFailure::Failed(m) => RPCError::Network(NetworkError::from_string(m)),
+        }
+    }
+}
+
+/// Header of a streamed snapshot: the leader's vote and what the file holds.
+type SnapshotHeader<S> = (openraft::alias::VoteOf<<S as StateMachine>::C>, crate::sm::GroupSnapshotMeta);
+
+impl<S: StateMachine> RaftNetworkV2<S::C> for Connection<S> {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<S::C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<S::C>, RPCError<S::C>> {
+        self.rpc("append", RPCTypes::AppendEntries, &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<S::C>, option: RPCOption) -> Result<VoteResponse<S::C>, RPCError<S::C>> {
+        self.rpc("vote", RPCTypes::Vote, &rpc, &option).await
+    }
+
+    async fn pre_vote(&mut self, rpc: VoteRequest<S::C>, option: RPCOption) -> Result<VoteResponse<S::C>, RPCError<S::C>> {
+        self.rpc("pre-vote", RPCTypes::Vote, &rpc, &option).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<S::C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<S::C>, RPCError<S::C>> {
+        self.rpc("transfer-leader", RPCTypes::TransferLeader, &req, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: openraft::alias::VoteOf<S::C>,
+        snapshot: GroupSnapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<S::C>, StreamingError<S::C>> {
+        let header: SnapshotHeader<S> = (vote, snapshot.meta);
+        let header = encode(&header).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let size = snapshot.snapshot.size;
+        let mut prefix = Vec::with_capacity(4 + header.len());
+        prefix.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        prefix.extend_from_slice(&header);
+        let file = tokio::fs::File::from_std(snapshot.snapshot.file);
+        let body = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(prefix)) })
+            .chain(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+
+        // A snapshot can be large: allow for its transfer at a modest 20 MB/s.
+        let timeout = option.hard_ttl().max(Duration::from_secs(10) + Duration::from_millis(size / 20_000));
+        let request = self
+            .peers
+            .client(&self.addr)
+            .post(format!("http://{}{}", self.addr, Self::path("snapshot")))
+            .bearer_auth(self.peers.token())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .timeout(timeout)
+            .body(reqwest::Body::wrap_stream(body));
+        let bytes = tokio::select! {
+            res = send(request, timeout) => res.map_err(|e| StreamingError::from(self.rpc_error(e, RPCTypes::InstallSnapshot)))?,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        decode(&bytes).map_err(|e| StreamingError::Network(NetworkError::new(&e)))
+    }
+}
+
+/// Reads a streamed snapshot's header from the front of `body`, returning the
+/// header and the rest of the stream (the snapshot file's bytes).
+pub async fn read_snapshot_header<S, B, E>(
+    mut body: B,
+) -> Result<(SnapshotHeader<S>, Vec<u8>, B), String>
+where
+    S: StateMachine,
+    B: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut buf = Vec::new();
+    loop {
+        if buf.len() >= 4 {
+            let len = u32::from_le_bytes(buf[..4].try_into().expect("four bytes")) as usize;
+            if len > 16 << 20 {
+                return Err("snapshot header too large".into());
+            }
+            if buf.len() >= 4 + len {
+                let header = decode(&buf[4..4 + len]).map_err(|e| format!("bad snapshot header: {e}"))?;
+                let rest = buf[4 + len..].to_vec();
+                return Ok((header, rest, body));
+            }
+        }
+        match body.next().await {
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+            Some(Err(e)) => return Err(format!("reading snapshot: {e}")),
+            None => return Err("snapshot stream ended inside its header".into()),
+        }
+    }
+}

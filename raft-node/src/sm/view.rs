@@ -1,0 +1,87 @@
+//! Consistent read views of a state machine.
+
+use std::io;
+
+use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, SnapshotWithThreadMode};
+use serde::de::DeserializeOwned;
+use sha2::{Digest as _, Sha256};
+
+use super::META_APPLIED;
+use crate::store::log::decode;
+use crate::store::{Purpose, Store, io_err};
+use bazar_api::Group;
+
+/// A point-in-time view of one group's state machine: every read through it,
+/// and the applied index it reports, come from the same RocksDB snapshot, so
+/// an answer and the `X-Bazar-Index` sent with it always agree.
+pub struct View<'a> {
+    snap: SnapshotWithThreadMode<'a, DB>,
+    cf: &'a ColumnFamily,
+    cf_meta: &'a ColumnFamily,
+}
+
+impl<'a> View<'a> {
+    /// A view of `group` in `store` as of now.
+    pub fn new(store: &'a Store, group: Group) -> View<'a> {
+        View {
+            snap: store.db().snapshot(),
+            cf: store.cf(group, Purpose::Sm),
+            cf_meta: store.cf(group, Purpose::SmMeta),
+        }
+    }
+
+    /// The highest log index applied in this view (0 before the first).
+    pub fn applied_index(&self) -> io::Result<u64> {
+        let raw = self.snap.get_pinned_cf(self.cf_meta, META_APPLIED).map_err(io_err)?;
+        let applied: Option<super::GroupLogId> =
+            match raw {
+                Some(b) => decode(&b)?,
+                None => None,
+            };
+        Ok(applied.map(|id| id.index).unwrap_or(0))
+    }
+
+    /// The decoded value at `key`.
+    pub fn get<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        match self.snap.get_pinned_cf(self.cf, key).map_err(io_err)? {
+            Some(v) => decode(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// SHA-256 over every key and value of the state machine, in key order
+    /// (each length-prefixed), as hex. Replicas at the same applied index
+    /// have the same digest.
+    pub fn digest(&self) -> io::Result<String> {
+        let mut hasher = Sha256::new();
+        for item in self.snap.iterator_cf(self.cf, IteratorMode::Start) {
+            let (key, value) = item.map_err(io_err)?;
+            hasher.update((key.len() as u64).to_le_bytes());
+            hasher.update(&key);
+            hasher.update((value.len() as u64).to_le_bytes());
+            hasher.update(&value);
+        }
+        Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Visits the keys starting with `prefix` that sort after `start` (which
+    /// must itself start with `prefix`), in order, until `visit` returns false.
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> io::Result<bool>,
+    ) -> io::Result<()> {
+        let iter = self.snap.iterator_cf(self.cf, IteratorMode::From(start, Direction::Forward));
+        for item in iter {
+            let (key, value) = item.map_err(io_err)?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if !visit(&key, &value)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,84 @@
+//! Group commit of the write-ahead log.
+//!
+//! Log appends are written to RocksDB without sync (so they are readable at
+//! once, as openraft requires), then queued here with their completion
+//! callback. One thread syncs the WAL and completes every callback that was
+//! queued before the sync began. While a sync is running, new appends of both
+//! groups pile up and share the next sync: under load, one `fsync` covers many
+//! appends, and with no load an append waits for exactly one `fsync`.
+//!
+//! A failed sync is reported to every waiting callback; openraft treats that
+//! as a storage error and stops the group, which is the only safe reaction.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use rocksdb::DB;
+
+/// Called once the WAL holding an append is durable (or failed to sync).
+pub type SyncCallback = Box<dyn FnOnce(io::Result<()>) + Send>;
+
+/// Handle to the syncing thread. Cloning shares the thread.
+#[derive(Clone)]
+pub struct WalSyncer {
+    tx: mpsc::Sender<SyncCallback>,
+    stats: Arc<SyncStats>,
+}
+
+/// Counters of the syncer, for `/metrics`.
+#[derive(Default)]
+pub struct SyncStats {
+    /// Number of `fsync`s done.
+    pub syncs: std::sync::atomic::AtomicU64,
+    /// Number of callbacks completed.
+    pub callbacks: std::sync::atomic::AtomicU64,
+    /// Total microseconds spent syncing.
+    pub sync_micros: std::sync::atomic::AtomicU64,
+}
+
+impl WalSyncer {
+    /// Starts the syncing thread. It exits once every handle is dropped.
+    pub fn spawn(db: Arc<DB>) -> WalSyncer {
+        let (tx, rx) = mpsc::channel::<SyncCallback>();
+        let stats = Arc::new(SyncStats::default());
+        let thread_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("wal-sync".into())
+            .spawn(move || sync_loop(db, rx, thread_stats))
+            .expect("spawning the WAL sync thread");
+        WalSyncer { tx, stats }
+    }
+
+    /// Queues `callback` to run once everything written so far is durable.
+    pub fn after_sync(&self, callback: SyncCallback) {
+        if let Err(mpsc::SendError(cb)) = self.tx.send(callback) {
+            cb(Err(io::Error::other("WAL sync thread has stopped")));
+        }
+    }
+
+    /// The syncer's counters.
+    pub fn stats(&self) -> &SyncStats {
+        &self.stats
+    }
+}
+
+fn sync_loop(db: Arc<DB>, rx: mpsc::Receiver<SyncCallback>, stats: Arc<SyncStats>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut batch: Vec<SyncCallback> = Vec::new();
+    // Block for the first waiter, then take everyone already queued: all of
+    // them wrote before this point, so one sync covers them all.
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        batch.extend(rx.try_iter());
+        let started = Instant::now();
+        let result = db.flush_wal(true);
+        stats.syncs.fetch_add(1, Relaxed);
+        stats.sync_micros.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        stats.callbacks.fetch_add(batch.len() as u64, Relaxed);
+        for cb in batch.drain(..) {
+            cb(result.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.to_string())));
+        }
+    }
+}

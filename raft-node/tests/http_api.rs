@@ -1,0 +1,331 @@
+//! The node's HTTP API, against a single-node cluster run in-process on a
+//! free port: the classic catalog, buys and idempotency, admin writes, the
+//! change stream, and refusal of every kind of bad input.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bazar_api::{Book, BookPage, Digest, NodeHealth, Order, Problem};
+use bazar_node::config::NodeConfig;
+use bazar_node::seed::SeedSource;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+const ADMIN: &str = "admin-secret";
+const CLUSTER: &str = "cluster-secret";
+
+struct TestNode {
+    base: String,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    async fn start() -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = NodeConfig {
+            id: 1,
+            listen: addr,
+            advertise: addr.to_string(),
+            data_dir: dir.path().to_path_buf(),
+            initial_cluster: BTreeMap::from([(1, addr.to_string())]),
+            admin_token: ADMIN.into(),
+            cluster_token: CLUSTER.into(),
+            seed: SeedSource::Classic,
+            election_timeout_ms: (150, 300),
+            heartbeat_ms: 50,
+            snapshot_logs: 20_000,
+            request_timeout: Duration::from_secs(5),
+            watch_heartbeat: Duration::from_millis(100),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(bazar_node::run(config, listener, async {
+            let _ = rx.await;
+        }));
+        let node = TestNode {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            stop: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        };
+        node.wait_ready().await;
+        node
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(self.url("/health")).send().await
+                && let Ok(h) = r.json::<NodeHealth>().await
+                && h.catalog_seeded
+                && h.leaders.values().all(|l| *l == Some(1))
+            {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node not ready in 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn digest(&self, group: &str) -> Digest {
+        self.http
+            .get(self.url(&format!("/admin/digest?group={group}")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn book(&self, id: u64) -> Book {
+        self.http.get(self.url(&format!("/books/{id}"))).send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_node_serves_the_classic_books_with_read_headers() {
+    let node = TestNode::start().await;
+    let r = node.http.get(node.url("/books?topic=distributed%20systems")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-bazar-cache"], "bypass");
+    assert_eq!(r.headers()["x-bazar-served-by"], "1");
+    let index: u64 = r.headers()["x-bazar-index"].to_str().unwrap().parse().unwrap();
+    assert!(index > 0);
+    let page: BookPage = r.json().await.unwrap();
+    assert_eq!(page.books.iter().map(|b| b.id).collect::<Vec<_>>(), vec![1, 2, 5]);
+    assert!(page.next_cursor.is_none());
+
+    let book = node.book(2).await;
+    assert_eq!((book.title.as_str(), book.stock), ("RPCs for Noobs", 1000));
+
+    for consistency in ["cached", "lease", "linearizable"] {
+        let r = node.http.get(node.url(&format!("/books/3?consistency={consistency}"))).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{consistency}");
+    }
+    let r = node.http.get(node.url("/books?topic=nothing")).send().await.unwrap();
+    let page: BookPage = r.json().await.unwrap();
+    assert!(page.books.is_empty());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buy_confirms_once_per_idempotency_key() {
+    let node = TestNode::start().await;
+    let buy = |key: &'static str, quantity: u64| {
+        node.http
+            .post(node.url("/books/4/buy"))
+            .header("Idempotency-Key", key)
+            .json(&json!({ "quantity": quantity }))
+            .send()
+    };
+    let r = buy("order-a", 3).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first: Order = r.json().await.unwrap();
+    assert_eq!(first.status.as_str(), "confirmed");
+    assert_eq!((first.quantity, first.unit_price_cents, first.total_cents), (3, 1500, 4500));
+
+    let r = buy("order-a", 3).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let again: Order = r.json().await.unwrap();
+    assert_eq!(again, first);
+    assert_eq!(node.book(4).await.stock, 997, "stock taken once");
+
+    let r = buy("order-a", 5).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let p: Problem = r.json().await.unwrap();
+    assert_eq!(p.code.as_str(), "idempotency_key_reused");
+
+    // No body at all means one copy.
+    let r = node.http.post(node.url("/books/4/buy")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(node.book(4).await.stock, 996);
+
+    let r = node.http.get(node.url(&format!("/orders/{}", first.order_id))).send().await.unwrap();
+    assert_eq!(r.json::<Order>().await.unwrap(), first);
+    let r = node.http.get(node.url("/orders?book_id=4")).send().await.unwrap();
+    let page: bazar_api::OrderPage = r.json().await.unwrap();
+    assert_eq!(page.orders.len(), 2);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_stock_buy_is_a_409_that_takes_nothing() {
+    let node = TestNode::start().await;
+    let r = node.http.post(node.url("/books/7/buy")).json(&json!({"quantity": 1001})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: Problem = r.json().await.unwrap();
+    assert_eq!(p.code.as_str(), "out_of_stock");
+    let order_id = p.order_id.expect("rejected order id");
+    assert_eq!(node.book(7).await.stock, 1000);
+    let order: Order = node.http.get(node.url(&format!("/orders/{order_id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!((order.status.as_str(), order.reason.as_deref()), ("rejected", Some("out_of_stock")));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_writes_add_restock_and_reprice_books() {
+    let node = TestNode::start().await;
+    let new = json!({"isbn": "978-0-306-40615-7", "title": "Raft in Practice", "topic": "Distributed Systems", "price_cents": 4999, "stock": 3});
+    let r = node.http.post(node.url("/books")).bearer_auth(ADMIN).json(&new).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let book: Book = r.json().await.unwrap();
+    assert_eq!((book.id, book.isbn.as_str()), (8, "9780306406157"));
+
+    let r = node.http.post(node.url("/books")).bearer_auth(ADMIN).json(&new).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+
+    let r = node.http.post(node.url("/books/8/restock")).bearer_auth(ADMIN).json(&json!({"quantity": 7})).send().await.unwrap();
+    assert_eq!(r.json::<Book>().await.unwrap().stock, 10);
+    let r = node.http.patch(node.url("/books/8")).bearer_auth(ADMIN).json(&json!({"price_cents": 10})).send().await.unwrap();
+    assert_eq!(r.json::<Book>().await.unwrap().price_cents, 10);
+
+    let page: BookPage =
+        node.http.get(node.url("/books?topic=distributed%20systems")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(page.books.iter().map(|b| b.id).collect::<Vec<_>>(), vec![1, 2, 5, 8]);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_stream_reports_changes_after_they_are_applied() {
+    use futures::StreamExt;
+    let node = TestNode::start().await;
+    let r = node.http.get(node.url("/watch?group=catalog")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut stream = r.bytes_stream();
+    let restock = node.http.post(node.url("/books/6/restock")).bearer_auth(ADMIN).json(&json!({"quantity": 1})).send();
+    assert_eq!(restock.await.unwrap().status(), StatusCode::OK);
+
+    let mut buf = String::new();
+    let mut saw_heartbeat = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, stream.next()).await.expect("event in time").unwrap().unwrap();
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(pos) = buf.find('\n') {
+            let line: String = buf.drain(..=pos).collect();
+            let event: bazar_api::WatchEvent = serde_json::from_str(line.trim()).unwrap();
+            match event {
+                bazar_api::WatchEvent::Heartbeat { node_id, .. } => {
+                    assert_eq!(node_id, 1);
+                    saw_heartbeat = true;
+                }
+                bazar_api::WatchEvent::Applied { index, keys } => {
+                    assert!(keys.contains(&"book/6".to_string()), "{keys:?}");
+                    // The change is readable at that index.
+                    let r = node.http.get(node.url("/books/6?consistency=cached")).send().await.unwrap();
+                    let served: u64 = r.headers()["x-bazar-index"].to_str().unwrap().parse().unwrap();
+                    assert!(served >= index);
+                    assert_eq!(r.json::<Book>().await.unwrap().stock, 1001);
+                    assert!(saw_heartbeat, "a heartbeat is sent first, at once");
+                    drop(stream);
+                    node.stop().await;
+                    return;
+                }
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
+    let node = TestNode::start().await;
+    let before = (node.digest("catalog").await, node.digest("orders").await);
+    let big = "x".repeat(100 * 1024);
+    let h = &node.http;
+    let u = |p: &str| node.url(p);
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        ("non-numeric id", h.get(u("/books/abc")), 400, "invalid_input"),
+        ("zero id", h.get(u("/books/0")), 400, "invalid_input"),
+        ("unknown book", h.get(u("/books/999")), 404, "not_found"),
+        ("unknown order", h.get(u("/orders/12345")), 404, "not_found"),
+        ("bad consistency", h.get(u("/books/1?consistency=strong")), 400, "invalid_input"),
+        ("zero limit", h.get(u("/books?limit=0")), 400, "invalid_input"),
+        ("bad cursor", h.get(u("/books?cursor=x")), 400, "invalid_input"),
+        ("bad book_id filter", h.get(u("/orders?book_id=-1")), 400, "invalid_input"),
+        ("zero quantity", h.post(u("/books/1/buy")).json(&json!({"quantity": 0})), 400, "invalid_input"),
+        ("negative quantity", h.post(u("/books/1/buy")).json(&json!({"quantity": -1})), 400, "invalid_input"),
+        ("huge quantity", h.post(u("/books/1/buy")).json(&json!({"quantity": 99_999_999_999u64})), 400, "invalid_input"),
+        ("string quantity", h.post(u("/books/1/buy")).json(&json!({"quantity": "two"})), 400, "invalid_input"),
+        ("unknown field", h.post(u("/books/1/buy")).json(&json!({"qty": 2})), 400, "invalid_input"),
+        (
+            "malformed JSON",
+            h.post(u("/books/1/buy")).header("content-type", "application/json").body("{\"quantity\":"),
+            400,
+            "invalid_input",
+        ),
+        (
+            "wrong content type",
+            h.post(u("/books/1/buy")).header("content-type", "text/plain").body("quantity=1"),
+            415,
+            "invalid_input",
+        ),
+        (
+            "oversized body",
+            h.post(u("/books/1/buy")).header("content-type", "application/json").body(big.clone()),
+            413,
+            "invalid_input",
+        ),
+        ("buy unknown book", h.post(u("/books/999/buy")), 404, "not_found"),
+        ("bad idempotency key", h.post(u("/books/1/buy")).header("Idempotency-Key", "has space"), 400, "invalid_input"),
+        ("add without token", h.post(u("/books")).json(&json!({})), 401, "unauthorized"),
+        ("add with wrong token", h.post(u("/books")).bearer_auth("nope").json(&json!({})), 401, "unauthorized"),
+        (
+            "add with bad isbn",
+            h.post(u("/books")).bearer_auth(ADMIN).json(&json!({"isbn":"123","title":"T","topic":"t","price_cents":1})),
+            400,
+            "invalid_input",
+        ),
+        (
+            "add with missing field",
+            h.post(u("/books")).bearer_auth(ADMIN).json(&json!({"isbn":"9780306406157","title":"T"})),
+            400,
+            "invalid_input",
+        ),
+        ("restock without token", h.post(u("/books/1/restock")).json(&json!({"quantity": 1})), 401, "unauthorized"),
+        ("restock zero", h.post(u("/books/1/restock")).bearer_auth(ADMIN).json(&json!({"quantity": 0})), 400, "invalid_input"),
+        ("restock unknown book", h.post(u("/books/99/restock")).bearer_auth(ADMIN).json(&json!({"quantity": 1})), 404, "not_found"),
+        ("empty patch", h.patch(u("/books/1")).bearer_auth(ADMIN).json(&json!({})), 400, "invalid_input"),
+        ("negative price", h.patch(u("/books/1")).bearer_auth(ADMIN).json(&json!({"price_cents": -5})), 400, "invalid_input"),
+        ("digest without token", h.get(u("/admin/digest?group=catalog")), 401, "unauthorized"),
+        ("digest of unknown group", h.get(u("/admin/digest?group=x")).bearer_auth(ADMIN), 400, "invalid_input"),
+        ("watch without group", h.get(u("/watch")), 400, "invalid_input"),
+        ("raft rpc without token", h.post(u("/raft/catalog/append")).body(vec![1u8, 2, 3]), 401, "unauthorized"),
+        ("unsupported method", h.delete(u("/books/1")), 405, "invalid_input"),
+        ("unknown route", h.get(u("/nope")), 404, "not_found"),
+    ];
+    for (what, request, status, code) in cases {
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json", "{what}");
+        let p: Problem = r.json().await.unwrap_or_else(|e| panic!("{what}: not a problem document: {e}"));
+        assert_eq!(p.code.as_str(), code, "{what}: {}", p.detail);
+        assert_eq!(p.status, status, "{what}");
+        assert!(!p.detail.is_empty(), "{what}");
+    }
+    let r = h.post(u("/raft/catalog/append")).bearer_auth(CLUSTER).body(vec![0xffu8; 3]).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "garbage RPC body");
+
+    let after = (node.digest("catalog").await, node.digest("orders").await);
+    assert_eq!(before.0.digest, after.0.digest, "catalog unchanged");
+    assert_eq!(before.1.digest, after.1.digest, "orders unchanged");
+    node.stop().await;
+}
