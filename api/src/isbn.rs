@@ -60,11 +60,7 @@ pub fn normalize(input: &str) -> Result<String, IsbnError> {
 
 /// The ISBN-13 check digit of the first twelve digits.
 fn check_digit(first12: &[u8]) -> u8 {
-    let sum: u32 = first12
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| u32::from(d) * if i % 2 == 0 { 1 } else { 3 })
-        .sum();
+    let sum: u32 = first12.iter().enumerate().map(|(i, &d)| u32::from(d) * if i % 2 == 0 { 1 } else { 3 }).sum();
     ((10 - sum % 10) % 10) as u8
 }
 
@@ -90,10 +86,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_check_digit_length_prefix_and_characters() {
-        assert_eq!(
-            normalize("9780306406158"),
-            Err(IsbnError::BadCheckDigit { expected: 7, found: 8 })
-        );
+        assert_eq!(normalize("9780306406158"), Err(IsbnError::BadCheckDigit { expected: 7, found: 8 }));
         assert_eq!(normalize("978030640615"), Err(IsbnError::WrongLength(12)));
         assert_eq!(normalize("1230306406157"), Err(IsbnError::WrongPrefix));
         assert_eq!(normalize("978030640615X"), Err(IsbnError::InvalidCharacter('X')));

@@ -22,10 +22,7 @@ pub mod read;
 
 pub use cluster::{ClusterStatus, Digest, GroupStatus, InitRequest, MemberInfo, NodeHealth};
 pub use events::WatchEvent;
-pub use model::{
-    Book, BookPage, BookPatch, BuyRequest, Group, NewBook, Order, OrderPage, OrderStatus,
-    RestockRequest,
-};
+pub use model::{Book, BookPage, BookPatch, BuyRequest, Group, NewBook, Order, OrderPage, OrderStatus, RestockRequest};
 pub use problem::{ErrorCode, Problem};
 pub use read::Consistency;
 

@@ -221,9 +221,7 @@ fn validate_text(field: &str, value: &str, max_chars: usize) -> Result<String, S
 /// Checks an idempotency key: 1 to [`MAX_IDEMPOTENCY_KEY_BYTES`] visible ASCII characters.
 pub fn validate_idempotency_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
-        return Err(format!(
-            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} characters"
-        ));
+        return Err(format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} characters"));
     }
     if !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("Idempotency-Key must be visible ASCII characters".into());

@@ -47,9 +47,7 @@ impl FromStr for Consistency {
             "cached" => Ok(Consistency::Cached),
             "lease" => Ok(Consistency::Lease),
             "linearizable" => Ok(Consistency::Linearizable),
-            other => Err(format!(
-                "unknown consistency {other:?}: expected cached, lease or linearizable"
-            )),
+            other => Err(format!("unknown consistency {other:?}: expected cached, lease or linearizable")),
         }
     }
 }

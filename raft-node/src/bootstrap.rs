@@ -55,7 +55,9 @@ async fn initialize(node: &Node) {
         match peers_uninitialized(node, members).await {
             Ok(true) => break,
             Ok(false) => {
-                tracing::warn!("a founding member is already initialized: joining the existing cluster instead of founding one");
+                tracing::warn!(
+                    "a founding member is already initialized: joining the existing cluster instead of founding one"
+                );
                 return;
             }
             Err(waiting_for) => {

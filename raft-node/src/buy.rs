@@ -88,7 +88,10 @@ fn outcome(order: Order) -> Result<Order> {
             Err(Error::NotFound(format!("no book with id {}", order.book_id)))
         }
         OrderStatus::Rejected => Err(Error::OutOfStock {
-            detail: format!("not enough copies of book {} for {} (order {})", order.book_id, order.quantity, order.order_id),
+            detail: format!(
+                "not enough copies of book {} for {} (order {})",
+                order.book_id, order.quantity, order.order_id
+            ),
             order_id: Some(order.order_id),
         }),
         OrderStatus::Pending => Err(Error::Unavailable(format!(
@@ -133,7 +136,8 @@ impl Drop for Settling<'_> {
 /// Steps 2 and 3: reserve stock for a pending order and resolve it.
 pub async fn settle(node: &Node, order: Order, deadline: Instant) -> Result<Order> {
     let _claim = Settling::claim(node, order.order_id);
-    let reserve = CatalogCommand::Reserve { order_id: order.order_id, book_id: order.book_id, quantity: order.quantity };
+    let reserve =
+        CatalogCommand::Reserve { order_id: order.order_id, book_id: order.book_id, quantity: order.quantity };
     let reservation = match node.catalog.write_anywhere(reserve, deadline).await? {
         CatalogResponse::Reservation(r) => r,
         other => return Err(Error::Internal(format!("unexpected answer to reserve: {other:?}"))),

@@ -451,7 +451,10 @@ mod tests {
         reserve(&mut db, 1, 1, 1);
         let patch = BookPatch { price_cents: Some(4242), ..Default::default() };
         db.apply::<Catalog>(CatalogCommand::Update { book_id: 1, patch });
-        assert_eq!(reserve(&mut db, 2, 1, 1), CatalogResponse::Reservation(Reservation::Reserved { unit_price_cents: 4242 }));
+        assert_eq!(
+            reserve(&mut db, 2, 1, 1),
+            CatalogResponse::Reservation(Reservation::Reserved { unit_price_cents: 4242 })
+        );
         assert_eq!(
             Catalog::reservation(&db.view::<Catalog>(), 1).unwrap(),
             Some(Reservation::Reserved { unit_price_cents: 1001 })
@@ -463,7 +466,9 @@ mod tests {
         let mut db = seeded(vec![book(1, 5), book(2, 5)]);
         let patch = BookPatch { topic: Some("Cooking".into()), ..Default::default() };
         let r = db.apply::<Catalog>(CatalogCommand::Update { book_id: 2, patch });
-        assert!(r.keys.contains(&"topic/cooking".to_string()) && r.keys.contains(&"topic/distributed systems".to_string()));
+        assert!(
+            r.keys.contains(&"topic/cooking".to_string()) && r.keys.contains(&"topic/distributed systems".to_string())
+        );
         let view = db.view::<Catalog>();
         let (ds, _) = Catalog::search(&view, Some("distributed systems"), 0, 10).unwrap();
         let (cooking, _) = Catalog::search(&view, Some("COOKING "), 0, 10).unwrap();
@@ -490,13 +495,8 @@ mod tests {
     #[test]
     fn adding_a_book_assigns_the_next_id_and_refuses_duplicate_isbns() {
         let mut db = seeded(vec![book(1, 5), book(7, 5)]);
-        let new = NewBook {
-            isbn: "9780306406157".into(),
-            title: "New".into(),
-            topic: "t".into(),
-            price_cents: 1,
-            stock: 0,
-        };
+        let new =
+            NewBook { isbn: "9780306406157".into(), title: "New".into(), topic: "t".into(), price_cents: 1, stock: 0 };
         let r = db.apply::<Catalog>(CatalogCommand::AddBook(new.clone()));
         assert!(matches!(r.response, CatalogResponse::Book(ref b) if b.id == 8));
         let r = db.apply::<Catalog>(CatalogCommand::AddBook(new));

@@ -129,7 +129,9 @@ impl Args {
             bail!("--id must be at least 1");
         }
         if self.admin_token.trim().is_empty() || self.cluster_token.trim().is_empty() {
-            bail!("the admin and cluster tokens must not be empty (--admin-token/BAZAR_ADMIN_TOKEN, --cluster-token/BAZAR_CLUSTER_TOKEN)");
+            bail!(
+                "the admin and cluster tokens must not be empty (--admin-token/BAZAR_ADMIN_TOKEN, --cluster-token/BAZAR_CLUSTER_TOKEN)"
+            );
         }
         if self.election_timeout_min_ms == 0 || self.election_timeout_min_ms >= self.election_timeout_max_ms {
             bail!("--election-timeout-min-ms must be positive and below --election-timeout-max-ms");

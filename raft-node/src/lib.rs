@@ -53,7 +53,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs a node on `listener` until `shutdown` resolves, then stops serving,
 /// lets requests in flight finish (for up to five seconds), and shuts both
 /// Raft groups down.
-pub async fn run(config: NodeConfig, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: NodeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir)?;
     let peers = Peers::new(config.cluster_token.clone());
     let catalog = RaftGroup::<Catalog>::open(
@@ -91,10 +95,7 @@ pub async fn run(config: NodeConfig, listener: TcpListener, shutdown: impl Futur
         "raft node started"
     );
 
-    let background = [
-        tokio::spawn(bootstrap::run(node.clone())),
-        tokio::spawn(buy::resume_pending(node.clone())),
-    ];
+    let background = [tokio::spawn(bootstrap::run(node.clone())), tokio::spawn(buy::resume_pending(node.clone()))];
 
     let token = node.shutdown.clone();
     let stop = async move {

@@ -161,9 +161,9 @@ impl StateMachine for Orders {
                 if let Some(key) = idempotency_key
                     && let Some(order_id) = txn.get_value::<u64>(&key_row(key))?
                 {
-                    let order = txn
-                        .get_value::<Order>(&order_row(order_id))?
-                        .ok_or_else(|| io::Error::other(format!("idempotency key points at missing order {order_id}")))?;
+                    let order = txn.get_value::<Order>(&order_row(order_id))?.ok_or_else(|| {
+                        io::Error::other(format!("idempotency key points at missing order {order_id}"))
+                    })?;
                     if order.book_id != *book_id || order.quantity != *quantity {
                         return nothing(OrdersResponse::KeyReused { order_id });
                     }
@@ -355,7 +355,8 @@ mod tests {
         let confirm = OrdersCommand::Resolve { order_id: 1, outcome: Outcome::Confirmed { unit_price_cents: 250 } };
         let (order, _) = created(db.apply::<Orders>(confirm).response);
         assert_eq!((order.status, order.unit_price_cents, order.total_cents), (OrderStatus::Confirmed, 250, 500));
-        let reject = OrdersCommand::Resolve { order_id: 1, outcome: Outcome::Rejected { reason: "out_of_stock".into() } };
+        let reject =
+            OrdersCommand::Resolve { order_id: 1, outcome: Outcome::Rejected { reason: "out_of_stock".into() } };
         let applied = db.apply::<Orders>(reject);
         let (again, existing) = created(applied.response);
         assert!(existing && applied.keys.is_empty());
@@ -390,7 +391,8 @@ mod tests {
         let again = db.apply::<Catalog>(reserve).response;
         assert_eq!(again, first);
         let CatalogResponse::Reservation(Reservation::Reserved { unit_price_cents }) = again else { panic!() };
-        let resolve = OrdersCommand::Resolve { order_id: order.order_id, outcome: Outcome::Confirmed { unit_price_cents } };
+        let resolve =
+            OrdersCommand::Resolve { order_id: order.order_id, outcome: Outcome::Confirmed { unit_price_cents } };
         let (settled, _) = created(db.apply::<Orders>(resolve).response);
         assert_eq!(settled.status, OrderStatus::Confirmed);
         assert_eq!(Catalog::book(&db.view::<Catalog>(), 1).unwrap().unwrap().stock, 1, "taken once");

@@ -150,10 +150,11 @@ impl SeedSource {
         let mut isbns = std::collections::HashSet::new();
         for (i, r) in records.into_iter().enumerate() {
             let at = || format!("{} record {}", path.display(), i + 1);
-            let new = NewBook { isbn: r.isbn, title: r.title, topic: r.topic, price_cents: r.price_cents, stock: r.stock }
-                .validate()
-                .map_err(anyhow::Error::msg)
-                .with_context(at)?;
+            let new =
+                NewBook { isbn: r.isbn, title: r.title, topic: r.topic, price_cents: r.price_cents, stock: r.stock }
+                    .validate()
+                    .map_err(anyhow::Error::msg)
+                    .with_context(at)?;
             if new.stock > MAX_INITIAL_STOCK {
                 bail!("{}: stock above {MAX_INITIAL_STOCK}", at());
             }
@@ -243,11 +244,8 @@ mod tests {
     fn catalog_files_in_json_and_csv_are_read_and_checked() {
         let dir = tempfile::tempdir().unwrap();
         let json = dir.path().join("c.json");
-        std::fs::write(
-            &json,
-            r#"{"books":[{"isbn":"978-0-306-40615-7","title":"A","topic":"t","price_cents":100}]}"#,
-        )
-        .unwrap();
+        std::fs::write(&json, r#"{"books":[{"isbn":"978-0-306-40615-7","title":"A","topic":"t","price_cents":100}]}"#)
+            .unwrap();
         let SeedSource::Books(books) = SeedSource::from_file(&json).unwrap() else { panic!() };
         assert_eq!(books[0].id, 1);
         assert_eq!(books[0].isbn, "9780306406157");

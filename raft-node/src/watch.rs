@@ -54,10 +54,7 @@ impl EventHub {
     /// A hub whose state machine has applied up to `applied` already.
     pub fn new(applied: u64) -> EventHub {
         let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
-        EventHub {
-            ring: Mutex::new(Ring { events: VecDeque::new(), floor: applied, last: applied }),
-            tx,
-        }
+        EventHub { ring: Mutex::new(Ring { events: VecDeque::new(), floor: applied, last: applied }), tx }
     }
 
     /// Records that everything up to `applied` is applied, with `events` among it.

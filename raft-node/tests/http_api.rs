@@ -175,7 +175,8 @@ async fn out_of_stock_buy_is_a_409_that_takes_nothing() {
     assert_eq!(p.code.as_str(), "out_of_stock");
     let order_id = p.order_id.expect("rejected order id");
     assert_eq!(node.book(7).await.stock, 1000);
-    let order: Order = node.http.get(node.url(&format!("/orders/{order_id}"))).send().await.unwrap().json().await.unwrap();
+    let order: Order =
+        node.http.get(node.url(&format!("/orders/{order_id}"))).send().await.unwrap().json().await.unwrap();
     assert_eq!((order.status.as_str(), order.reason.as_deref()), ("rejected", Some("out_of_stock")));
     node.stop().await;
 }
@@ -192,9 +193,23 @@ async fn admin_writes_add_restock_and_reprice_books() {
     let r = node.http.post(node.url("/books")).bearer_auth(ADMIN).json(&new).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
 
-    let r = node.http.post(node.url("/books/8/restock")).bearer_auth(ADMIN).json(&json!({"quantity": 7})).send().await.unwrap();
+    let r = node
+        .http
+        .post(node.url("/books/8/restock"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"quantity": 7}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.json::<Book>().await.unwrap().stock, 10);
-    let r = node.http.patch(node.url("/books/8")).bearer_auth(ADMIN).json(&json!({"price_cents": 10})).send().await.unwrap();
+    let r = node
+        .http
+        .patch(node.url("/books/8"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"price_cents": 10}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.json::<Book>().await.unwrap().price_cents, 10);
 
     let page: BookPage =
@@ -263,7 +278,12 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         ("bad book_id filter", h.get(u("/orders?book_id=-1")), 400, "invalid_input"),
         ("zero quantity", h.post(u("/books/1/buy")).json(&json!({"quantity": 0})), 400, "invalid_input"),
         ("negative quantity", h.post(u("/books/1/buy")).json(&json!({"quantity": -1})), 400, "invalid_input"),
-        ("huge quantity", h.post(u("/books/1/buy")).json(&json!({"quantity": 99_999_999_999u64})), 400, "invalid_input"),
+        (
+            "huge quantity",
+            h.post(u("/books/1/buy")).json(&json!({"quantity": 99_999_999_999u64})),
+            400,
+            "invalid_input",
+        ),
         ("string quantity", h.post(u("/books/1/buy")).json(&json!({"quantity": "two"})), 400, "invalid_input"),
         ("unknown field", h.post(u("/books/1/buy")).json(&json!({"qty": 2})), 400, "invalid_input"),
         (
@@ -301,10 +321,25 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
             "invalid_input",
         ),
         ("restock without token", h.post(u("/books/1/restock")).json(&json!({"quantity": 1})), 401, "unauthorized"),
-        ("restock zero", h.post(u("/books/1/restock")).bearer_auth(ADMIN).json(&json!({"quantity": 0})), 400, "invalid_input"),
-        ("restock unknown book", h.post(u("/books/99/restock")).bearer_auth(ADMIN).json(&json!({"quantity": 1})), 404, "not_found"),
+        (
+            "restock zero",
+            h.post(u("/books/1/restock")).bearer_auth(ADMIN).json(&json!({"quantity": 0})),
+            400,
+            "invalid_input",
+        ),
+        (
+            "restock unknown book",
+            h.post(u("/books/99/restock")).bearer_auth(ADMIN).json(&json!({"quantity": 1})),
+            404,
+            "not_found",
+        ),
         ("empty patch", h.patch(u("/books/1")).bearer_auth(ADMIN).json(&json!({})), 400, "invalid_input"),
-        ("negative price", h.patch(u("/books/1")).bearer_auth(ADMIN).json(&json!({"price_cents": -5})), 400, "invalid_input"),
+        (
+            "negative price",
+            h.patch(u("/books/1")).bearer_auth(ADMIN).json(&json!({"price_cents": -5})),
+            400,
+            "invalid_input",
+        ),
         ("digest without token", h.get(u("/admin/digest?group=catalog")), 401, "unauthorized"),
         ("digest of unknown group", h.get(u("/admin/digest?group=x")).bearer_auth(ADMIN), 400, "invalid_input"),
         ("watch without group", h.get(u("/watch")), 400, "invalid_input"),

@@ -22,7 +22,7 @@ fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 fn unauthorized(detail: &str) -> AppError {
-    AppError(Problem::new(ErrorCode::Unauthorized, detail))
+    AppError::from_problem(Problem::new(ErrorCode::Unauthorized, detail))
 }
 
 /// Proof that the request carries the admin token.

@@ -40,9 +40,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Query(map) = axum::extract::Query::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| AppError::invalid(e.body_text()))?;
+        let axum::extract::Query(map) =
+            axum::extract::Query::<HashMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| AppError::invalid(e.body_text()))?;
         Ok(Params(map))
     }
 }
@@ -115,7 +116,10 @@ pub async fn orders(State(node): State<Arc<Node>>, params: Params) -> Result<Res
     let book_id = match params.get("book_id") {
         None | Some("") => None,
         Some(s) => Some(
-            s.parse::<u64>().ok().filter(|id| *id > 0).ok_or_else(|| AppError::invalid(format!("invalid book_id {s:?}")))?,
+            s.parse::<u64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| AppError::invalid(format!("invalid book_id {s:?}")))?,
         ),
     };
     node.orders.linearize(consistency, node.deadline()).await?;

@@ -18,14 +18,14 @@ use crate::error::Error;
 
 /// An error on its way to becoming a problem response.
 #[derive(Debug)]
-pub struct AppError(pub Problem);
+pub struct AppError(pub Box<Problem>);
 
 impl From<Error> for AppError {
     fn from(e: Error) -> Self {
         if let Error::Internal(detail) = &e {
             tracing::error!(error = %detail, "internal error");
         }
-        AppError(e.to_problem())
+        AppError(Box::new(e.to_problem()))
     }
 }
 
@@ -38,7 +38,12 @@ impl From<std::io::Error> for AppError {
 impl AppError {
     /// A 400 `invalid_input` problem.
     pub fn invalid(detail: impl Into<String>) -> AppError {
-        AppError(Problem::new(ErrorCode::InvalidInput, detail))
+        AppError::from_problem(Problem::new(ErrorCode::InvalidInput, detail))
+    }
+
+    /// Wraps a problem document.
+    pub fn from_problem(p: Problem) -> AppError {
+        AppError(Box::new(p))
     }
 }
 
@@ -83,9 +88,11 @@ async fn read_body(req: Request) -> Result<Bytes, AppError> {
     Bytes::from_request(req, &()).await.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError(Problem::new(ErrorCode::InvalidInput, "request body too large").with_status(413))
+            AppError::from_problem(Problem::new(ErrorCode::InvalidInput, "request body too large").with_status(413))
         } else {
-            AppError(Problem::new(ErrorCode::InvalidInput, rejection.body_text()).with_status(status.as_u16()))
+            AppError::from_problem(
+                Problem::new(ErrorCode::InvalidInput, rejection.body_text()).with_status(status.as_u16()),
+            )
         }
     })
 }
@@ -99,7 +106,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(&req) {
-            return Err(AppError(
+            return Err(AppError::from_problem(
                 Problem::new(ErrorCode::InvalidInput, "expected a JSON body with Content-Type: application/json")
                     .with_status(415),
             ));
@@ -119,7 +126,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
             return Ok(OptionalJsonBody(T::default()));
         }
         if !json {
-            return Err(AppError(
+            return Err(AppError::from_problem(
                 Problem::new(ErrorCode::InvalidInput, "expected a JSON body with Content-Type: application/json")
                     .with_status(415),
             ));
@@ -147,10 +154,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
 
 /// The answer to a route that does not exist.
 pub async fn not_found() -> AppError {
-    AppError(Problem::new(ErrorCode::NotFound, "no such route"))
+    AppError::from_problem(Problem::new(ErrorCode::NotFound, "no such route"))
 }
 
 /// The answer to a method a route does not support.
 pub async fn method_not_allowed() -> AppError {
-    AppError(Problem::new(ErrorCode::InvalidInput, "method not allowed on this route").with_status(405))
+    AppError::from_problem(Problem::new(ErrorCode::InvalidInput, "method not allowed on this route").with_status(405))
 }

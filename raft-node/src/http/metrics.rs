@@ -127,7 +127,8 @@ pub async fn render(State(node): State<Arc<Node>>) -> Response {
     let inner = node.http_metrics.inner.lock().expect("metrics poisoned");
     let _ = writeln!(out, "# TYPE bazar_http_requests_total counter");
     for ((method, route, status), n) in &inner.requests {
-        let _ = writeln!(out, "bazar_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}");
+        let _ =
+            writeln!(out, "bazar_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}");
     }
     let _ = writeln!(out, "# TYPE bazar_http_request_duration_seconds histogram");
     for ((method, route), h) in &inner.latency {

@@ -36,8 +36,8 @@ fn failure(status: StatusCode, e: impl std::fmt::Display) -> Response {
     (status, e.to_string()).into_response()
 }
 
-fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
-    decode(bytes).map_err(|e| failure(StatusCode::BAD_REQUEST, format!("undecodable RPC body: {e}")))
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Box<Response>> {
+    decode(bytes).map_err(|e| Box::new(failure(StatusCode::BAD_REQUEST, format!("undecodable RPC body: {e}"))))
 }
 
 fn respond<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Response {
@@ -64,7 +64,7 @@ pub async fn rpc(
 async fn dispatch<S: StateMachine>(node: &Node, g: &RaftGroup<S>, rpc: &str, bytes: &[u8]) -> Response {
     let raft = g.raft();
     let result = async {
-        Ok::<Response, Response>(match rpc {
+        Ok::<Response, Box<Response>>(match rpc {
             "append" => respond(raft.append_entries(body(bytes)?).await),
             "vote" => respond(raft.vote(body(bytes)?).await),
             "pre-vote" => respond(raft.pre_vote(body(bytes)?).await),
@@ -83,7 +83,8 @@ async fn dispatch<S: StateMachine>(node: &Node, g: &RaftGroup<S>, rpc: &str, byt
         })
     };
     match result.await {
-        Ok(r) | Err(r) => r,
+        Ok(r) => r,
+        Err(r) => *r,
     }
 }
 

@@ -40,10 +40,7 @@ pub async fn watch(State(node): State<Arc<Node>>, headers: HeaderMap, params: Pa
         None | Some("") => None,
         Some(s) => Some(s.parse::<u64>().map_err(|_| AppError::invalid(format!("invalid from index {s:?}")))?),
     };
-    let sse = headers
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/event-stream"));
+    let sse = headers.get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
     let body = match group {
         Group::Catalog => stream(node.clone(), node.catalog.clone(), from, sse),
         Group::Orders => stream(node.clone(), node.orders.clone(), from, sse),

@@ -272,12 +272,11 @@ impl<S: StateMachine> RaftGroup<S> {
     /// A read index from this node, as the leader.
     pub async fn local_read_log_id(&self, kind: ReadKind) -> Result<ReadLogId<S::C>> {
         match self.raft.get_read_linearizer(kind.option()).await {
-            Ok(linearizer) => Ok(linearizer.read_log_id().clone()),
+            Ok(linearizer) => Ok(*linearizer.read_log_id()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => Err(self.not_leader()),
-            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => Err(Error::Unavailable(format!(
-                "the {} leader cannot reach a quorum: {q}",
-                S::GROUP
-            ))),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => {
+                Err(Error::Unavailable(format!("the {} leader cannot reach a quorum: {q}", S::GROUP)))
+            }
             Err(RaftError::Fatal(f)) => Err(Error::Unavailable(format!("the {} group stopped: {f}", S::GROUP))),
         }
     }
@@ -315,7 +314,11 @@ impl<S: StateMachine> RaftGroup<S> {
             r.iter()
                 .map(|(id, matched)| {
                     let matched_index = matched.as_ref().map(|l| l.index);
-                    ReplicationInfo { node_id: *id, matched_index, lag: last.saturating_sub(matched_index.unwrap_or(0)) }
+                    ReplicationInfo {
+                        node_id: *id,
+                        matched_index,
+                        lag: last.saturating_sub(matched_index.unwrap_or(0)),
+                    }
                 })
                 .collect()
         });

@@ -83,7 +83,13 @@ impl Peers {
     }
 
     /// `POST http://{addr}{path}` with a postcard body; decodes a postcard answer.
-    pub async fn call<Req, Resp>(&self, addr: &str, path: &str, req: &Req, timeout: Duration) -> Result<Resp, RpcFailure>
+    pub async fn call<Req, Resp>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcFailure>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -164,16 +170,19 @@ impl<S: StateMachine> Connection<S> {
         format!("/raft/{}/{rpc}", S::GROUP)
     }
 
-    async fn rpc<Req, Resp>(&self, rpc: &str, action: RPCTypes, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<S::C>>
+    async fn rpc<Req, Resp>(
+        &self,
+        rpc: &str,
+        action: RPCTypes,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<S::C>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
     {
         let timeout = option.hard_ttl();
-        self.peers
-            .call(&self.addr, &Self::path(rpc), req, timeout)
-            .await
-            .map_err(|e| self.rpc_error(e, action))
+        self.peers.call(&self.addr, &Self::path(rpc), req, timeout).await.map_err(|e| self.rpc_error(e, action))
     }
 
     fn rpc_error(&self, e: RpcFailure, action: RPCTypes) -> RPCError<S::C> {
@@ -205,7 +214,11 @@ impl<S: StateMachine> RaftNetworkV2<S::C> for Connection<S> {
         self.rpc("vote", RPCTypes::Vote, &rpc, &option).await
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest<S::C>, option: RPCOption) -> Result<VoteResponse<S::C>, RPCError<S::C>> {
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<S::C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<S::C>, RPCError<S::C>> {
         self.rpc("pre-vote", RPCTypes::Vote, &rpc, &option).await
     }
 
@@ -254,9 +267,7 @@ impl<S: StateMachine> RaftNetworkV2<S::C> for Connection<S> {
 
 /// Reads a streamed snapshot's header from the front of `body`, returning the
 /// header and the rest of the stream (the snapshot file's bytes).
-pub async fn read_snapshot_header<S, B, E>(
-    mut body: B,
-) -> Result<(SnapshotHeader<S>, Vec<u8>, B), String>
+pub async fn read_snapshot_header<S, B, E>(mut body: B) -> Result<(SnapshotHeader<S>, Vec<u8>, B), String>
 where
     S: StateMachine,
     B: Stream<Item = Result<Bytes, E>> + Unpin,

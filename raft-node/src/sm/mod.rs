@@ -134,9 +134,17 @@ impl<S: StateMachine> RaftSm<S> {
 pub(crate) fn read_applied_state(
     get: impl Fn(&[u8]) -> io::Result<Option<Vec<u8>>>,
 ) -> io::Result<(Option<GroupLogId>, GroupMembership)> {
-    let applied = get(META_APPLIED)?.map(|b| decode(&b)).transpose()?;
+    let applied = match get(META_APPLIED)? {
+        Some(bytes) => decode_applied(&bytes)?,
+        None => None,
+    };
     let membership = get(META_MEMBERSHIP)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
     Ok((applied, membership))
+}
+
+/// Decodes the stored applied log id (an `Option<LogId>`, as openraft hands it over).
+pub(crate) fn decode_applied(bytes: &[u8]) -> io::Result<Option<GroupLogId>> {
+    decode::<Option<GroupLogId>>(bytes)
 }
 
 /// Writes collected so far, with what must be released once they are durable.
@@ -156,13 +164,13 @@ impl<S: StateMachine> Pending<S> {
 impl<S: StateMachine> RaftSm<S> {
     /// Writes the collected batch, then answers clients and publishes events.
     fn commit(&self, txn: Txn<'_>, pending: &mut Pending<S>) -> io::Result<()> {
-        let Some(last_applied) = pending.last_applied.clone() else {
+        let Some(last_applied) = pending.last_applied else {
             return Ok(());
         };
         let mut batch = WriteBatch::default();
         txn.write_into(&mut batch);
         let meta = self.store.cf(S::GROUP, Purpose::SmMeta);
-        batch.put_cf(meta, META_APPLIED, encode(&Some(last_applied.clone()))?);
+        batch.put_cf(meta, META_APPLIED, encode(&Some(last_applied))?);
         if let Some(m) = pending.membership.take() {
             batch.put_cf(meta, META_MEMBERSHIP, encode(&m)?);
         }
@@ -207,7 +215,7 @@ impl<S: StateMachine> RaftStateMachine<S::C> for RaftSm<S> {
                     applied.response
                 }
                 EntryPayload::Membership(m) => {
-                    pending.membership = Some(StoredMembership::new(Some(log_id.clone()), m));
+                    pending.membership = Some(StoredMembership::new(Some(log_id), m));
                     S::Response::default()
                 }
             };

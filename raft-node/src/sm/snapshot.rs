@@ -142,12 +142,7 @@ impl SnapshotStore {
 
     /// Total bytes of the complete snapshots on disk.
     pub fn size_bytes(&self) -> u64 {
-        self.complete()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|p| fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
+        self.complete().unwrap_or_default().iter().filter_map(|p| fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 }
 
@@ -245,22 +240,16 @@ impl<S: StateMachine> Builder<S> {
         let db = self.pinned.borrow_owner().clone();
         let pinned = std::mem::replace(&mut self.pinned, Pinned::new(db, |db| db.snapshot()));
         let snapshots = self.snapshots.clone();
-        tokio::task::spawn_blocking(move || build_file::<S>(&pinned, &snapshots))
-            .await
-            .map_err(io_err)?
+        tokio::task::spawn_blocking(move || build_file::<S>(&pinned, &snapshots)).await.map_err(io_err)?
     }
 }
 
-fn build_file<S: StateMachine>(
-    pinned: &Pinned,
-    snapshots: &SnapshotStore,
-) -> io::Result<GroupSnapshot> {
+fn build_file<S: StateMachine>(pinned: &Pinned, snapshots: &SnapshotStore) -> io::Result<GroupSnapshot> {
     let started = std::time::Instant::now();
     let db: &DB = pinned.borrow_owner();
     let snap = pinned.borrow_dependent();
     let cf_meta = cf(db, S::GROUP, Purpose::SmMeta);
-    let (last_log_id, last_membership) =
-        read_applied_state(|k| snap.get_cf(cf_meta, k).map_err(io_err))?;
+    let (last_log_id, last_membership) = read_applied_state(|k| snap.get_cf(cf_meta, k).map_err(io_err))?;
     let meta = GroupSnapshotMeta { last_log_id, last_membership };
 
     let tmp = snapshots.temp_path("build");

@@ -33,11 +33,10 @@ impl<'a> View<'a> {
     /// The highest log index applied in this view (0 before the first).
     pub fn applied_index(&self) -> io::Result<u64> {
         let raw = self.snap.get_pinned_cf(self.cf_meta, META_APPLIED).map_err(io_err)?;
-        let applied: Option<super::GroupLogId> =
-            match raw {
-                Some(b) => decode(&b)?,
-                None => None,
-            };
+        let applied = match raw {
+            Some(b) => super::decode_applied(&b)?,
+            None => None,
+        };
         Ok(applied.map(|id| id.index).unwrap_or(0))
     }
 

@@ -97,10 +97,7 @@ impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C> {
             Bound::Unbounded => 0,
         };
         let mut entries = Vec::new();
-        let iter = self
-            .store
-            .db()
-            .iterator_cf(self.cf_log(), IteratorMode::From(&be(start), Direction::Forward));
+        let iter = self.store.db().iterator_cf(self.cf_log(), IteratorMode::From(&be(start), Direction::Forward));
         for item in iter {
             let (key, value) = item.map_err(io_err)?;
             let index = from_be(&key).ok_or_else(|| io_err("malformed log key"))?;
@@ -144,9 +141,7 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         let this = self.clone();
         let vote = vote.clone();
         // A synced write: the vote must be on disk before we answer the candidate.
-        tokio::task::spawn_blocking(move || this.put_meta(KEY_VOTE, &vote, true))
-            .await
-            .map_err(io_err)?
+        tokio::task::spawn_blocking(move || this.put_meta(KEY_VOTE, &vote, true)).await.map_err(io_err)?
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> io::Result<()> {
@@ -177,10 +172,7 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> io::Result<()> {
         let from = last_log_id.map(|id| id.index() + 1).unwrap_or(0);
         tracing::debug!(group = %self.group, from, "truncating log");
-        self.store
-            .db()
-            .delete_range_cf(self.cf_log(), be(from), be(u64::MAX))
-            .map_err(io_err)?;
+        self.store.db().delete_range_cf(self.cf_log(), be(from), be(u64::MAX)).map_err(io_err)?;
         // delete_range excludes its end key.
         self.store.db().delete_cf(self.cf_log(), be(u64::MAX)).map_err(io_err)
     }
@@ -188,9 +180,6 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
     async fn purge(&mut self, log_id: LogIdOf<C>) -> io::Result<()> {
         tracing::debug!(group = %self.group, upto = log_id.index(), "purging log");
         self.put_meta(KEY_LAST_PURGED, &log_id, false)?;
-        self.store
-            .db()
-            .delete_range_cf(self.cf_log(), be(0), be(log_id.index() + 1))
-            .map_err(io_err)
+        self.store.db().delete_range_cf(self.cf_log(), be(0), be(log_id.index() + 1)).map_err(io_err)
     }
 }
