@@ -1,0 +1,665 @@
+//! The `bazar` command line: its arguments, what each command does, and how
+//! outcomes become output and exit codes.
+//!
+//! Output is a human table by default and raw JSON with `--json` (one
+//! compact document per line, for `jq` and scripts). Reads add one dim line
+//! saying who served them, from which cache state, at which log index.
+//!
+//! | exit | meaning |
+//! |---|---|
+//! | 0 | done |
+//! | 1 | the server refused or failed the request (`error: <detail> (<code>, HTTP <status>)` on stderr; with `--json` the problem document on stdout too) |
+//! | 2 | usage error: bad arguments, caught by clap or by the validators before sending |
+//! | 3 | the server could not be reached or did not answer in time |
+//!
+//! A buy always carries an `Idempotency-Key` (a random one unless `--key` is
+//! given) and prints it when the outcome is unknown, so that the one true
+//! outcome can be learnt by running the same buy again with that key.
+
+pub mod render;
+pub mod token;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bazar_api::{BookPatch, ClusterStatus, Consistency, Group, NewBook, NodeHealth};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::client::{Client, ReadMeta};
+use crate::error::{ClientError, TransportKind};
+
+/// Where the CLI looks for a frontend when told nothing.
+pub const DEFAULT_FRONTEND: &str = "http://127.0.0.1:8080";
+
+const AFTER_HELP: &str = "\
+Examples:
+  bazar search \"distributed systems\"
+  bazar lookup 3 --consistency linearizable
+  bazar buy 3 --quantity 2 --key order-2024-001
+  bazar --json orders --book 3 | jq '.orders[].total_cents'
+  bazar --frontend 127.0.0.1:7101 cluster status
+
+Pointed at a raft node instead of a frontend, writes are re-sent to the
+group's leader automatically.
+
+Exit codes: 0 done, 1 refused or failed by the server, 2 usage error,
+3 server unreachable or too slow.";
+
+/// Command-line client for the Bazar bookstore.
+#[derive(Debug, Parser)]
+#[command(name = "bazar", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Frontend (or raft node) to talk to, as a URL or host:port.
+    #[arg(
+        long,
+        short = 'f',
+        global = true,
+        env = "BAZAR_FRONTEND",
+        hide_env_values = true,
+        default_value = DEFAULT_FRONTEND,
+        value_name = "URL"
+    )]
+    pub frontend: String,
+
+    /// Admin token for add-book, restock, set-price, update and digest
+    /// [default: BAZAR_ADMIN_TOKEN from DIR/tokens.env of --data, if present]
+    #[arg(long, global = true, env = "BAZAR_ADMIN_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// Data folder of a local cluster, where scripts/cluster.sh writes tokens.env.
+    #[arg(
+        long,
+        global = true,
+        env = "BAZAR_DATA",
+        hide_env_values = true,
+        default_value = "./data",
+        value_name = "DIR"
+    )]
+    pub data: PathBuf,
+
+    /// Print raw JSON instead of tables (one document per line).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Seconds to wait for each answer.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 10,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub timeout: u64,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands. Benchmarks (`bench`) join this enum as one more variant.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Search books by topic (case-insensitive).
+    Search {
+        /// Topic, e.g. "distributed systems".
+        topic: String,
+        #[command(flatten)]
+        page: PageArgs,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Show one book.
+    Lookup {
+        /// Book id.
+        id: u64,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Buy copies of a book.
+    ///
+    /// Every buy carries an idempotency key: the one given with --key, or a
+    /// random one. If the outcome is unknown (timeout, lost connection, no
+    /// quorum) the key is printed: buying again with the same key returns the
+    /// one true outcome and never buys twice.
+    Buy {
+        /// Book id.
+        id: u64,
+        /// Copies to buy.
+        #[arg(long, short = 'q', default_value_t = 1, value_name = "N")]
+        quantity: u64,
+        /// Idempotency key (1 to 128 visible ASCII characters).
+        #[arg(long, short = 'k', value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// List orders, oldest first.
+    Orders {
+        /// Only the orders of this book.
+        #[arg(long, value_name = "ID")]
+        book: Option<u64>,
+        #[command(flatten)]
+        page: PageArgs,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Show one order.
+    Order {
+        /// Order id.
+        id: u64,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Add copies of a book to its stock (admin).
+    Restock {
+        /// Book id.
+        id: u64,
+        /// Copies to add.
+        quantity: u64,
+    },
+    /// Set a book's price (admin).
+    SetPrice {
+        /// Book id.
+        id: u64,
+        /// New price in cents (1999 is $19.99).
+        cents: u64,
+    },
+    /// Change a book's title, topic and/or price (admin).
+    Update(UpdateArgs),
+    /// Add a book to the catalog (admin); the catalog assigns its id.
+    AddBook(AddBookArgs),
+    /// Inspect the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Check that the server answers.
+    Health,
+    /// Show a hash of a group's state on one node, to compare replicas
+    /// (admin; point --frontend at a node).
+    Digest {
+        /// Which group.
+        #[arg(value_enum)]
+        group: GroupArg,
+    },
+    /// Follow a node's change-event stream (point --frontend at a node).
+    Watch {
+        /// Which group.
+        #[arg(value_enum)]
+        group: GroupArg,
+        /// Start after this log index.
+        #[arg(long, default_value_t = 0, value_name = "INDEX")]
+        from: u64,
+    },
+    /// Print the server's Prometheus metrics.
+    Metrics,
+}
+
+/// Cluster commands. Membership changes (`add-node`, `remove-node`) join
+/// this enum.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show the cluster as the server sees it: groups, leaders, terms, log
+    /// indexes and replication lag (as a table when talking to a node).
+    Status,
+}
+
+/// Paging of listings.
+#[derive(Debug, Args)]
+pub struct PageArgs {
+    /// Most results to show (1 to 1000) [default: the server's, 100].
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Where to continue, as printed after the previous page.
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<String>,
+}
+
+/// Freshness of reads.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// How fresh the answer must be [default: the server's, cached on a frontend].
+    #[arg(long, short = 'c', value_enum, value_name = "LEVEL")]
+    pub consistency: Option<ConsistencyArg>,
+}
+
+/// `update` arguments: at least one change.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("change").required(true).multiple(true)))]
+pub struct UpdateArgs {
+    /// Book id.
+    pub id: u64,
+    /// New title.
+    #[arg(long, group = "change")]
+    pub title: Option<String>,
+    /// New topic.
+    #[arg(long, group = "change")]
+    pub topic: Option<String>,
+    /// New price in cents.
+    #[arg(long, group = "change", value_name = "CENTS")]
+    pub price: Option<u64>,
+}
+
+/// `add-book` arguments.
+#[derive(Debug, Args)]
+pub struct AddBookArgs {
+    /// ISBN-13, hyphens allowed (e.g. 978-0-306-40615-7).
+    #[arg(long)]
+    pub isbn: String,
+    /// Title.
+    #[arg(long)]
+    pub title: String,
+    /// Topic.
+    #[arg(long)]
+    pub topic: String,
+    /// Price in cents (1999 is $19.99).
+    #[arg(long, value_name = "CENTS")]
+    pub price: u64,
+    /// Copies in stock.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub stock: u64,
+}
+
+/// Read consistency, as a command-line value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsistencyArg {
+    /// From the frontend's cache; staleness bounded by its --max-staleness.
+    Cached,
+    /// Read index under the leader's lease; no quorum round trip.
+    Lease,
+    /// Read index confirmed by a quorum; reflects every acknowledged write.
+    Linearizable,
+}
+
+impl From<ConsistencyArg> for Consistency {
+    fn from(c: ConsistencyArg) -> Consistency {
+        match c {
+            ConsistencyArg::Cached => Consistency::Cached,
+            ConsistencyArg::Lease => Consistency::Lease,
+            ConsistencyArg::Linearizable => Consistency::Linearizable,
+        }
+    }
+}
+
+/// A Raft group, as a command-line value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GroupArg {
+    /// Books and stock.
+    Catalog,
+    /// Orders.
+    Orders,
+}
+
+impl From<GroupArg> for Group {
+    fn from(g: GroupArg) -> Group {
+        match g {
+            GroupArg::Catalog => Group::Catalog,
+            GroupArg::Orders => Group::Orders,
+        }
+    }
+}
+
+impl ReadArgs {
+    fn level(&self) -> Option<Consistency> {
+        self.consistency.map(Into::into)
+    }
+}
+
+impl Cli {
+    /// The client these arguments describe: address, timeout and the admin
+    /// token found by [`token::resolve_admin_token`].
+    pub fn client(&self) -> Result<Client, ClientError> {
+        let mut builder = Client::builder(&self.frontend).timeout(Duration::from_secs(self.timeout));
+        if let Some(token) = token::resolve_admin_token(self.token.as_deref(), &self.data) {
+            builder = builder.admin_token(token);
+        }
+        builder.build()
+    }
+}
+
+/// Runs one command and returns the process exit code (see the module docs).
+pub async fn run(cli: Cli) -> ExitCode {
+    let out = Output::new(cli.json);
+    let client = match cli.client() {
+        Ok(client) => client,
+        Err(error) => return Failure::from(error).report(&out, &cli, None),
+    };
+    match execute(&cli.command, &client, &out).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(&out, &cli, Some(&client)),
+    }
+}
+
+/// A failed command: the error and, when we know better than the error, a
+/// hint on what to do next.
+#[derive(Debug)]
+struct Failure {
+    error: ClientError,
+    hint: Option<String>,
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Failure {
+        Failure { error, hint: None }
+    }
+}
+
+impl Failure {
+    fn report(self, out: &Output, cli: &Cli, client: Option<&Client>) -> ExitCode {
+        let Failure { error, hint } = self;
+        if let (true, Some(problem)) = (out.json, error.problem()) {
+            out.json(problem);
+        }
+        let line = match &error {
+            ClientError::Problem(p) => format!("{} ({}, HTTP {})", p.detail, p.code, p.status),
+            other => other.to_string(),
+        };
+        eprintln!("error: {line}");
+        if let Some(hint) = hint.or_else(|| default_hint(&error, cli, client)) {
+            eprintln!("hint: {hint}");
+        }
+        ExitCode::from(exit_code(&error))
+    }
+}
+
+/// The exit code of a failure: 1 server said no, 2 usage, 3 unreachable.
+pub fn exit_code(error: &ClientError) -> u8 {
+    match error {
+        ClientError::Invalid(_) => 2,
+        ClientError::Transport { .. } => 3,
+        ClientError::Problem(_) | ClientError::Status { .. } | ClientError::Decode(_) => 1,
+    }
+}
+
+fn default_hint(error: &ClientError, cli: &Cli, client: Option<&Client>) -> Option<String> {
+    use bazar_api::ErrorCode;
+    let base = client.map_or(cli.frontend.as_str(), Client::base_url);
+    match error {
+        ClientError::Transport { kind: TransportKind::Connect, .. } => Some(format!(
+            "is Bazar running at {base}? (scripts/cluster.sh up starts a local cluster; \
+             --frontend or BAZAR_FRONTEND point elsewhere)"
+        )),
+        ClientError::Problem(p) => match p.code {
+            ErrorCode::Unauthorized if !client.is_some_and(Client::has_admin_token) => Some(format!(
+                "admin commands need a token: --token, BAZAR_ADMIN_TOKEN, or {}",
+                cli.data.join(token::TOKENS_FILE).display()
+            )),
+            ErrorCode::Unauthorized => Some("the admin token was refused".into()),
+            ErrorCode::Unavailable => Some(match p.retry_after {
+                Some(secs) => format!("no leader or quorum right now; retry in {secs} s"),
+                None => "no leader or quorum right now; retry shortly".into(),
+            }),
+            ErrorCode::NotLeader => Some("the group is electing a leader; retry shortly".into()),
+            _ => None,
+        },
+        ClientError::Status { status: 404, .. } => {
+            Some(format!("{base} does not serve this route; is it a node or a frontend?"))
+        }
+        _ => None,
+    }
+}
+
+async fn execute(command: &Command, client: &Client, out: &Output) -> Result<(), Failure> {
+    match command {
+        Command::Search { topic, page, read } => {
+            let res = client.search(topic, page.limit, page.cursor.as_deref(), read.level()).await?;
+            if out.json {
+                out.json(&res.value);
+            } else if res.value.books.is_empty() {
+                out.text(&format!("no books under topic {topic:?}\n"));
+            } else {
+                out.text(&render::books_table(&res.value.books));
+            }
+            out.next_cursor(res.value.next_cursor.as_deref());
+            out.meta(&res.meta);
+        }
+        Command::Lookup { id, read } => {
+            let res = client.lookup(*id, read.level()).await?;
+            out.value_or(&res.value, || render::books_table(std::slice::from_ref(&res.value)));
+            out.meta(&res.meta);
+        }
+        Command::Buy { id, quantity, key } => {
+            let key = key.clone().unwrap_or_else(random_idempotency_key);
+            match client.buy(*id, *quantity, Some(&key)).await {
+                Ok(order) => {
+                    out.value_or(&order, || render::order_summary(&order));
+                    out.note(&format!("idempotency key {key}"));
+                }
+                Err(error) if error.outcome_unknown() => {
+                    return Err(Failure {
+                        error,
+                        hint: Some(format!(
+                            "the buy may or may not have happened; run it again with \
+                             --key {key} to learn its outcome (it will not buy twice)"
+                        )),
+                    });
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Command::Orders { book, page, read } => {
+            let res = client.orders(*book, page.limit, page.cursor.as_deref(), read.level()).await?;
+            if out.json {
+                out.json(&res.value);
+            } else if res.value.orders.is_empty() {
+                out.text("no orders\n");
+            } else {
+                out.text(&render::orders_table(&res.value.orders));
+            }
+            out.next_cursor(res.value.next_cursor.as_deref());
+            out.meta(&res.meta);
+        }
+        Command::Order { id, read } => {
+            let res = client.order(*id, read.level()).await?;
+            out.value_or(&res.value, || render::orders_table(std::slice::from_ref(&res.value)));
+            out.meta(&res.meta);
+        }
+        Command::Restock { id, quantity } => {
+            let book = client.restock(*id, *quantity).await?;
+            out.book(&book);
+        }
+        Command::SetPrice { id, cents } => {
+            let book = client.set_price(*id, *cents).await?;
+            out.book(&book);
+        }
+        Command::Update(args) => {
+            let patch = BookPatch { price_cents: args.price, title: args.title.clone(), topic: args.topic.clone() };
+            let book = client.update_book(args.id, patch).await?;
+            out.book(&book);
+        }
+        Command::AddBook(args) => {
+            let new = NewBook {
+                isbn: args.isbn.clone(),
+                title: args.title.clone(),
+                topic: args.topic.clone(),
+                price_cents: args.price,
+                stock: args.stock,
+            };
+            let book = client.add_book(new).await?;
+            out.book(&book);
+        }
+        Command::Cluster(ClusterCommand::Status) => {
+            let value = client.cluster().await?;
+            // A node answers a ClusterStatus; a frontend its own document,
+            // which we show as it is.
+            match serde_json::from_value::<ClusterStatus>(value.clone()) {
+                Ok(status) if !out.json => out.text(&render::cluster_status(&status)),
+                _ => out.value_or(&value, || pretty(&value)),
+            }
+        }
+        Command::Health => {
+            let value = client.health().await?;
+            match (&value, serde_json::from_value::<NodeHealth>(value.clone())) {
+                _ if out.json => out.json(&value),
+                (_, Ok(health)) => out.text(&render::node_health(&health)),
+                (serde_json::Value::String(text), _) => out.text(&format!("{}\n", text.trim())),
+                _ => out.text(&pretty(&value)),
+            }
+        }
+        Command::Digest { group } => {
+            let digest = client.digest((*group).into()).await?;
+            out.value_or(&digest, || render::digests_table(std::slice::from_ref(&digest)));
+        }
+        Command::Watch { group, from } => {
+            let mut events = client.watch((*group).into(), *from).await?;
+            while let Some(event) = events.next().await {
+                let event = event?;
+                let written = if out.json {
+                    out.try_json(&event)
+                } else {
+                    out.try_text(&format!("{}\n", render::watch_event(&event)))
+                };
+                if !written {
+                    // stdout closed (e.g. `| head`): the reader is done.
+                    return Ok(());
+                }
+            }
+            return Err(ClientError::Transport {
+                kind: TransportKind::Broken,
+                detail: "the change stream ended".into(),
+            }
+            .into());
+        }
+        Command::Metrics => {
+            let text = client.metrics().await?;
+            out.text(&text);
+        }
+    }
+    Ok(())
+}
+
+/// A fresh idempotency key for a buy that was given none.
+fn random_idempotency_key() -> String {
+    format!("bazar-cli-{:016x}", rand::random::<u64>())
+}
+
+fn pretty(value: &serde_json::Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    text.push('\n');
+    text
+}
+
+/// Where results go: stdout, as tables or JSON.
+///
+/// Write errors are ignored on purpose: the only likely one is a closed pipe
+/// (`bazar orders | head`), and by then the reader has what it wanted.
+struct Output {
+    json: bool,
+    color: bool,
+}
+
+impl Output {
+    fn new(json: bool) -> Output {
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Output { json, color }
+    }
+
+    fn try_text(&self, text: &str) -> bool {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).is_ok()
+    }
+
+    fn text(&self, text: &str) {
+        self.try_text(text);
+    }
+
+    fn try_json<T: Serialize + ?Sized>(&self, value: &T) -> bool {
+        match serde_json::to_string(value) {
+            Ok(mut line) => {
+                line.push('\n');
+                self.try_text(&line)
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn json<T: Serialize + ?Sized>(&self, value: &T) {
+        self.try_json(value);
+    }
+
+    /// JSON in `--json` mode, else the rendered text.
+    fn value_or<T: Serialize>(&self, value: &T, render: impl FnOnce() -> String) {
+        if self.json {
+            self.json(value);
+        } else {
+            self.text(&render());
+        }
+    }
+
+    fn book(&self, book: &bazar_api::Book) {
+        self.value_or(book, || render::books_table(std::slice::from_ref(book)));
+    }
+
+    /// A dim line for humans; nothing in `--json` mode.
+    fn note(&self, note: &str) {
+        if self.json {
+            return;
+        }
+        if self.color {
+            self.text(&format!("\x1b[2m{note}\x1b[0m\n"));
+        } else {
+            self.text(&format!("{note}\n"));
+        }
+    }
+
+    fn meta(&self, meta: &ReadMeta) {
+        self.note(&meta.to_string());
+    }
+
+    fn next_cursor(&self, cursor: Option<&str>) {
+        if let Some(cursor) = cursor {
+            self.note(&format!("more: --cursor {cursor}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn argument_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_parse_before_and_after_the_command() {
+        let cli = Cli::try_parse_from(["bazar", "--json", "buy", "3", "-q", "2", "--frontend", "h:1", "--key", "k1"])
+            .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.frontend, "h:1");
+        assert!(matches!(cli.command, Command::Buy { id: 3, quantity: 2, key: Some(ref k) } if k == "k1"));
+    }
+
+    #[test]
+    fn update_without_changes_is_a_usage_error() {
+        let err = Cli::try_parse_from(["bazar", "update", "3"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(Cli::try_parse_from(["bazar", "update", "3", "--price", "1999"]).is_ok());
+    }
+
+    #[test]
+    fn consistency_and_group_values_are_checked() {
+        let cli = Cli::try_parse_from(["bazar", "lookup", "1", "--consistency", "linearizable"]).unwrap();
+        let Command::Lookup { read, .. } = cli.command else { panic!("not lookup") };
+        assert_eq!(read.level(), Some(Consistency::Linearizable));
+        assert!(Cli::try_parse_from(["bazar", "lookup", "1", "-c", "eventual"]).is_err());
+        assert!(Cli::try_parse_from(["bazar", "digest", "payments"]).is_err());
+    }
+
+    #[test]
+    fn failures_map_to_documented_exit_codes() {
+        let problem = bazar_api::Problem::new(bazar_api::ErrorCode::NotFound, "no book 9");
+        assert_eq!(exit_code(&ClientError::Problem(Box::new(problem))), 1);
+        assert_eq!(exit_code(&ClientError::Invalid("quantity".into())), 2);
+        assert_eq!(exit_code(&ClientError::timeout("slow")), 3);
+    }
+
+    #[test]
+    fn generated_idempotency_keys_are_valid_and_distinct() {
+        let a = random_idempotency_key();
+        assert!(bazar_api::model::validate_idempotency_key(&a).is_ok());
+        assert_ne!(a, random_idempotency_key());
+    }
+}
