@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every Bazar test, from a fresh clone:
+#   1. builds the release binaries (one profile for everything, so the
+#      dependencies compile once),
+#   2. unit tests and in-process tests of every crate (state machines,
+#      openraft's storage suite on RocksDB, the node's HTTP API, the client),
+#   3. the real-process integration tests in tests/ (clusters of raft-node
+#      processes under kill -9, SIGSTOP and full restarts), one at a time so
+#      that their timing is not distorted by each other.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+cd "$ROOT"
+ensure_cargo
+ensure_libclang
+
+started=$SECONDS
+echo "==> building release binaries"
+cargo build --release --workspace --bins
+echo "==> unit and in-process tests"
+cargo test --release --workspace --exclude bazar-tests
+echo "==> real-process integration tests"
+cargo test --release -p bazar-tests -- --test-threads=1
+echo "==> all tests passed in $((SECONDS - started)) s"

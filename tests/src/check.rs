@@ -1,0 +1,270 @@
+//! Checks of SPEC section 6 against a cluster's final state and a workload's ledger.
+//!
+//! | invariant | checked by |
+//! |---|---|
+//! | 1 no oversell, stock never negative | [`check_state`] (confirmed ≤ initial + restocks) |
+//! | 2 conservation per book | [`check_state`] |
+//! | 3 acknowledged buys survive | [`check_state`] |
+//! | 4 one order per idempotency key | [`check_state`] |
+//! | 5 replicas converge | [`converged`] |
+//! | 7 nothing stays pending | [`wait_no_pending`] |
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bazar_api::{Book, Consistency, Digest, Group, Order, OrderStatus};
+use tokio::time::Instant;
+
+use crate::Cluster;
+use crate::workload::Ledger;
+
+/// Waits until every live node reports the same applied index and digest
+/// for `group`, and returns it.
+pub async fn converged(cluster: &mut Cluster, group: Group, timeout: Duration) -> Result<Digest, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut digests = Vec::new();
+        for id in cluster.live_ids() {
+            match cluster.client(id).digest(group).await {
+                Ok(d) => digests.push(d),
+                Err(e) => digests.push(Digest { group, node_id: id, applied_index: 0, digest: format!("error: {e}") }),
+            }
+        }
+        let agree = digests.windows(2).all(|w| w[0].applied_index == w[1].applied_index && w[0].digest == w[1].digest);
+        if agree && !digests.is_empty() && !digests[0].digest.starts_with("error") {
+            return Ok(digests.remove(0));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{group} replicas did not converge within {timeout:?}: {digests:#?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every order, read linearizably from some live node.
+pub async fn all_orders(cluster: &mut Cluster) -> Result<Vec<Order>, String> {
+    let mut errors = Vec::new();
+    for id in cluster.live_ids() {
+        match cluster.client(id).list_all_orders(None, Some(Consistency::Linearizable)).await {
+            Ok(o) => return Ok(o),
+            Err(e) => errors.push(format!("node {id}: {e}")),
+        }
+    }
+    Err(format!("could not list orders: {errors:?}"))
+}
+
+/// Every book, read linearizably from some live node.
+pub async fn all_books(cluster: &mut Cluster) -> Result<Vec<Book>, String> {
+    let mut errors = Vec::new();
+    for id in cluster.live_ids() {
+        match cluster.client(id).list_all_books(None, Some(Consistency::Linearizable)).await {
+            Ok(b) => return Ok(b),
+            Err(e) => errors.push(format!("node {id}: {e}")),
+        }
+    }
+    Err(format!("could not list books: {errors:?}"))
+}
+
+/// Waits until no order is pending (invariant 7) and returns all orders.
+pub async fn wait_no_pending(cluster: &mut Cluster, timeout: Duration) -> Result<Vec<Order>, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let orders = all_orders(cluster).await;
+        if let Ok(orders) = &orders
+            && orders.iter().all(|o| o.status != OrderStatus::Pending)
+        {
+            return Ok(orders.clone());
+        }
+        if Instant::now() > deadline {
+            let pending: Vec<u64> = orders
+                .map(|o| o.iter().filter(|o| o.status == OrderStatus::Pending).map(|o| o.order_id).collect())
+                .unwrap_or_default();
+            return Err(format!("orders still pending after {timeout:?}: {pending:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the checks found, for the test's output.
+#[derive(Debug)]
+pub struct Summary {
+    /// Orders in the cluster.
+    pub orders: usize,
+    /// Confirmed ones.
+    pub confirmed: usize,
+    /// Buys the workload saw acknowledged.
+    pub acked: usize,
+    /// Buys whose outcome the workload never learned.
+    pub unknown: usize,
+}
+
+/// Checks invariants 1–4 on the final `orders` and `books` against `ledger`,
+/// given each book's `initial` stock.
+pub fn check_state(
+    initial: &BTreeMap<u64, u64>,
+    ledger: &Ledger,
+    orders: &[Order],
+    books: &[Book],
+) -> Result<Summary, String> {
+    let mut problems = Vec::new();
+    let by_id: HashMap<u64, &Order> = orders.iter().map(|o| (o.order_id, o)).collect();
+
+    // 3: every acknowledged buy is there, confirmed, as acknowledged.
+    for acked in &ledger.acked {
+        match by_id.get(&acked.order_id) {
+            None => problems.push(format!("acknowledged order {} is lost", acked.order_id)),
+            Some(o) if o.status != OrderStatus::Confirmed => {
+                problems.push(format!("acknowledged order {} is {}", o.order_id, o.status))
+            }
+            Some(o)
+                if o.book_id != acked.book_id
+                    || o.quantity != acked.quantity
+                    || o.idempotency_key != acked.idempotency_key =>
+            {
+                problems.push(format!("order {} differs from its acknowledgement: {o:?} vs {acked:?}", o.order_id))
+            }
+            Some(_) => {}
+        }
+    }
+
+    // 4: at most one order per idempotency key.
+    let mut per_key: HashMap<&str, Vec<u64>> = HashMap::new();
+    for o in orders {
+        if let Some(k) = &o.idempotency_key {
+            per_key.entry(k).or_default().push(o.order_id);
+        }
+    }
+    for (k, ids) in &per_key {
+        if ids.len() > 1 {
+            problems.push(format!("idempotency key {k} has {} orders: {ids:?}", ids.len()));
+        }
+    }
+
+    // 1 and 2: conservation per book; restocks of unknown outcome may or may not count.
+    let mut confirmed_qty: BTreeMap<u64, u64> = BTreeMap::new();
+    for o in orders.iter().filter(|o| o.status == OrderStatus::Confirmed) {
+        *confirmed_qty.entry(o.book_id).or_default() += o.quantity;
+    }
+    for book in books {
+        let Some(&start) = initial.get(&book.id) else { continue };
+        let restocked = ledger.restocked.get(&book.id).copied().unwrap_or(0);
+        let maybe = ledger.restocked_unknown.get(&book.id).copied().unwrap_or(0);
+        let sold = confirmed_qty.get(&book.id).copied().unwrap_or(0);
+        if sold > start + restocked + maybe {
+            problems.push(format!(
+                "book {}: oversold: {sold} confirmed, only {} ever stocked",
+                book.id,
+                start + restocked + maybe
+            ));
+            continue;
+        }
+        // stock = start + restocked + x - sold, for some x in 0..=maybe.
+        let low = i128::from(start) + i128::from(restocked) - i128::from(sold);
+        let high = low + i128::from(maybe);
+        if !(low..=high).contains(&i128::from(book.stock)) {
+            problems.push(format!(
+                "book {}: stock {} but initial {start} + restocks {restocked} (+ up to {maybe} of unknown outcome) - confirmed {sold} gives {low}..={high}",
+                book.id, book.stock
+            ));
+        }
+    }
+    if !ledger.unexpected.is_empty() {
+        problems.push(format!("unexpected answers: {:?}", ledger.unexpected));
+    }
+    if problems.is_empty() {
+        Ok(Summary {
+            orders: orders.len(),
+            confirmed: orders.iter().filter(|o| o.status == OrderStatus::Confirmed).count(),
+            acked: ledger.acked.len(),
+            unknown: ledger.unknown.len(),
+        })
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// Runs every check after the faults have healed: nothing pending within
+/// `pending_timeout`, invariants 1–4, and both groups converged.
+pub async fn check_all(
+    cluster: &mut Cluster,
+    initial: &BTreeMap<u64, u64>,
+    ledger: &Ledger,
+    pending_timeout: Duration,
+) -> Summary {
+    let orders = wait_no_pending(cluster, pending_timeout).await.unwrap_or_else(|e| panic!("invariant 7: {e}"));
+    let books = all_books(cluster).await.unwrap_or_else(|e| panic!("{e}"));
+    let summary = check_state(initial, ledger, &orders, &books).unwrap_or_else(|e| panic!("invariants violated:\n{e}"));
+    for group in Group::ALL {
+        converged(cluster, group, Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("invariant 5: {e}"));
+    }
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(id: u64, book: u64, qty: u64, status: OrderStatus, key: &str) -> Order {
+        Order {
+            order_id: id,
+            book_id: book,
+            quantity: qty,
+            unit_price_cents: 100,
+            total_cents: 100 * qty,
+            status,
+            reason: None,
+            created_at: "2026-11-21T00:00:00Z".into(),
+            idempotency_key: Some(key.into()),
+        }
+    }
+
+    fn book(id: u64, stock: u64) -> Book {
+        Book { id, isbn: String::new(), title: String::new(), topic: String::new(), price_cents: 100, stock }
+    }
+
+    #[test]
+    fn consistent_state_passes() {
+        let initial = BTreeMap::from([(1, 10)]);
+        let o = order(1, 1, 3, OrderStatus::Confirmed, "a");
+        let ledger = Ledger { acked: vec![o.clone()], ..Default::default() };
+        assert!(check_state(&initial, &ledger, &[o], &[book(1, 7)]).is_ok());
+    }
+
+    #[test]
+    fn a_lost_acknowledged_buy_is_caught() {
+        let initial = BTreeMap::from([(1, 10)]);
+        let o = order(1, 1, 3, OrderStatus::Confirmed, "a");
+        let ledger = Ledger { acked: vec![o], ..Default::default() };
+        let err = check_state(&initial, &ledger, &[], &[book(1, 10)]).unwrap_err();
+        assert!(err.contains("lost"), "{err}");
+    }
+
+    #[test]
+    fn a_double_order_for_one_key_is_caught() {
+        let initial = BTreeMap::from([(1, 10)]);
+        let orders = [order(1, 1, 1, OrderStatus::Confirmed, "a"), order(2, 1, 1, OrderStatus::Confirmed, "a")];
+        let err = check_state(&initial, &Ledger::default(), &orders, &[book(1, 8)]).unwrap_err();
+        assert!(err.contains("2 orders"), "{err}");
+    }
+
+    #[test]
+    fn broken_conservation_and_oversell_are_caught() {
+        let initial = BTreeMap::from([(1, 10)]);
+        let orders = [order(1, 1, 3, OrderStatus::Confirmed, "a")];
+        let err = check_state(&initial, &Ledger::default(), &orders, &[book(1, 8)]).unwrap_err();
+        assert!(err.contains("stock 8"), "{err}");
+        let orders = [order(1, 1, 11, OrderStatus::Confirmed, "a")];
+        let err = check_state(&initial, &Ledger::default(), &orders, &[book(1, 0)]).unwrap_err();
+        assert!(err.contains("oversold"), "{err}");
+    }
+
+    #[test]
+    fn restocks_of_unknown_outcome_may_or_may_not_count() {
+        let initial = BTreeMap::from([(1, 10)]);
+        let mut ledger = Ledger::default();
+        ledger.restocked_unknown.insert(1, 5);
+        assert!(check_state(&initial, &ledger, &[], &[book(1, 10)]).is_ok());
+        assert!(check_state(&initial, &ledger, &[], &[book(1, 15)]).is_ok());
+        assert!(check_state(&initial, &ledger, &[], &[book(1, 16)]).is_err());
+    }
+}

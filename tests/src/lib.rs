@@ -1,0 +1,329 @@
+//! Harness for real-process tests.
+//!
+//! [`Cluster`] starts `raft-node` processes (built beforehand, found next to
+//! the test binary or in `BAZAR_BIN_DIR`) on free loopback ports with their
+//! own data directories, and injects real faults: `kill -9`, `SIGSTOP`/
+//! `SIGCONT`, graceful restarts. Every wait is bounded. Dropping the cluster
+//! kills every process it started, and only those.
+//!
+//! [`check`] holds the invariant checks of SPEC section 6 that the tests
+//! assert after faults.
+
+pub mod check;
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bazar_api::{Group, NodeHealth};
+use bazar_client::Client;
+use tokio::time::Instant;
+
+/// Admin token of test clusters.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// Cluster token of test clusters.
+pub const CLUSTER_TOKEN: &str = "test-cluster-token";
+
+/// Where the release binaries are: `BAZAR_BIN_DIR`, or the directory above
+/// the running test binary (`target/release/deps/..`).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("BAZAR_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("exe dir");
+    deps.parent().unwrap_or(deps).to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the binaries first (cargo build --release --bins) or set BAZAR_BIN_DIR",
+        path.display()
+    );
+    path
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("addr").port()
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) with a pid this harness spawned; no memory is involved.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// One raft-node process slot: stays in the cluster across restarts.
+pub struct NodeProc {
+    /// Node id.
+    pub id: u64,
+    /// host:port.
+    pub addr: String,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl NodeProc {
+    /// Whether the process is running (it may be paused).
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+}
+
+/// A cluster of raft-node processes.
+pub struct Cluster {
+    dir: Option<tempfile::TempDir>,
+    nodes: BTreeMap<u64, NodeProc>,
+    extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes with ids 1..=n that found a cluster together, each
+    /// with `extra_args`, and waits until both groups have a leader and the
+    /// catalog is loaded.
+    pub async fn start(n: u64, extra_args: &[&str]) -> Cluster {
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let addr = format!("127.0.0.1:{}", free_port());
+            nodes.insert(id, NodeProc { id, addr, child: None, paused: false });
+        }
+        let mut cluster = Cluster {
+            dir: Some(tempfile::Builder::new().prefix("bazar-test-").tempdir().expect("temp dir")),
+            nodes,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=n {
+            cluster.spawn(id);
+        }
+        cluster.wait_ready(Duration::from_secs(60)).await;
+        cluster
+    }
+
+    /// The data directory of the whole cluster.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("cluster directory").path()
+    }
+
+    /// Ids of all nodes.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// The address of node `id`.
+    pub fn addr(&self, id: u64) -> String {
+        self.nodes[&id].addr.clone()
+    }
+
+    /// Ids of nodes whose process runs and is not paused.
+    pub fn live_ids(&mut self) -> Vec<u64> {
+        self.nodes.values_mut().filter_map(|n| (n.is_running() && !n.paused).then_some(n.id)).collect()
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",")
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let initial = self.initial_cluster();
+        let log_path = self.dir().join(format!("node-{id}.log"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        let data_dir = self.dir().join(format!("node-{id}"));
+        let node = self.nodes.get_mut(&id).expect("node id");
+        let child = Command::new(binary("raft-node"))
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(&node.addr)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--initial-cluster")
+            .arg(initial)
+            .args(&self.extra_args)
+            .env("BAZAR_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("BAZAR_CLUSTER_TOKEN", CLUSTER_TOKEN)
+            .env("RUST_LOG", std::env::var("BAZAR_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning raft-node");
+        node.child = Some(child);
+        node.paused = false;
+    }
+
+    /// A client for node `id`, with the admin token.
+    pub fn client(&self, id: u64) -> Client {
+        Client::builder(format!("http://{}", self.addr(id)))
+            .admin_token(ADMIN_TOKEN)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client")
+    }
+
+    /// `kill -9` node `id` and reap it.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("node id");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        node.paused = false;
+    }
+
+    /// Stops node `id` with SIGTERM (graceful), waiting up to 15 s, then SIGKILL.
+    pub async fn stop(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("node id");
+        let Some(mut child) = node.child.take() else { return };
+        signal(child.id(), libc::SIGCONT);
+        signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.wait();
+        node.paused = false;
+    }
+
+    /// Starts a new, empty node `id` on a free port. It does not found
+    /// anything: it waits to be added to the groups (as a learner) by an admin.
+    pub fn spawn_new(&mut self, id: u64) -> String {
+        assert!(!self.nodes.contains_key(&id), "node {id} exists");
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.nodes.insert(id, NodeProc { id, addr: addr.clone(), child: None, paused: false });
+        self.spawn(id);
+        addr
+    }
+
+    /// Starts node `id` again (after a kill or stop) with the same data.
+    pub fn restart(&mut self, id: u64) {
+        self.kill(id);
+        self.spawn(id);
+    }
+
+    /// SIGSTOP node `id`.
+    pub fn pause(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("node id");
+        if let Some(child) = &node.child {
+            signal(child.id(), libc::SIGSTOP);
+            node.paused = true;
+        }
+    }
+
+    /// SIGCONT node `id`.
+    pub fn resume(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("node id");
+        if let Some(child) = &node.child {
+            signal(child.id(), libc::SIGCONT);
+            node.paused = false;
+        }
+    }
+
+    /// `/health` of node `id`, if it answers within a second.
+    pub async fn health(&self, id: u64) -> Option<NodeHealth> {
+        let client = self.client(id);
+        tokio::time::timeout(Duration::from_secs(1), client.node_health()).await.ok()?.ok()
+    }
+
+    /// The leader of `group` that every answering live member agrees on
+    /// (nodes not yet added to the groups have no say).
+    pub async fn leader(&mut self, group: Group) -> Option<u64> {
+        let mut seen = None;
+        for id in self.live_ids() {
+            let h = self.health(id).await?;
+            if !h.initialized {
+                continue;
+            }
+            let leader = (*h.leaders.get(&group)?)?;
+            if *seen.get_or_insert(leader) != leader {
+                return None;
+            }
+        }
+        seen
+    }
+
+    /// Waits until the live nodes agree on a leader of `group` other than `not`.
+    pub async fn wait_leader(&mut self, group: Group, not: Option<u64>, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader(group).await
+                && Some(l) != not
+                && self.live_ids().contains(&l)
+            {
+                return l;
+            }
+            if Instant::now() > deadline {
+                panic!("no {group} leader within {timeout:?}\n{}", self.logs_tail(30));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until every live node answers, agrees on both leaders, and has
+    /// the catalog loaded.
+    pub async fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut ready = true;
+            for id in self.live_ids() {
+                match self.health(id).await {
+                    Some(h) if h.catalog_seeded && h.leaders.values().all(Option::is_some) => {}
+                    _ => ready = false,
+                }
+            }
+            if ready && self.leader(Group::Catalog).await.is_some() && self.leader(Group::Orders).await.is_some() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("cluster not ready within {timeout:?}\n{}", self.logs_tail(40));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last `lines` lines of every node's log, for failure messages.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for id in self.nodes.keys() {
+            let path = self.dir().join(format!("node-{id}.log"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            out.push_str(&format!("--- node {id} ({}) ---\n", path.display()));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in self.ids() {
+            self.kill(id);
+        }
+        // A failed test keeps its data and logs for a post-mortem; so does
+        // any test with BAZAR_TEST_KEEP set.
+        if std::thread::panicking() || std::env::var_os("BAZAR_TEST_KEEP").is_some() {
+            eprintln!("test cluster logs:\n{}", self.logs_tail(60));
+            if let Some(dir) = self.dir.take() {
+                eprintln!("kept test cluster data in {}", dir.keep().display());
+            }
+        }
+    }
+}
