@@ -19,6 +19,29 @@ pub struct NodeHealth {
     pub catalog_seeded: bool,
     /// Each group's leader as this node sees it.
     pub leaders: BTreeMap<Group, Option<u64>>,
+    /// Each group's progress on this node.
+    #[serde(default)]
+    pub groups: BTreeMap<Group, GroupHealth>,
+}
+
+/// One group's progress on one node, as reported by `/health`: enough for a
+/// frontend to route writes and to bound the staleness of what it caches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupHealth {
+    /// The leader as this node sees it.
+    pub leader_id: Option<u64>,
+    /// Current term.
+    pub term: u64,
+    /// Whether this node leads the group.
+    pub is_leader: bool,
+    /// Highest index known committed by a quorum.
+    pub committed_index: u64,
+    /// Highest index applied to this node's state machine.
+    pub applied_index: u64,
+    /// On the leader: milliseconds since a quorum last acknowledged its
+    /// leadership. A leader cut off from its quorum stops refreshing this,
+    /// so its commit index can be trusted only while this is small.
+    pub quorum_ack_age_ms: Option<u64>,
 }
 
 /// A member of a group.

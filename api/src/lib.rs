@@ -20,7 +20,7 @@ pub mod model;
 pub mod problem;
 pub mod read;
 
-pub use cluster::{ClusterStatus, Digest, GroupStatus, InitRequest, MemberInfo, NodeHealth};
+pub use cluster::{ClusterStatus, Digest, GroupHealth, GroupStatus, InitRequest, MemberInfo, NodeHealth};
 pub use events::WatchEvent;
 pub use model::{Book, BookPage, BookPatch, BuyRequest, Group, NewBook, Order, OrderPage, OrderStatus, RestockRequest};
 pub use problem::{ErrorCode, Problem};
@@ -32,7 +32,14 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub const CACHE_HEADER: &str = "x-bazar-cache";
 /// Header naming who served a read: a node id, or `cache`.
 pub const SERVED_BY_HEADER: &str = "x-bazar-served-by";
-/// Header carrying the applied log index the answer reflects.
+/// Header carrying the log index an answer reflects: on a read, the applied
+/// index it was read at; on a write, the index the write was committed at
+/// (of the orders group, for a buy).
 pub const INDEX_HEADER: &str = "x-bazar-index";
+/// On a buy: the catalog log index at which its stock was reserved.
+pub const CATALOG_INDEX_HEADER: &str = "x-bazar-catalog-index";
+/// Query parameter of reads: serve only once the replica has applied this
+/// index (so that a client that saw a write at index N reads it back).
+pub const MIN_INDEX_PARAM: &str = "min_index";
 /// Content type of problem documents.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";

@@ -155,8 +155,10 @@ async fn propose_until_done(node: &Node, cmd: CatalogCommand) -> u64 {
     loop {
         let deadline = Instant::now() + Duration::from_secs(30);
         match node.catalog.write_anywhere(cmd.clone(), deadline).await {
-            Ok(crate::catalog::CatalogResponse::Seeded { inserted }) => return inserted,
-            Ok(_) => return 0,
+            Ok(committed) => match committed.response {
+                crate::catalog::CatalogResponse::Seeded { inserted } => return inserted,
+                _ => return 0,
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "seeding: retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;

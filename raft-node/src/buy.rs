@@ -41,8 +41,21 @@ use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::orders::{Orders, OrdersCommand, OrdersResponse, Outcome};
 
+/// A settled buy and the log indexes that reflect it: a read of the orders
+/// group at `orders_index` or later sees the order, and a read of the catalog
+/// at `catalog_index` or later sees the stock it took.
+#[derive(Debug, Clone)]
+pub struct Bought {
+    /// The confirmed order.
+    pub order: Order,
+    /// Orders log index at which the order was last written.
+    pub orders_index: u64,
+    /// Catalog log index at which its reservation was committed.
+    pub catalog_index: u64,
+}
+
 /// Buys `quantity` copies of book `book_id`. This node must lead the orders group.
-pub async fn buy(node: &Node, book_id: u64, quantity: u64, key: Option<String>, deadline: Instant) -> Result<Order> {
+pub async fn buy(node: &Node, book_id: u64, quantity: u64, key: Option<String>, deadline: Instant) -> Result<Bought> {
     if !node.orders.is_leader() {
         return Err(node.orders.not_leader());
     }
@@ -50,7 +63,8 @@ pub async fn buy(node: &Node, book_id: u64, quantity: u64, key: Option<String>, 
 
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let create = OrdersCommand::Create { idempotency_key: key.clone(), book_id, quantity, created_at };
-    let order = match node.orders.write(create, deadline).await? {
+    let created = node.orders.write(create, deadline).await?;
+    let order = match created.response {
         OrdersResponse::Order { order, .. } => order,
         OrdersResponse::KeyReused { order_id } => {
             return Err(Error::IdempotencyKeyReused(format!(
@@ -61,12 +75,15 @@ pub async fn buy(node: &Node, book_id: u64, quantity: u64, key: Option<String>, 
         other => return Err(Error::Internal(format!("unexpected answer to create: {other:?}"))),
     };
 
-    let order = if order.status == OrderStatus::Pending {
+    let bought = if order.status == OrderStatus::Pending {
         settle(node, order, deadline).await.map_err(unknown_outcome)?
     } else {
-        order
+        // Settled by an earlier attempt: this node applied the Create that
+        // found it, so its replica holds the recorded reservation index.
+        let catalog_index = Orders::reservation_index(&node.orders.view(), order.order_id)?.unwrap_or(0);
+        Bought { order, orders_index: created.index, catalog_index }
     };
-    outcome(order)
+    outcome(bought)
 }
 
 /// After the order was recorded, a failure leaves its outcome unknown to this
@@ -81,9 +98,10 @@ fn unknown_outcome(e: Error) -> Error {
 }
 
 /// Turns a settled order into the answer for its buyer.
-fn outcome(order: Order) -> Result<Order> {
+fn outcome(bought: Bought) -> Result<Bought> {
+    let order = &bought.order;
     match order.status {
-        OrderStatus::Confirmed => Ok(order),
+        OrderStatus::Confirmed => Ok(bought),
         OrderStatus::Rejected if order.reason.as_deref() == Some("not_found") => {
             Err(Error::NotFound(format!("no book with id {}", order.book_id)))
         }
@@ -93,6 +111,7 @@ fn outcome(order: Order) -> Result<Order> {
                 order.book_id, order.quantity, order.order_id
             ),
             order_id: Some(order.order_id),
+            orders_index: Some(bought.orders_index),
         }),
         OrderStatus::Pending => Err(Error::Unavailable(format!(
             "order {} is still pending; retry with the same Idempotency-Key",
@@ -134,11 +153,12 @@ impl Drop for Settling<'_> {
 }
 
 /// Steps 2 and 3: reserve stock for a pending order and resolve it.
-pub async fn settle(node: &Node, order: Order, deadline: Instant) -> Result<Order> {
+pub async fn settle(node: &Node, order: Order, deadline: Instant) -> Result<Bought> {
     let _claim = Settling::claim(node, order.order_id);
     let reserve =
         CatalogCommand::Reserve { order_id: order.order_id, book_id: order.book_id, quantity: order.quantity };
-    let reservation = match node.catalog.write_anywhere(reserve, deadline).await? {
+    let reserved = node.catalog.write_anywhere(reserve, deadline).await?;
+    let reservation = match reserved.response {
         CatalogResponse::Reservation(r) => r,
         other => return Err(Error::Internal(format!("unexpected answer to reserve: {other:?}"))),
     };
@@ -147,8 +167,20 @@ pub async fn settle(node: &Node, order: Order, deadline: Instant) -> Result<Orde
         Reservation::OutOfStock { .. } => Outcome::Rejected { reason: "out_of_stock".into() },
         Reservation::NoSuchBook => Outcome::Rejected { reason: "not_found".into() },
     };
-    match node.orders.write(OrdersCommand::Resolve { order_id: order.order_id, outcome }, deadline).await? {
-        OrdersResponse::Order { order, .. } => Ok(order),
+    let resolve = OrdersCommand::Resolve { order_id: order.order_id, outcome, catalog_index: reserved.index };
+    let resolved = node.orders.write(resolve, deadline).await?;
+    match resolved.response {
+        OrdersResponse::Order { order, existing } => {
+            // When another settler resolved it first, its reservation index is
+            // the one recorded; a re-applied reservation returns the same
+            // outcome at a later index, which also reflects the stock change.
+            let catalog_index = if existing {
+                Orders::reservation_index(&node.orders.view(), order.order_id)?.unwrap_or(reserved.index)
+            } else {
+                reserved.index
+            };
+            Ok(Bought { order, orders_index: resolved.index, catalog_index })
+        }
         other => Err(Error::Internal(format!("unexpected answer to resolve: {other:?}"))),
     }
 }
@@ -197,7 +229,7 @@ pub async fn resume_pending(node: Arc<Node>) {
             tokio::spawn(async move {
                 let id = order.order_id;
                 match settle(&node, order, Instant::now() + node.request_timeout()).await {
-                    Ok(o) => tracing::info!(order_id = id, status = %o.status, "resumed pending order"),
+                    Ok(b) => tracing::info!(order_id = id, status = %b.order.status, "resumed pending order"),
                     Err(e) => tracing::warn!(order_id = id, error = %e, "could not settle pending order yet"),
                 }
             });

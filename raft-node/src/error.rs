@@ -27,6 +27,8 @@ pub enum Error {
         detail: String,
         /// The rejected order, when one was recorded.
         order_id: Option<u64>,
+        /// The orders log index of the rejection, when one was recorded.
+        orders_index: Option<u64>,
     },
     /// A conflicting resource exists (a duplicate ISBN).
     #[error("{0}")]
@@ -70,7 +72,7 @@ impl Error {
         match self {
             Error::NotFound(d) => Problem::new(ErrorCode::NotFound, d),
             Error::InvalidInput(d) => Problem::new(ErrorCode::InvalidInput, d),
-            Error::OutOfStock { detail, order_id } => {
+            Error::OutOfStock { detail, order_id, .. } => {
                 let mut p = Problem::new(ErrorCode::OutOfStock, detail);
                 p.order_id = *order_id;
                 p

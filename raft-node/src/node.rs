@@ -83,7 +83,9 @@ impl Node {
         ]
         .into_iter()
         .collect();
-        NodeHealth { status: "ok".into(), node_id: self.id, initialized, catalog_seeded, leaders }
+        let groups =
+            [(Group::Catalog, self.catalog.health()), (Group::Orders, self.orders.health())].into_iter().collect();
+        NodeHealth { status: "ok".into(), node_id: self.id, initialized, catalog_seeded, leaders, groups }
     }
 }
 

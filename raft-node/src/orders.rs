@@ -20,6 +20,7 @@
 //! | `k` idempotency key | order id |
 //! | `h` book_id order_id | (empty): a book's order history |
 //! | `p` order_id | (empty): the pending set, scanned by the orders leader |
+//! | `x` order_id | catalog index of the order's reservation |
 //! | `c` name | counters (`next_order_id`) |
 
 use std::fmt;
@@ -60,6 +61,10 @@ pub enum OrdersCommand {
         order_id: u64,
         /// How it ended.
         outcome: Outcome,
+        /// The catalog log index at which the reservation was committed, kept
+        /// so that any later answer about this order can tell a client which
+        /// catalog index reflects it (read-your-writes).
+        catalog_index: u64,
     },
 }
 
@@ -67,7 +72,7 @@ impl fmt::Display for OrdersCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OrdersCommand::Create { book_id, quantity, .. } => write!(f, "create(book {book_id}, {quantity})"),
-            OrdersCommand::Resolve { order_id, outcome } => write!(f, "resolve({order_id}, {outcome:?})"),
+            OrdersCommand::Resolve { order_id, outcome, .. } => write!(f, "resolve({order_id}, {outcome:?})"),
         }
     }
 }
@@ -144,6 +149,13 @@ fn pending_row(order_id: u64) -> Vec<u8> {
     k
 }
 
+fn reservation_index_row(order_id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(b'x');
+    k.extend_from_slice(&be(order_id));
+    k
+}
+
 fn keys_of(order: &Order) -> Vec<String> {
     vec![order_key(order.order_id), book_orders_key(order.book_id)]
 }
@@ -191,7 +203,7 @@ impl StateMachine for Orders {
                 let keys = keys_of(&order);
                 Ok(Applied { response: OrdersResponse::Order { order, existing: false }, keys })
             }
-            OrdersCommand::Resolve { order_id, outcome } => {
+            OrdersCommand::Resolve { order_id, outcome, catalog_index } => {
                 let Some(mut order) = txn.get_value::<Order>(&order_row(*order_id))? else {
                     return nothing(OrdersResponse::NotFound);
                 };
@@ -212,6 +224,7 @@ impl StateMachine for Orders {
                 }
                 txn.put_value(order_row(order.order_id), &order)?;
                 txn.delete(pending_row(order.order_id));
+                txn.put_value(reservation_index_row(order.order_id), catalog_index)?;
                 let keys = keys_of(&order);
                 Ok(Applied { response: OrdersResponse::Order { order, existing: false }, keys })
             }
@@ -224,6 +237,11 @@ impl Orders {
     /// The order with id `id`.
     pub fn order(view: &View<'_>, id: u64) -> io::Result<Option<Order>> {
         view.get(&order_row(id))
+    }
+
+    /// The catalog index at which a resolved order's reservation was committed.
+    pub fn reservation_index(view: &View<'_>, order_id: u64) -> io::Result<Option<u64>> {
+        view.get(&reservation_index_row(order_id))
     }
 
     /// The order made under an idempotency key.
@@ -352,17 +370,30 @@ mod tests {
     fn an_order_is_resolved_once_and_keeps_its_first_outcome() {
         let mut db = TestDb::new();
         created(create(&mut db, None, 3, 2));
-        let confirm = OrdersCommand::Resolve { order_id: 1, outcome: Outcome::Confirmed { unit_price_cents: 250 } };
+        let confirm = OrdersCommand::Resolve {
+            order_id: 1,
+            outcome: Outcome::Confirmed { unit_price_cents: 250 },
+            catalog_index: 42,
+        };
         let (order, _) = created(db.apply::<Orders>(confirm).response);
         assert_eq!((order.status, order.unit_price_cents, order.total_cents), (OrderStatus::Confirmed, 250, 500));
-        let reject =
-            OrdersCommand::Resolve { order_id: 1, outcome: Outcome::Rejected { reason: "out_of_stock".into() } };
+        assert_eq!(Orders::reservation_index(&db.view::<Orders>(), 1).unwrap(), Some(42));
+        let reject = OrdersCommand::Resolve {
+            order_id: 1,
+            outcome: Outcome::Rejected { reason: "out_of_stock".into() },
+            catalog_index: 43,
+        };
         let applied = db.apply::<Orders>(reject);
         let (again, existing) = created(applied.response);
         assert!(existing && applied.keys.is_empty());
         assert_eq!(again.status, OrderStatus::Confirmed);
+        assert_eq!(Orders::reservation_index(&db.view::<Orders>(), 1).unwrap(), Some(42), "first resolution kept");
         assert!(Orders::pending(&db.view::<Orders>(), 10).unwrap().is_empty());
-        let missing = OrdersCommand::Resolve { order_id: 9, outcome: Outcome::Confirmed { unit_price_cents: 1 } };
+        let missing = OrdersCommand::Resolve {
+            order_id: 9,
+            outcome: Outcome::Confirmed { unit_price_cents: 1 },
+            catalog_index: 1,
+        };
         assert_eq!(db.apply::<Orders>(missing).response, OrdersResponse::NotFound);
     }
 
@@ -391,8 +422,11 @@ mod tests {
         let again = db.apply::<Catalog>(reserve).response;
         assert_eq!(again, first);
         let CatalogResponse::Reservation(Reservation::Reserved { unit_price_cents }) = again else { panic!() };
-        let resolve =
-            OrdersCommand::Resolve { order_id: order.order_id, outcome: Outcome::Confirmed { unit_price_cents } };
+        let resolve = OrdersCommand::Resolve {
+            order_id: order.order_id,
+            outcome: Outcome::Confirmed { unit_price_cents },
+            catalog_index: 2,
+        };
         let (settled, _) = created(db.apply::<Orders>(resolve).response);
         assert_eq!(settled.status, OrderStatus::Confirmed);
         assert_eq!(Catalog::book(&db.view::<Catalog>(), 1).unwrap().unwrap().stock, 1, "taken once");

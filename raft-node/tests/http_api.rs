@@ -40,7 +40,7 @@ impl TestNode {
             election_timeout_ms: (150, 300),
             heartbeat_ms: 50,
             snapshot_logs: 20_000,
-            request_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(2),
             watch_heartbeat: Duration::from_millis(100),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -362,5 +362,62 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
     let after = (node.digest("catalog").await, node.digest("orders").await);
     assert_eq!(before.0.digest, after.0.digest, "catalog unchanged");
     assert_eq!(before.1.digest, after.1.digest, "orders unchanged");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_report_their_index_and_reads_wait_for_min_index() {
+    let node = TestNode::start().await;
+    let r = node
+        .http
+        .post(node.url("/books/3/restock"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"quantity": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let restock_index: u64 = r.headers()["x-bazar-index"].to_str().unwrap().parse().unwrap();
+
+    let r = node.http.post(node.url("/books/3/buy")).header("Idempotency-Key", "idx-1").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let orders_index: u64 = r.headers()["x-bazar-index"].to_str().unwrap().parse().unwrap();
+    let catalog_index: u64 = r.headers()["x-bazar-catalog-index"].to_str().unwrap().parse().unwrap();
+    assert!(catalog_index > restock_index, "the reservation comes after the restock");
+    assert!(orders_index > 0);
+
+    // A retry finds the settled order and reports the same reservation index.
+    let r = node.http.post(node.url("/books/3/buy")).header("Idempotency-Key", "idx-1").send().await.unwrap();
+    assert_eq!(r.headers()["x-bazar-catalog-index"].to_str().unwrap(), catalog_index.to_string());
+
+    // Reading at min_index answers at or after it.
+    let r = node
+        .http
+        .get(node.url(&format!("/books/3?consistency=cached&min_index={catalog_index}")))
+        .send()
+        .await
+        .unwrap();
+    let served: u64 = r.headers()["x-bazar-index"].to_str().unwrap().parse().unwrap();
+    assert!(served >= catalog_index);
+    assert_eq!(r.json::<Book>().await.unwrap().stock, 1001);
+
+    // An index the group will not reach in time is refused as unavailable.
+    let r = node.http.get(node.url("/books/3?consistency=cached&min_index=1000000")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    let r = node.http.get(node.url("/books/3?min_index=x")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // A rejected buy reports the orders index of the rejection.
+    let r = node.http.post(node.url("/books/3/buy")).json(&json!({"quantity": 5000})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let rejected_at: u64 = r.headers()["x-bazar-index"].to_str().unwrap().parse().unwrap();
+    assert!(rejected_at > orders_index);
+
+    // /health reports each group's progress.
+    let h: NodeHealth = node.http.get(node.url("/health")).send().await.unwrap().json().await.unwrap();
+    let catalog = &h.groups[&bazar_api::Group::Catalog];
+    assert!(catalog.is_leader && catalog.applied_index >= catalog_index && catalog.committed_index >= catalog_index);
+    assert!(catalog.quorum_ack_age_ms.is_some());
     node.stop().await;
 }

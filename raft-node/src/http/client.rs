@@ -20,8 +20,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bazar_api::model::{parse_paging, validate_idempotency_key};
 use bazar_api::{
-    Book, BookPage, BookPatch, BuyRequest, CACHE_HEADER, Consistency, INDEX_HEADER, NewBook, Order, OrderPage,
-    RestockRequest, SERVED_BY_HEADER,
+    Book, BookPage, BookPatch, BuyRequest, CACHE_HEADER, CATALOG_INDEX_HEADER, Consistency, INDEX_HEADER, NewBook,
+    OrderPage, RestockRequest, SERVED_BY_HEADER,
 };
 use serde::Serialize;
 
@@ -32,6 +32,8 @@ use crate::catalog::{Catalog, CatalogCommand, CatalogResponse};
 use crate::error::Error;
 use crate::node::Node;
 use crate::orders::Orders;
+use crate::raft::RaftGroup;
+use crate::sm::StateMachine;
 
 /// Query parameters, refused with a problem when malformed.
 pub struct Params(pub HashMap<String, String>);
@@ -53,6 +55,14 @@ impl Params {
         self.0.get(name).map(String::as_str)
     }
 
+    /// The `min_index` a read must wait for; 0 when absent.
+    pub fn min_index(&self) -> Result<u64, AppError> {
+        match self.get(bazar_api::MIN_INDEX_PARAM) {
+            None | Some("") => Ok(0),
+            Some(s) => s.parse().map_err(|_| AppError::invalid(format!("invalid min_index {s:?}"))),
+        }
+    }
+
     /// The requested consistency; linearizable when absent.
     pub fn consistency(&self) -> Result<Consistency, AppError> {
         match self.get("consistency") {
@@ -64,6 +74,19 @@ impl Params {
     fn paging(&self) -> Result<(usize, u64), AppError> {
         parse_paging(self.get("limit"), self.get("cursor")).map_err(AppError::invalid)
     }
+}
+
+/// Makes `group`'s local replica ready for a read with these parameters:
+/// at the requested consistency, and at least at `min_index`.
+async fn prepare_read<S: StateMachine>(node: &Node, group: &RaftGroup<S>, params: &Params) -> Result<(), AppError> {
+    let consistency = params.consistency()?;
+    let min_index = params.min_index()?;
+    let deadline = node.deadline();
+    group.linearize(consistency, deadline).await?;
+    if min_index > 0 {
+        group.wait_applied(min_index, deadline).await?;
+    }
+    Ok(())
 }
 
 /// A read answer with the headers that describe it.
@@ -78,10 +101,9 @@ pub fn read_response<T: Serialize>(node_id: u64, index: u64, body: T) -> Respons
 
 /// `GET /books?topic=&limit=&cursor=&consistency=`
 pub async fn search(State(node): State<Arc<Node>>, params: Params) -> Result<Response, AppError> {
-    let consistency = params.consistency()?;
     let (limit, after) = params.paging()?;
     let topic = params.get("topic").map(str::trim).filter(|t| !t.is_empty());
-    node.catalog.linearize(consistency, node.deadline()).await?;
+    prepare_read(&node, &node.catalog, &params).await?;
     let view = node.catalog.view();
     let index = view.applied_index()?;
     let (books, next) = Catalog::search(&view, topic, after, limit)?;
@@ -91,8 +113,7 @@ pub async fn search(State(node): State<Arc<Node>>, params: Params) -> Result<Res
 
 /// `GET /books/{id}`
 pub async fn lookup(State(node): State<Arc<Node>>, Id(id): Id, params: Params) -> Result<Response, AppError> {
-    let consistency = params.consistency()?;
-    node.catalog.linearize(consistency, node.deadline()).await?;
+    prepare_read(&node, &node.catalog, &params).await?;
     let view = node.catalog.view();
     let index = view.applied_index()?;
     let book = Catalog::book(&view, id)?.ok_or_else(|| Error::NotFound(format!("no book with id {id}")))?;
@@ -101,8 +122,7 @@ pub async fn lookup(State(node): State<Arc<Node>>, Id(id): Id, params: Params) -
 
 /// `GET /orders/{id}`
 pub async fn order(State(node): State<Arc<Node>>, Id(id): Id, params: Params) -> Result<Response, AppError> {
-    let consistency = params.consistency()?;
-    node.orders.linearize(consistency, node.deadline()).await?;
+    prepare_read(&node, &node.orders, &params).await?;
     let view = node.orders.view();
     let index = view.applied_index()?;
     let order = Orders::order(&view, id)?.ok_or_else(|| Error::NotFound(format!("no order with id {id}")))?;
@@ -111,7 +131,6 @@ pub async fn order(State(node): State<Arc<Node>>, Id(id): Id, params: Params) ->
 
 /// `GET /orders?book_id=&limit=&cursor=`
 pub async fn orders(State(node): State<Arc<Node>>, params: Params) -> Result<Response, AppError> {
-    let consistency = params.consistency()?;
     let (limit, after) = params.paging()?;
     let book_id = match params.get("book_id") {
         None | Some("") => None,
@@ -122,7 +141,7 @@ pub async fn orders(State(node): State<Arc<Node>>, params: Params) -> Result<Res
                 .ok_or_else(|| AppError::invalid(format!("invalid book_id {s:?}")))?,
         ),
     };
-    node.orders.linearize(consistency, node.deadline()).await?;
+    prepare_read(&node, &node.orders, &params).await?;
     let view = node.orders.view();
     let index = view.applied_index()?;
     let (orders, next) = Orders::list(&view, book_id, after, limit)?;
@@ -136,7 +155,7 @@ pub async fn buy(
     Id(id): Id,
     headers: HeaderMap,
     OptionalJsonBody(body): OptionalJsonBody<BuyRequest>,
-) -> Result<(StatusCode, Json<Order>), AppError> {
+) -> Result<Response, AppError> {
     let quantity = body.quantity().map_err(AppError::invalid)?;
     let key = match headers.get(bazar_api::IDEMPOTENCY_KEY_HEADER) {
         None => None,
@@ -146,12 +165,24 @@ pub async fn buy(
             Some(key.to_string())
         }
     };
-    let order = buy::buy(&node, id, quantity, key, node.deadline()).await?;
-    Ok((StatusCode::CREATED, Json(order)))
+    let bought = buy::buy(&node, id, quantity, key, node.deadline()).await?;
+    let mut response = (StatusCode::CREATED, Json(bought.order)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(INDEX_HEADER, HeaderValue::from(bought.orders_index));
+    headers.insert(CATALOG_INDEX_HEADER, HeaderValue::from(bought.catalog_index));
+    Ok(response)
 }
 
-/// Proposes a catalog command as the catalog leader and returns the book it produced.
-async fn write_book(node: &Node, cmd: CatalogCommand) -> Result<Book, AppError> {
+/// A written book with the catalog index it was committed at.
+fn written(status: StatusCode, book: Book, index: u64) -> Response {
+    let mut response = (status, Json(book)).into_response();
+    response.headers_mut().insert(INDEX_HEADER, HeaderValue::from(index));
+    response
+}
+
+/// Proposes a catalog command as the catalog leader and returns the book it
+/// produced, with the index it was committed at.
+async fn write_book(node: &Node, cmd: CatalogCommand) -> Result<(Book, u64), AppError> {
     if !node.catalog.is_leader() {
         return Err(node.catalog.not_leader().into());
     }
@@ -159,8 +190,9 @@ async fn write_book(node: &Node, cmd: CatalogCommand) -> Result<Book, AppError> 
         CatalogCommand::Restock { book_id, .. } | CatalogCommand::Update { book_id, .. } => Some(*book_id),
         _ => None,
     };
-    match node.catalog.write(cmd, node.deadline()).await? {
-        CatalogResponse::Book(book) => Ok(book),
+    let committed = node.catalog.write(cmd, node.deadline()).await?;
+    match committed.response {
+        CatalogResponse::Book(book) => Ok((book, committed.index)),
         CatalogResponse::NotFound => {
             Err(Error::NotFound(format!("no book with id {}", book_id.unwrap_or_default())).into())
         }
@@ -177,10 +209,10 @@ pub async fn add_book(
     _: Admin,
     State(node): State<Arc<Node>>,
     JsonBody(new): JsonBody<NewBook>,
-) -> Result<(StatusCode, Json<Book>), AppError> {
+) -> Result<Response, AppError> {
     let new = new.validate().map_err(AppError::invalid)?;
-    let book = write_book(&node, CatalogCommand::AddBook(new)).await?;
-    Ok((StatusCode::CREATED, Json(book)))
+    let (book, index) = write_book(&node, CatalogCommand::AddBook(new)).await?;
+    Ok(written(StatusCode::CREATED, book, index))
 }
 
 /// `POST /books/{id}/restock` (admin)
@@ -189,9 +221,10 @@ pub async fn restock(
     State(node): State<Arc<Node>>,
     Id(id): Id,
     JsonBody(body): JsonBody<RestockRequest>,
-) -> Result<Json<Book>, AppError> {
+) -> Result<Response, AppError> {
     let quantity = body.quantity().map_err(AppError::invalid)?;
-    Ok(Json(write_book(&node, CatalogCommand::Restock { book_id: id, quantity }).await?))
+    let (book, index) = write_book(&node, CatalogCommand::Restock { book_id: id, quantity }).await?;
+    Ok(written(StatusCode::OK, book, index))
 }
 
 /// `PATCH /books/{id}` (admin)
@@ -200,7 +233,8 @@ pub async fn update_book(
     State(node): State<Arc<Node>>,
     Id(id): Id,
     JsonBody(patch): JsonBody<BookPatch>,
-) -> Result<Json<Book>, AppError> {
+) -> Result<Response, AppError> {
     let patch = patch.validate().map_err(AppError::invalid)?;
-    Ok(Json(write_book(&node, CatalogCommand::Update { book_id: id, patch }).await?))
+    let (book, index) = write_book(&node, CatalogCommand::Update { book_id: id, patch }).await?;
+    Ok(written(StatusCode::OK, book, index))
 }

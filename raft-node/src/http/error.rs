@@ -18,14 +18,23 @@ use crate::error::Error;
 
 /// An error on its way to becoming a problem response.
 #[derive(Debug)]
-pub struct AppError(pub Box<Problem>);
+pub struct AppError {
+    problem: Box<Problem>,
+    /// A log index the refusal reflects (a rejected buy records an order),
+    /// sent as `X-Bazar-Index`.
+    index: Option<u64>,
+}
 
 impl From<Error> for AppError {
     fn from(e: Error) -> Self {
         if let Error::Internal(detail) = &e {
             tracing::error!(error = %detail, "internal error");
         }
-        AppError(Box::new(e.to_problem()))
+        let index = match &e {
+            Error::OutOfStock { orders_index, .. } => *orders_index,
+            _ => None,
+        };
+        AppError { problem: Box::new(e.to_problem()), index }
     }
 }
 
@@ -43,7 +52,7 @@ impl AppError {
 
     /// Wraps a problem document.
     pub fn from_problem(p: Problem) -> AppError {
-        AppError(Box::new(p))
+        AppError { problem: Box::new(p), index: None }
     }
 }
 
@@ -62,7 +71,11 @@ pub fn problem_response(p: &Problem) -> Response {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        problem_response(&self.0)
+        let mut response = problem_response(&self.problem);
+        if let Some(index) = self.index {
+            response.headers_mut().insert(bazar_api::INDEX_HEADER, HeaderValue::from(index));
+        }
+        response
     }
 }
 

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bazar_api::cluster::{MemberInfo, ReplicationInfo};
-use bazar_api::{Consistency, GroupStatus};
+use bazar_api::{Consistency, GroupHealth, GroupStatus};
+use openraft::Instant as _;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::raft::linearizable_read::{Linearizer, ReadLogId};
@@ -48,6 +49,17 @@ pub enum Forwarded<T> {
     },
     /// The peer could not do it (no quorum, shutting down, outcome unknown).
     Unavailable(String),
+}
+
+/// The answer to a committed write, with the log index it was committed at.
+/// Clients use the index for read-your-writes: a read served at an applied
+/// index at or above it reflects the write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Committed<R> {
+    /// What the state machine answered.
+    pub response: R,
+    /// The log index of the write.
+    pub index: u64,
 }
 
 /// How a read index is obtained from the leader.
@@ -162,14 +174,14 @@ impl<S: StateMachine> RaftGroup<S> {
     ///
     /// `NotLeader` means nothing was proposed. `Unavailable` after a proposal
     /// means the outcome is unknown: the entry may still commit.
-    pub async fn write(&self, cmd: S::Command, deadline: Instant) -> Result<S::Response> {
+    pub async fn write(&self, cmd: S::Command, deadline: Instant) -> Result<Committed<S::Response>> {
         let outcome = tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await;
         match outcome {
             Err(_) => Err(Error::Unavailable(format!(
                 "the {} group did not commit the write in time; its outcome is unknown",
                 S::GROUP
             ))),
-            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Ok(resp)) => Ok(Committed { response: resp.data, index: resp.log_id.index }),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(Error::NotLeader {
                 group: S::GROUP,
                 leader_id: f.leader_id.filter(|id| *id != self.node_id),
@@ -187,7 +199,7 @@ impl<S: StateMachine> RaftGroup<S> {
     /// Proposes an idempotent command wherever the leader is, retrying
     /// through elections and lost answers until `deadline`. Only for commands
     /// whose re-application is harmless (reservations keyed by order, seeds).
-    pub async fn write_anywhere(&self, cmd: S::Command, deadline: Instant) -> Result<S::Response> {
+    pub async fn write_anywhere(&self, cmd: S::Command, deadline: Instant) -> Result<Committed<S::Response>> {
         let mut pause = RETRY_MIN;
         loop {
             let attempt = if self.is_leader() {
@@ -205,13 +217,13 @@ impl<S: StateMachine> RaftGroup<S> {
         }
     }
 
-    async fn forward_write(&self, cmd: &S::Command, deadline: Instant) -> Result<S::Response> {
+    async fn forward_write(&self, cmd: &S::Command, deadline: Instant) -> Result<Committed<S::Response>> {
         let Some((leader, Some(addr))) = self.leader().filter(|(id, _)| *id != self.node_id) else {
             return Err(self.not_leader());
         };
         let path = format!("/raft/{}/write", S::GROUP);
         let timeout = deadline.saturating_duration_since(Instant::now());
-        match self.peers.call::<_, Forwarded<S::Response>>(&addr, &path, cmd, timeout).await {
+        match self.peers.call::<_, Forwarded<Committed<S::Response>>>(&addr, &path, cmd, timeout).await {
             Ok(Forwarded::Done(r)) => Ok(r),
             Ok(Forwarded::NotLeader { leader_id }) => {
                 Err(Error::NotLeader { group: S::GROUP, leader_id, leader_addr: None })
@@ -222,7 +234,7 @@ impl<S: StateMachine> RaftGroup<S> {
     }
 
     /// Answers a write forwarded by a peer.
-    pub async fn serve_forwarded_write(&self, cmd: S::Command, deadline: Instant) -> Forwarded<S::Response> {
+    pub async fn serve_forwarded_write(&self, cmd: S::Command, deadline: Instant) -> Forwarded<Committed<S::Response>> {
         match self.write(cmd, deadline).await {
             Ok(r) => Forwarded::Done(r),
             Err(Error::NotLeader { leader_id, .. }) => Forwarded::NotLeader { leader_id },
@@ -269,6 +281,23 @@ impl<S: StateMachine> RaftGroup<S> {
         }
     }
 
+    /// Waits until the local state machine has applied `index`, or `deadline`.
+    pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<()> {
+        let applied = |m: &RaftMetrics<S::C>| m.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
+        if applied(&self.raft.metrics().borrow_watched()) >= index {
+            return Ok(());
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "min_index").await {
+            Ok(_) => Ok(()),
+            Err(openraft::metrics::WaitError::Timeout(..)) => Err(Error::Unavailable(format!(
+                "this replica of the {} group has not applied index {index} yet",
+                S::GROUP
+            ))),
+            Err(e) => Err(Error::Unavailable(format!("the {} group stopped: {e}", S::GROUP))),
+        }
+    }
+
     /// A read index from this node, as the leader.
     pub async fn local_read_log_id(&self, kind: ReadKind) -> Result<ReadLogId<S::C>> {
         match self.raft.get_read_linearizer(kind.option()).await {
@@ -297,6 +326,25 @@ impl<S: StateMachine> RaftGroup<S> {
                 Err(Error::Unavailable(format!("leader {leader} at {addr} is unreachable: {m}")))
             }
             Err(e) => Err(Error::Unavailable(format!("asking leader {leader} at {addr} for a read index: {e}"))),
+        }
+    }
+
+    /// This group's progress, for `/health`.
+    pub fn health(&self) -> GroupHealth {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let is_leader = m.state.is_leader();
+        GroupHealth {
+            leader_id: m.current_leader,
+            term: m.current_term,
+            is_leader,
+            committed_index: m.cluster_committed.as_ref().map(|l| l.index).unwrap_or(0),
+            applied_index: m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
+            quorum_ack_age_ms: if is_leader {
+                m.last_quorum_acked.as_ref().map(|acked| acked.elapsed().as_millis() as u64)
+            } else {
+                None
+            },
         }
     }
 
