@@ -92,6 +92,12 @@ ensure_built() {
 
 health() { curl -fsS --max-time 1 "http://$1/health" 2>/dev/null; }
 
+# Whether something listens on host:port.
+listening() {
+  local host="${1%:*}" port="${1##*:}"
+  (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+}
+
 start_node() {
   local i="$1" addr; addr="$(node_addr "$i")"
   if pid="$(pid_of "$i")"; then
@@ -99,6 +105,7 @@ start_node() {
     return
   fi
   mkdir -p "$DATA"
+  listening "$addr" && die "$addr is already in use by another process: stop it, or pick other ports with BAZAR_PORT_BASE"
   # shellcheck disable=SC2086
   setsid "$BIN/raft-node" --id "$i" --listen "$addr" --data-dir "$DATA/node-$i" \
     --initial-cluster "$(initial_cluster)" ${BAZAR_NODE_ARGS:-} >>"$(log_file "$i")" 2>&1 < /dev/null &
@@ -113,6 +120,7 @@ start_frontend() {
     say "frontend already running (pid $(cat "$f"))"
     return
   fi
+  listening "$FRONTEND_ADDR" && die "$FRONTEND_ADDR is already in use by another process: stop it, or set BAZAR_FRONTEND_ADDR"
   local nodes=() i
   for ((i = 1; i <= NODES; i++)); do nodes+=("$i=$(node_addr "$i")"); done
   # shellcheck disable=SC2086
@@ -133,7 +141,9 @@ wait_ready() {
         die "node $i exited during startup"
       fi
       h="$(health "$(node_addr "$i")" || true)"
-      if [[ "$h" == *'"catalog_seeded":true'* && "$h" == *'"catalog":'[0-9]* && "$h" == *'"orders":'[0-9]* ]]; then
+      leaders="$(leaders_of "$h")"
+      if [[ "$h" == *"\"node_id\":$i,"* && "$h" == *'"catalog_seeded":true'* \
+        && "$leaders" == *'"catalog":'[0-9]* && "$leaders" == *'"orders":'[0-9]* ]]; then
         break
       fi
       (( SECONDS < deadline )) || { echo "last /health of node $i: ${h:-no answer}" >&2; die "node $i not ready after ${UP_TIMEOUT}s (see $(log_file "$i"))"; }
@@ -168,6 +178,8 @@ stop_node() {
 }
 
 field() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1"; }
+# The "leaders" object of a node's /health answer.
+leaders_of() { sed -n 's/.*"leaders":{\([^}]*\)}.*/\1/p' <<<"$1"; }
 
 status() {
   local i pid state h
@@ -182,7 +194,8 @@ status() {
     h="$(health "$(node_addr "$i")" || true)"
     local cat="-" ord="-" seeded="-"
     if [[ -n "$h" ]]; then
-      cat="leader=$(field "$h" catalog)"; ord="leader=$(field "$h" orders)"; seeded="$(field "$h" catalog_seeded)"
+      local leaders; leaders="$(leaders_of "$h")"
+      cat="leader=$(field "$leaders" catalog)"; ord="leader=$(field "$leaders" orders)"; seeded="$(field "$h" catalog_seeded)"
     fi
     printf '%-9s %-8s %-8s %-16s %-8s %-9s %-8s\n' "node-$i" "$pid" "$state" "$(node_addr "$i")" "$cat" "$ord" "$seeded"
   done
@@ -203,7 +216,8 @@ case "$cmd" in
     say "cluster is up; data in $DATA"
     status
     if [[ -x "$BIN/frontend" ]]; then
-      say "try: $BIN/bazar search 'distributed systems'"
+      say "frontend: http://$FRONTEND_ADDR"
+      say "try: $BIN/bazar --frontend $FRONTEND_ADDR search 'distributed systems'"
     else
       say "try: $BIN/bazar --frontend $(node_addr 1) search 'distributed systems'"
     fi

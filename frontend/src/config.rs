@@ -1,0 +1,134 @@
+//! Command-line configuration of a frontend.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+/// Bazar's HTTP gateway: caches reads, forwards writes to leaders, balances
+/// reads over the replicas.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "frontend", version, about, long_about = None)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// The raft nodes, as `id=host:port,...`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+
+    /// Longest time a cached answer may lag the cluster: when the change
+    /// stream is broken or behind for longer, the cache is flushed and bypassed.
+    #[arg(long, default_value_t = 1000)]
+    pub max_staleness_ms: u64,
+
+    /// Most entries the cache holds.
+    #[arg(long, default_value_t = 100_000)]
+    pub cache_entries: u64,
+
+    /// Most bytes of answers the cache holds.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub cache_bytes: u64,
+
+    /// Turn the cache off (every read goes to a replica).
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Deadline of a client request, milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+
+    /// How reads are spread over healthy replicas.
+    #[arg(long, value_enum, default_value_t = Balance::LeastOutstanding)]
+    pub balance: Balance,
+
+    /// Interval of replica health probes, milliseconds.
+    #[arg(long, default_value_t = 250)]
+    pub probe_interval_ms: u64,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Read load-balancing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Balance {
+    /// Each healthy replica in turn.
+    RoundRobin,
+    /// The healthy replica with the fewest requests in flight from this frontend.
+    LeastOutstanding,
+}
+
+/// How logs are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct FrontendConfig {
+    /// Listen address (for `/cluster`).
+    pub listen: SocketAddr,
+    /// Raft nodes: id and host:port.
+    pub nodes: Vec<(u64, String)>,
+    /// Staleness bound of cached answers.
+    pub max_staleness: Duration,
+    /// Cache bounds: entries and bytes.
+    pub cache_entries: u64,
+    /// Cache bound in bytes.
+    pub cache_bytes: u64,
+    /// Whether the cache is on.
+    pub cache_enabled: bool,
+    /// Request deadline.
+    pub request_timeout: Duration,
+    /// Read balancing policy.
+    pub balance: Balance,
+    /// Probe interval.
+    pub probe_interval: Duration,
+}
+
+impl Args {
+    /// Checks the flags.
+    pub fn resolve(self) -> anyhow::Result<FrontendConfig> {
+        let mut nodes = Vec::new();
+        for n in &self.nodes {
+            let (id, addr) = n.split_once('=').with_context(|| format!("--nodes entry {n:?} is not id=host:port"))?;
+            let id: u64 = id.trim().parse().with_context(|| format!("bad node id in {n:?}"))?;
+            let addr = addr.trim().trim_start_matches("http://").trim_end_matches('/').to_string();
+            if id == 0 || addr.is_empty() {
+                bail!("--nodes entry {n:?} needs an id of at least 1 and an address");
+            }
+            if nodes.iter().any(|(i, _)| *i == id) {
+                bail!("node {id} appears twice in --nodes");
+            }
+            nodes.push((id, addr));
+        }
+        if nodes.is_empty() {
+            bail!("--nodes must list at least one raft node");
+        }
+        if self.max_staleness_ms == 0 || self.request_timeout_ms == 0 || self.probe_interval_ms == 0 {
+            bail!("--max-staleness-ms, --request-timeout-ms and --probe-interval-ms must be positive");
+        }
+        if self.cache_entries == 0 || self.cache_bytes == 0 {
+            bail!("--cache-entries and --cache-bytes must be positive (use --no-cache to turn the cache off)");
+        }
+        Ok(FrontendConfig {
+            listen: self.listen,
+            nodes,
+            max_staleness: Duration::from_millis(self.max_staleness_ms),
+            cache_entries: self.cache_entries,
+            cache_bytes: self.cache_bytes,
+            cache_enabled: !self.no_cache,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            balance: self.balance,
+            probe_interval: Duration::from_millis(self.probe_interval_ms),
+        })
+    }
+}

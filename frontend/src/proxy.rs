@@ -1,0 +1,188 @@
+//! Calls from the frontend to the nodes: reads spread over replicas, writes
+//! forwarded to leaders.
+//!
+//! These calls relay answers as they are (status, problem documents, the
+//! `X-Bazar-*` headers), so they use `reqwest` directly rather than the typed
+//! client library, which decodes answers into values.
+//!
+//! Retries: a read may be retried on any replica (it changes nothing). A
+//! write is retried only when it cannot have been applied twice: always for a
+//! buy (it carries an idempotency key), and for other writes only when the
+//! node refused before proposing (connection refused, `not_leader`).
+
+use bazar_api::{ErrorCode, Group, Problem};
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use tokio::time::Instant;
+
+use crate::Frontend;
+
+/// A node's answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+    /// The node that answered.
+    pub node: u64,
+}
+
+impl Answer {
+    /// A numeric header, if present.
+    pub fn header_u64(&self, name: &str) -> Option<u64> {
+        self.headers.get(name)?.to_str().ok()?.parse().ok()
+    }
+}
+
+/// A write to forward.
+pub struct Write<'a> {
+    /// The group whose leader takes it.
+    pub group: Group,
+    /// Method.
+    pub method: Method,
+    /// Path (and query).
+    pub path: &'a str,
+    /// Headers to pass on (authorization, content type, idempotency key).
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+    /// Whether re-sending it can never apply it twice.
+    pub idempotent: bool,
+}
+
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn unavailable(detail: impl Into<String>) -> Problem {
+    Problem::unavailable(detail, 1)
+}
+
+impl Frontend {
+    /// `GET path?query` on a replica, trying others when one fails or is
+    /// unavailable, until `deadline`.
+    pub async fn read_replica(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        deadline: Instant,
+    ) -> Result<Answer, Problem> {
+        let mut tried = Vec::new();
+        let mut last = String::from("no replica answered");
+        loop {
+            let Some(replica) = self.replicas.pick(&tried) else {
+                // Every replica failed this round: start over after a pause.
+                tried.clear();
+                if Instant::now() + RETRY_PAUSE >= deadline {
+                    return Err(unavailable(format!("no replica could serve the read in time: {last}")));
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            };
+            tried.push(replica.id);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(unavailable(format!("no replica could serve the read in time: {last}")));
+            }
+            let _in_flight = replica.start();
+            let sent = self.http.get(format!("{}{path}", replica.base)).query(query).timeout(remaining).send().await;
+            match sent {
+                Ok(response) if response.status().is_server_error() => {
+                    last = format!("node {} answered {}", replica.id, response.status());
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    match response.bytes().await {
+                        Ok(body) => return Ok(Answer { status, headers, body, node: replica.id }),
+                        Err(e) => {
+                            self.replicas.failed(&replica);
+                            last = format!("node {}: {e}", replica.id);
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.replicas.failed(&replica);
+                    last = format!("node {}: {e}", replica.id);
+                }
+            }
+        }
+    }
+
+    /// Sends a write to the leader of its group, following `not_leader`
+    /// hints and retrying (when safe) until `deadline`.
+    pub async fn forward_write(&self, write: Write<'_>, deadline: Instant) -> Result<Answer, Problem> {
+        let mut tried = Vec::new();
+        let mut last = String::from("no leader known");
+        loop {
+            if Instant::now() >= deadline {
+                return Err(unavailable(format!("the {} group has no reachable leader: {last}", write.group)));
+            }
+            let target = self
+                .replicas
+                .leader(write.group)
+                .filter(|l| !tried.contains(&l.id))
+                .or_else(|| self.replicas.pick(&tried));
+            let Some(replica) = target else {
+                tried.clear();
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            };
+            tried.push(replica.id);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let _in_flight = replica.start();
+            let sent = self
+                .http
+                .request(write.method.clone(), format!("{}{}", replica.base, write.path))
+                .headers(write.headers.clone())
+                .body(write.body.clone())
+                .timeout(remaining)
+                .send()
+                .await;
+            let response = match sent {
+                Ok(r) => r,
+                Err(e) if e.is_connect() => {
+                    // Never delivered: safe to send elsewhere.
+                    self.replicas.failed(&replica);
+                    last = format!("node {}: {e}", replica.id);
+                    continue;
+                }
+                Err(e) if write.idempotent => {
+                    last = format!("node {}: {e}", replica.id);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(unavailable(format!(
+                        "node {} did not answer ({e}); the write may or may not have been applied",
+                        replica.id
+                    )));
+                }
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await.unwrap_or_default();
+            if status == StatusCode::MISDIRECTED_REQUEST {
+                // Refused before proposing: follow the hint.
+                let hint = serde_json::from_slice::<Problem>(&body).ok().filter(|p| p.code == ErrorCode::NotLeader);
+                let leader = hint.and_then(|p| p.leader_id);
+                self.replicas.set_leader(write.group, leader);
+                last = format!("node {} does not lead", replica.id);
+                if leader.is_none_or(|l| tried.contains(&l)) {
+                    tried.clear();
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                continue;
+            }
+            if status == StatusCode::SERVICE_UNAVAILABLE && write.idempotent {
+                last = format!("node {} is unavailable", replica.id);
+                tried.clear();
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            return Ok(Answer { status, headers, body, node: replica.id });
+        }
+    }
+}
