@@ -29,8 +29,8 @@
 //! is answered `503 unavailable`, never as a failure: retrying with the same
 //! `Idempotency-Key` returns the one true outcome.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bazar_api::{Consistency, Order, OrderStatus};
@@ -135,26 +135,29 @@ async fn ensure_book_exists(node: &Node, book_id: u64, deadline: Instant) -> Res
 
 /// Marks an order as being settled by this node for as long as it lives.
 struct Settling<'a> {
-    node: &'a Node,
+    set: &'a Mutex<HashSet<u64>>,
     order_id: u64,
 }
 
 impl<'a> Settling<'a> {
-    fn claim(node: &'a Node, order_id: u64) -> Option<Settling<'a>> {
-        let mut set = node.settling.lock().expect("settling set poisoned");
-        set.insert(order_id).then_some(Settling { node, order_id })
+    /// Claims `order_id` in `set` (the node's `settling`), or returns `None`
+    /// when another task holds it. The guard is released before a claim is
+    /// built: a claim's `Drop` takes the same lock.
+    fn claim(set: &'a Mutex<HashSet<u64>>, order_id: u64) -> Option<Settling<'a>> {
+        let inserted = set.lock().expect("settling set poisoned").insert(order_id);
+        inserted.then(|| Settling { set, order_id })
     }
 }
 
 impl Drop for Settling<'_> {
     fn drop(&mut self) {
-        self.node.settling.lock().expect("settling set poisoned").remove(&self.order_id);
+        self.set.lock().expect("settling set poisoned").remove(&self.order_id);
     }
 }
 
 /// Steps 2 and 3: reserve stock for a pending order and resolve it.
 pub async fn settle(node: &Node, order: Order, deadline: Instant) -> Result<Bought> {
-    let _claim = Settling::claim(node, order.order_id);
+    let _claim = Settling::claim(&node.settling, order.order_id);
     let reserve =
         CatalogCommand::Reserve { order_id: order.order_id, book_id: order.book_id, quantity: order.quantity };
     let reserved = node.catalog.write_anywhere(reserve, deadline).await?;
@@ -234,5 +237,31 @@ pub async fn resume_pending(node: Arc<Node>) {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a failed claim used to build its `Settling` eagerly and
+    /// drop it while still holding the lock, deadlocking the thread (and
+    /// with it the node's runtime) whenever a retried buy met the
+    /// pending-order resumer on the same order; had it not deadlocked, the
+    /// drop would have released the other task's claim.
+    #[test]
+    fn a_second_claim_of_an_order_is_refused_and_keeps_the_first() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let set = Mutex::new(HashSet::new());
+            let first = Settling::claim(&set, 7).expect("the first claim succeeds");
+            let second = Settling::claim(&set, 7).is_none();
+            let kept = set.lock().unwrap().contains(&7);
+            drop(first);
+            let released = set.lock().unwrap().is_empty();
+            let _ = done.send((second, kept, released));
+        });
+        let outcome = finished.recv_timeout(Duration::from_secs(5)).expect("claiming twice deadlocked");
+        assert_eq!(outcome, (true, true, true), "(second refused, first kept, released on drop)");
     }
 }
