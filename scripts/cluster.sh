@@ -39,7 +39,9 @@ pid_file() { echo "$DATA/node-$1.pid"; }
 log_file() { echo "$DATA/node-$1.log"; }
 
 check_node_arg() {
-  [[ "${1:-}" =~ ^[0-9]+$ ]] && (( $1 >= 1 && $1 <= NODES )) || die "expected a node number from 1 to $NODES, got '${1:-}'"
+  if ! [[ "${1:-}" =~ ^[0-9]+$ ]] || (( $1 < 1 || $1 > NODES )); then
+    die "expected a node number from 1 to $NODES, got '${1:-}'"
+  fi
 }
 
 pid_of() {
@@ -57,26 +59,7 @@ initial_cluster() {
 }
 
 ensure_tokens() {
-  mkdir -p "$DATA"
-  local file="$DATA/tokens.env"
-  if [[ -n "${BAZAR_ADMIN_TOKEN:-}" && -n "${BAZAR_CLUSTER_TOKEN:-}" ]]; then
-    return
-  fi
-  if [[ -f "$file" ]]; then
-    # shellcheck disable=SC1090
-    source "$file"
-  else
-    local admin cluster
-    admin="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-    cluster="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-    umask 077
-    printf 'BAZAR_ADMIN_TOKEN=%s\nBAZAR_CLUSTER_TOKEN=%s\n' "$admin" "$cluster" > "$file"
-    BAZAR_ADMIN_TOKEN="$admin"
-    BAZAR_CLUSTER_TOKEN="$cluster"
-    say "generated tokens in $file"
-  fi
-  export BAZAR_ADMIN_TOKEN BAZAR_CLUSTER_TOKEN
-  say "tokens: $file"
+  ensure_tokens_file "$DATA" cluster.sh || exit 1
 }
 
 ensure_built() {

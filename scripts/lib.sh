@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for Bazar's scripts (sourced, not run).
 
 # Makes sure RocksDB's bindings can be built: they need libclang. Installs
@@ -22,4 +23,31 @@ ensure_libclang() {
 # Makes sure cargo is available.
 ensure_cargo() {
   command -v cargo >/dev/null || { echo "cargo is not installed: install Rust from https://rustup.rs" >&2; return 1; }
+}
+
+# Makes the admin and cluster tokens available as exported BAZAR_ADMIN_TOKEN
+# and BAZAR_CLUSTER_TOKEN: taken from the environment when both are set,
+# otherwise read from DIR/tokens.env, otherwise generated into it (mode 600;
+# the `bazar` CLI reads the admin token from there). Says which on stderr,
+# prefixed by WHO.
+ensure_tokens_file() {
+  local dir="$1" who="$2" file="$1/tokens.env"
+  if [[ -n "${BAZAR_ADMIN_TOKEN:-}" && -n "${BAZAR_CLUSTER_TOKEN:-}" ]]; then
+    export BAZAR_ADMIN_TOKEN BAZAR_CLUSTER_TOKEN
+    return 0
+  fi
+  mkdir -p "$dir" || return 1
+  if [[ -f "$file" ]]; then
+    # shellcheck disable=SC1090
+    source "$file"
+    [[ -n "${BAZAR_ADMIN_TOKEN:-}" && -n "${BAZAR_CLUSTER_TOKEN:-}" ]] \
+      || { echo "$who: $file does not set BAZAR_ADMIN_TOKEN and BAZAR_CLUSTER_TOKEN" >&2; return 1; }
+  else
+    BAZAR_ADMIN_TOKEN="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+    BAZAR_CLUSTER_TOKEN="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+    (umask 077 && printf 'BAZAR_ADMIN_TOKEN=%s\nBAZAR_CLUSTER_TOKEN=%s\n' "$BAZAR_ADMIN_TOKEN" "$BAZAR_CLUSTER_TOKEN" > "$file") || return 1
+    echo "$who: generated tokens in $file" >&2
+  fi
+  export BAZAR_ADMIN_TOKEN BAZAR_CLUSTER_TOKEN
+  echo "$who: tokens: $file" >&2
 }
