@@ -4,9 +4,12 @@
 # Makes sure RocksDB's bindings can be built: they need libclang. Installs
 # libclang-dev through apt when running as root, otherwise says what to do.
 ensure_libclang() {
-  if compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null \
-    || compgen -G "/usr/lib/*/libclang*.so*" >/dev/null \
-    || ldconfig -p 2>/dev/null | grep -q libclang; then
+  # libclang itself (libclang.so*, libclang-N.so*), not libclang-cpp, which
+  # some images carry without it and which clang-sys cannot use.
+  if compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null \
+    || compgen -G "/usr/lib/*/libclang.so*" >/dev/null \
+    || compgen -G "/usr/lib/*/libclang-[0-9]*.so*" >/dev/null \
+    || ldconfig -p 2>/dev/null | grep -Eq 'libclang(-[0-9.]+)?\.so'; then
     return 0
   fi
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
