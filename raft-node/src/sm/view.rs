@@ -2,7 +2,7 @@
 
 use std::io;
 
-use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, SnapshotWithThreadMode};
+use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, ReadOptions, SnapshotWithThreadMode};
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 
@@ -65,13 +65,21 @@ impl<'a> View<'a> {
 
     /// Visits the keys starting with `prefix` that sort after `start` (which
     /// must itself start with `prefix`), in order, until `visit` returns false.
+    ///
+    /// The iterator is bounded above by the prefix's successor, so RocksDB
+    /// stops at the end of the prefix instead of stepping over whatever
+    /// follows it, deleted rows included.
     pub fn scan(
         &self,
         prefix: &[u8],
         start: &[u8],
         mut visit: impl FnMut(&[u8], &[u8]) -> io::Result<bool>,
     ) -> io::Result<()> {
-        let iter = self.snap.iterator_cf(self.cf, IteratorMode::From(start, Direction::Forward));
+        let mut opts = ReadOptions::default();
+        if let Some(end) = successor(prefix) {
+            opts.set_iterate_upper_bound(end);
+        }
+        let iter = self.snap.iterator_cf_opt(self.cf, opts, IteratorMode::From(start, Direction::Forward));
         for item in iter {
             let (key, value) = item.map_err(io_err)?;
             if !key.starts_with(prefix) {
@@ -82,5 +90,30 @@ impl<'a> View<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, if any.
+pub(crate) fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::successor;
+
+    #[test]
+    fn the_successor_of_a_prefix_bounds_exactly_its_keys() {
+        assert_eq!(successor(b"t"), Some(b"u".to_vec()));
+        assert_eq!(successor(b"tab\0"), Some(b"tab\x01".to_vec()));
+        assert_eq!(successor(&[b'a', 0xFF]), Some(b"b".to_vec()));
+        assert_eq!(successor(&[0xFF, 0xFF]), None);
     }
 }
