@@ -22,6 +22,11 @@ pub struct NodeHealth {
     /// Each group's progress on this node.
     #[serde(default)]
     pub groups: BTreeMap<Group, GroupHealth>,
+    /// Buys whose stock reservation this replica knows but whose order it
+    /// does not know to be recorded yet: buys in flight, or interrupted ones
+    /// that the orders leader will record. Zero once everything settled.
+    #[serde(default)]
+    pub unclaimed_buys: u64,
 }
 
 /// One group's progress on one node, as reported by `/health`: enough for a
@@ -115,6 +120,59 @@ pub struct Digest {
     pub applied_index: u64,
     /// Hex SHA-256 over the state machine's data, in key order.
     pub digest: String,
+}
+
+/// Body of `POST /admin/{group}/add-learner`: a node to replicate the group
+/// to, without a vote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddLearnerRequest {
+    /// The new node's id.
+    pub node_id: u64,
+    /// The address (host:port) its peers reach it at.
+    pub addr: String,
+    /// Answer only once the learner has caught up with the leader. An
+    /// operator tool should rather answer at once and watch the learner's
+    /// lag in `GET /cluster`, which it can report as progress and bound by
+    /// its own deadline.
+    #[serde(default = "default_true")]
+    pub blocking: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Body of `POST /admin/{group}/change-membership`: the voters after the
+/// change. New voters must be learners already.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeMembershipRequest {
+    /// Every voter after the change.
+    pub voters: std::collections::BTreeSet<u64>,
+    /// Keep removed voters as learners (they keep receiving the log).
+    #[serde(default)]
+    pub retain: bool,
+}
+
+/// Body of `POST /admin/{group}/remove-node`: a voter or learner to drop
+/// from the group. The group's leader cannot remove itself: transfer
+/// leadership first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveNodeRequest {
+    /// The node to remove.
+    pub node_id: u64,
+}
+
+/// Body of `POST /admin/{group}/transfer-leader`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferLeaderRequest {
+    /// The voter to hand leadership to; by default the most up-to-date
+    /// other voter.
+    #[serde(default)]
+    pub to: Option<u64>,
 }
 
 /// Body of `POST /admin/init`: the initial voters of both groups.

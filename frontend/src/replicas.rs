@@ -253,6 +253,7 @@ mod tests {
             catalog_seeded: true,
             leaders: BTreeMap::new(),
             groups: BTreeMap::from([(Group::Catalog, g)]),
+            unclaimed_buys: 0,
         }
     }
 

@@ -8,10 +8,15 @@
 //! # Invariants
 //! - Stock never goes negative: a reservation larger than the stock is
 //!   refused and changes nothing.
-//! - Reservations are keyed by order id and remembered forever, whatever
-//!   their outcome: re-applying `Reserve` for an order returns the first
-//!   outcome and changes nothing. This is what makes the buy protocol safe to
-//!   retry from any orders leader (see [`crate::buy`]).
+//! - Reservations are keyed by the buy's idempotency key and remembered
+//!   forever, whatever their outcome: re-applying `Reserve` for a key returns
+//!   the first outcome and changes nothing. This is what makes the buy
+//!   protocol safe to retry from any orders leader (see [`crate::buy`]).
+//! - A reservation that needs an order (taken, or refused for lack of stock)
+//!   stays in the *unclaimed* set until `Claim` removes it, which the orders
+//!   leader does once the order is recorded. An unclaimed reservation is a
+//!   buy in flight, or one whose coordinator crashed: the orders leader
+//!   records it.
 //! - Hence, per book: initial stock + restocks − reserved quantities = stock.
 //! - ISBNs are unique.
 //!
@@ -21,7 +26,9 @@
 //! | `b` id | [`Book`] |
 //! | `t` topic `\0` id | (empty): the topic index searched by `GET /books?topic=` |
 //! | `i` isbn | book id |
-//! | `r` order_id | [`Reservation`] |
+//! | `r` idempotency key | [`Reservation`] |
+//! | `u` seq | idempotency key: the unclaimed set, in reservation order |
+//! | `c` name | also `next_claim_seq` and `claim_floor` (every unclaimed seq is ≥ it) |
 //! | `c` name | counters and flags (`next_book_id`, `seeded`) |
 
 use std::fmt;
@@ -61,14 +68,22 @@ pub enum CatalogCommand {
         /// What to change.
         patch: BookPatch,
     },
-    /// Take `quantity` copies out of stock for an order, once.
+    /// Take `quantity` copies out of stock for a buy, once per key.
     Reserve {
-        /// The order the copies are for; the idempotency key of the reservation.
-        order_id: u64,
+        /// The buy's idempotency key: the identity of the reservation.
+        key: String,
         /// The book.
         book_id: u64,
         /// Copies to take.
         quantity: u64,
+        /// When the coordinator started the buy (RFC 3339), kept so that the
+        /// order can be recorded from the reservation alone after a crash.
+        created_at: String,
+    },
+    /// Remove recorded buys from the unclaimed set.
+    Claim {
+        /// Their idempotency keys.
+        keys: Vec<String>,
     },
     /// Load initial books; a book whose id or ISBN exists is skipped, so
     /// re-proposing a chunk after a crash is harmless.
@@ -86,18 +101,17 @@ impl fmt::Display for CatalogCommand {
             CatalogCommand::AddBook(b) => write!(f, "add-book({})", b.isbn),
             CatalogCommand::Restock { book_id, quantity } => write!(f, "restock({book_id}, {quantity})"),
             CatalogCommand::Update { book_id, .. } => write!(f, "update({book_id})"),
-            CatalogCommand::Reserve { order_id, book_id, quantity } => {
-                write!(f, "reserve(order {order_id}, book {book_id}, {quantity})")
-            }
+            CatalogCommand::Reserve { book_id, quantity, .. } => write!(f, "reserve(book {book_id}, {quantity})"),
+            CatalogCommand::Claim { keys } => write!(f, "claim({} buys)", keys.len()),
             CatalogCommand::Seed { books } => write!(f, "seed({} books)", books.len()),
             CatalogCommand::SeedComplete => write!(f, "seed-complete"),
         }
     }
 }
 
-/// The outcome of a reservation; remembered per order.
+/// What happened to a reservation's copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Reservation {
+pub enum ReservationOutcome {
     /// The copies were taken out of stock at this price.
     Reserved {
         /// Price per copy at reservation time.
@@ -108,8 +122,25 @@ pub enum Reservation {
         /// Stock when the reservation was refused.
         available: u64,
     },
-    /// No such book; nothing changed.
+    /// No such book; nothing changed, and no order is recorded.
     NoSuchBook,
+}
+
+/// A reservation, remembered under the buy's idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// The book.
+    pub book_id: u64,
+    /// Copies asked for.
+    pub quantity: u64,
+    /// When the coordinator started the buy.
+    pub created_at: String,
+    /// What happened.
+    pub outcome: ReservationOutcome,
+    /// The catalog log index it was committed at.
+    pub index: u64,
+    /// Its place in the unclaimed set, when it needs an order.
+    pub claim_seq: Option<u64>,
 }
 
 /// What a catalog command returns.
@@ -129,8 +160,10 @@ pub enum CatalogResponse {
     },
     /// The restock would overflow the stock counter.
     StockOverflow,
-    /// The outcome of a reservation (the first one, when re-applied).
+    /// The reservation (the first one, when re-applied).
     Reservation(Reservation),
+    /// The idempotency key was used for a different book or quantity.
+    KeyReused,
     /// How many seed books were inserted.
     Seeded {
         /// Books inserted (skipped ones not counted).
@@ -176,12 +209,22 @@ fn isbn_row(isbn: &str) -> Vec<u8> {
     k
 }
 
-fn reservation_row(order_id: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9);
+fn reservation_row(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
     k.push(b'r');
-    k.extend_from_slice(&be(order_id));
+    k.extend_from_slice(key.as_bytes());
     k
 }
+
+fn unclaimed_row(seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(b'u');
+    k.extend_from_slice(&be(seq));
+    k
+}
+
+const COUNTER_NEXT_CLAIM: &[u8] = b"cnext_claim_seq";
+const COUNTER_CLAIM_FLOOR: &[u8] = b"cclaim_floor";
 
 fn keys_of(book: &Book) -> Vec<String> {
     vec![book_key(book.id), topic_key(&normalize_topic(&book.topic))]
@@ -200,7 +243,7 @@ impl StateMachine for Catalog {
     type C = CatalogTypes;
     const GROUP: Group = Group::Catalog;
 
-    fn apply(txn: &mut Txn<'_>, _index: u64, cmd: &CatalogCommand) -> io::Result<Applied<CatalogResponse>> {
+    fn apply(txn: &mut Txn<'_>, index: u64, cmd: &CatalogCommand) -> io::Result<Applied<CatalogResponse>> {
         let nothing = |response| Ok(Applied { response, keys: Vec::new() });
         match cmd {
             CatalogCommand::AddBook(new) => {
@@ -255,24 +298,63 @@ impl StateMachine for Catalog {
                 txn.put_value(book_row(book.id), &book)?;
                 Ok(Applied { response: CatalogResponse::Book(book), keys })
             }
-            CatalogCommand::Reserve { order_id, book_id, quantity } => {
-                let row = reservation_row(*order_id);
+            CatalogCommand::Reserve { key, book_id, quantity, created_at } => {
+                let row = reservation_row(key);
                 if let Some(first) = txn.get_value::<Reservation>(&row)? {
+                    if first.book_id != *book_id || first.quantity != *quantity {
+                        return nothing(CatalogResponse::KeyReused);
+                    }
                     return nothing(CatalogResponse::Reservation(first));
                 }
                 let (outcome, keys) = match txn.get_value::<Book>(&book_row(*book_id))? {
-                    None => (Reservation::NoSuchBook, Vec::new()),
+                    None => (ReservationOutcome::NoSuchBook, Vec::new()),
                     Some(book) if book.stock < *quantity => {
-                        (Reservation::OutOfStock { available: book.stock }, Vec::new())
+                        (ReservationOutcome::OutOfStock { available: book.stock }, Vec::new())
                     }
                     Some(mut book) => {
                         book.stock -= quantity;
                         txn.put_value(book_row(book.id), &book)?;
-                        (Reservation::Reserved { unit_price_cents: book.price_cents }, keys_of(&book))
+                        (ReservationOutcome::Reserved { unit_price_cents: book.price_cents }, keys_of(&book))
                     }
                 };
-                txn.put_value(row, &outcome)?;
-                Ok(Applied { response: CatalogResponse::Reservation(outcome), keys })
+                let claim_seq = if outcome == ReservationOutcome::NoSuchBook {
+                    None
+                } else {
+                    let seq = txn.get_value::<u64>(COUNTER_NEXT_CLAIM)?.unwrap_or(0);
+                    txn.put_value(unclaimed_row(seq), key)?;
+                    txn.put_value(COUNTER_NEXT_CLAIM.to_vec(), &(seq + 1))?;
+                    Some(seq)
+                };
+                let reservation = Reservation {
+                    book_id: *book_id,
+                    quantity: *quantity,
+                    created_at: created_at.clone(),
+                    outcome,
+                    index,
+                    claim_seq,
+                };
+                txn.put_value(row, &reservation)?;
+                Ok(Applied { response: CatalogResponse::Reservation(reservation), keys })
+            }
+            CatalogCommand::Claim { keys } => {
+                for key in keys {
+                    if let Some(seq) = txn.get_value::<Reservation>(&reservation_row(key))?.and_then(|r| r.claim_seq) {
+                        txn.delete(unclaimed_row(seq));
+                    }
+                }
+                // Move the floor past the claimed front of the set, so that
+                // scans start after the rows claims deleted (RocksDB would
+                // otherwise step over every one of them).
+                let next = txn.get_value::<u64>(COUNTER_NEXT_CLAIM)?.unwrap_or(0);
+                let mut floor = txn.get_value::<u64>(COUNTER_CLAIM_FLOOR)?.unwrap_or(0);
+                let start = floor;
+                while floor < next && !txn.contains(&unclaimed_row(floor))? {
+                    floor += 1;
+                }
+                if floor != start {
+                    txn.put_value(COUNTER_CLAIM_FLOOR.to_vec(), &floor)?;
+                }
+                nothing(CatalogResponse::Done)
             }
             CatalogCommand::Seed { books } => {
                 let mut next_id = txn.get_value::<u64>(COUNTER_NEXT_ID)?.unwrap_or(1);
@@ -349,9 +431,41 @@ impl Catalog {
         Ok((books, next))
     }
 
-    /// The remembered outcome of the reservation for `order_id`.
-    pub fn reservation(view: &View<'_>, order_id: u64) -> io::Result<Option<Reservation>> {
-        view.get(&reservation_row(order_id))
+    /// The reservation made under `key`.
+    pub fn reservation(view: &View<'_>, key: &str) -> io::Result<Option<Reservation>> {
+        view.get(&reservation_row(key))
+    }
+
+    /// How many reservations are unclaimed, counting up to `limit`.
+    pub fn unclaimed_count(view: &View<'_>, limit: u64) -> io::Result<u64> {
+        let mut n = 0;
+        Catalog::scan_unclaimed(view, |_| {
+            n += 1;
+            Ok(n < limit)
+        })?;
+        Ok(n)
+    }
+
+    /// Up to `limit` unclaimed reservations, oldest first: buys whose order
+    /// may not be recorded yet.
+    pub fn unclaimed(view: &View<'_>, limit: usize) -> io::Result<Vec<(String, Reservation)>> {
+        let mut keys = Vec::new();
+        Catalog::scan_unclaimed(view, |key| {
+            keys.push(key);
+            Ok(keys.len() < limit)
+        })?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(r) = Catalog::reservation(view, &key)? {
+                out.push((key, r));
+            }
+        }
+        Ok(out)
+    }
+
+    fn scan_unclaimed(view: &View<'_>, mut visit: impl FnMut(String) -> io::Result<bool>) -> io::Result<()> {
+        let floor = view.get::<u64>(COUNTER_CLAIM_FLOOR)?.unwrap_or(0);
+        view.scan(b"u", &unclaimed_row(floor), |_, value| visit(crate::store::log::decode(value)?))
     }
 
     /// Whether the initial catalog load completed.
@@ -386,50 +500,111 @@ mod tests {
         Catalog::book(&db.view::<Catalog>(), id).unwrap().unwrap().stock
     }
 
-    fn reserve(db: &mut TestDb, order_id: u64, book_id: u64, quantity: u64) -> CatalogResponse {
-        db.apply::<Catalog>(CatalogCommand::Reserve { order_id, book_id, quantity }).response
+    fn reserve(db: &mut TestDb, key: &str, book_id: u64, quantity: u64) -> CatalogResponse {
+        let created_at = "2026-11-21T10:00:00.000Z".to_string();
+        db.apply::<Catalog>(CatalogCommand::Reserve { key: key.into(), book_id, quantity, created_at }).response
+    }
+
+    /// The outcome of a reservation answer.
+    fn outcome(r: &CatalogResponse) -> ReservationOutcome {
+        match r {
+            CatalogResponse::Reservation(r) => r.outcome,
+            other => panic!("expected a reservation, got {other:?}"),
+        }
+    }
+
+    fn unclaimed(db: &TestDb) -> Vec<String> {
+        Catalog::unclaimed(&db.view::<Catalog>(), 100).unwrap().into_iter().map(|(k, _)| k).collect()
     }
 
     #[test]
     fn buy_takes_copies_out_of_stock_at_the_current_price() {
         let mut db = seeded(vec![book(1, 5)]);
-        let r = reserve(&mut db, 1, 1, 3);
-        assert_eq!(r, CatalogResponse::Reservation(Reservation::Reserved { unit_price_cents: 1001 }));
+        let r = reserve(&mut db, "k1", 1, 3);
+        assert_eq!(outcome(&r), ReservationOutcome::Reserved { unit_price_cents: 1001 });
         assert_eq!(stock(&db, 1), 2);
+        assert_eq!(unclaimed(&db), vec!["k1".to_string()], "the buy awaits its order");
     }
 
     #[test]
-    fn out_of_stock_changes_nothing() {
+    fn out_of_stock_changes_nothing_but_still_needs_an_order() {
         let mut db = seeded(vec![book(1, 5)]);
-        let applied = db.apply::<Catalog>(CatalogCommand::Reserve { order_id: 1, book_id: 1, quantity: 6 });
-        assert_eq!(applied.response, CatalogResponse::Reservation(Reservation::OutOfStock { available: 5 }));
+        let created_at = String::from("t");
+        let applied =
+            db.apply::<Catalog>(CatalogCommand::Reserve { key: "k1".into(), book_id: 1, quantity: 6, created_at });
+        assert_eq!(outcome(&applied.response), ReservationOutcome::OutOfStock { available: 5 });
         assert!(applied.keys.is_empty(), "no change, no event");
         assert_eq!(stock(&db, 1), 5);
+        assert_eq!(unclaimed(&db), vec!["k1".to_string()], "a rejected order is recorded too");
     }
 
     #[test]
     fn idempotent_retry_of_a_reservation_returns_the_first_outcome() {
         let mut db = seeded(vec![book(1, 5), book(2, 1)]);
-        let first = reserve(&mut db, 7, 1, 3);
-        assert_eq!(reserve(&mut db, 7, 1, 3), first);
+        let first = reserve(&mut db, "k7", 1, 3);
+        assert_eq!(reserve(&mut db, "k7", 1, 3), first, "the same reservation, index included");
         assert_eq!(stock(&db, 1), 2, "stock taken once");
 
         // A refused reservation stays refused, even after a restock.
-        let refused = reserve(&mut db, 8, 2, 2);
+        let refused = reserve(&mut db, "k8", 2, 2);
         db.apply::<Catalog>(CatalogCommand::Restock { book_id: 2, quantity: 10 });
-        assert_eq!(reserve(&mut db, 8, 2, 2), refused);
+        assert_eq!(reserve(&mut db, "k8", 2, 2), refused);
         assert_eq!(stock(&db, 2), 11);
-        assert_eq!(
-            Catalog::reservation(&db.view::<Catalog>(), 8).unwrap(),
-            Some(Reservation::OutOfStock { available: 1 })
-        );
+        let remembered = Catalog::reservation(&db.view::<Catalog>(), "k8").unwrap().unwrap();
+        assert_eq!(remembered.outcome, ReservationOutcome::OutOfStock { available: 1 });
     }
 
     #[test]
-    fn reservation_for_an_unknown_book_is_refused_and_remembered() {
+    fn a_key_reused_for_another_buy_is_refused_and_changes_nothing() {
+        let mut db = seeded(vec![book(1, 5), book(2, 5)]);
+        reserve(&mut db, "k", 1, 1);
+        assert_eq!(reserve(&mut db, "k", 1, 2), CatalogResponse::KeyReused);
+        assert_eq!(reserve(&mut db, "k", 2, 1), CatalogResponse::KeyReused);
+        assert_eq!((stock(&db, 1), stock(&db, 2)), (4, 5));
+    }
+
+    #[test]
+    fn reservation_for_an_unknown_book_is_refused_remembered_and_needs_no_order() {
         let mut db = seeded(vec![book(1, 5)]);
-        assert_eq!(reserve(&mut db, 1, 99, 1), CatalogResponse::Reservation(Reservation::NoSuchBook));
-        assert_eq!(Catalog::reservation(&db.view::<Catalog>(), 1).unwrap(), Some(Reservation::NoSuchBook));
+        assert_eq!(outcome(&reserve(&mut db, "k1", 99, 1)), ReservationOutcome::NoSuchBook);
+        let remembered = Catalog::reservation(&db.view::<Catalog>(), "k1").unwrap().unwrap();
+        assert_eq!(remembered.outcome, ReservationOutcome::NoSuchBook);
+        assert!(unclaimed(&db).is_empty());
+    }
+
+    #[test]
+    fn the_unclaimed_set_keeps_reservation_order_and_skips_claimed_rows() {
+        let mut db = seeded(vec![book(1, 10)]);
+        for key in ["a", "b", "c", "d"] {
+            reserve(&mut db, key, 1, 1);
+        }
+        db.apply::<Catalog>(CatalogCommand::Claim { keys: vec!["b".into()] });
+        assert_eq!(unclaimed(&db), vec!["a", "c", "d"]);
+        // Claiming the oldest moves the floor past every claimed row at the front.
+        db.apply::<Catalog>(CatalogCommand::Claim { keys: vec!["a".into()] });
+        let view = db.view::<Catalog>();
+        assert_eq!(view.get::<u64>(COUNTER_CLAIM_FLOOR).unwrap(), Some(2), "floor at c");
+        assert_eq!(Catalog::unclaimed_count(&view, 100).unwrap(), 2);
+        drop(view);
+        db.apply::<Catalog>(CatalogCommand::Claim { keys: vec!["c".into(), "d".into()] });
+        assert!(unclaimed(&db).is_empty());
+        assert_eq!(db.view::<Catalog>().get::<u64>(COUNTER_CLAIM_FLOOR).unwrap(), Some(4));
+        // New reservations land after the floor.
+        reserve(&mut db, "e", 1, 1);
+        assert_eq!(unclaimed(&db), vec!["e"]);
+    }
+
+    #[test]
+    fn claiming_removes_recorded_buys_from_the_unclaimed_set_only() {
+        let mut db = seeded(vec![book(1, 5)]);
+        reserve(&mut db, "a", 1, 1);
+        reserve(&mut db, "b", 1, 1);
+        db.apply::<Catalog>(CatalogCommand::Claim { keys: vec!["a".into(), "never-reserved".into()] });
+        assert_eq!(unclaimed(&db), vec!["b".to_string()]);
+        // Claiming twice is harmless; the reservation itself is kept.
+        db.apply::<Catalog>(CatalogCommand::Claim { keys: vec!["a".into()] });
+        assert!(Catalog::reservation(&db.view::<Catalog>(), "a").unwrap().is_some());
+        assert_eq!(stock(&db, 1), 3);
     }
 
     #[test]
@@ -448,17 +623,12 @@ mod tests {
     #[test]
     fn price_change_applies_to_later_buys_only() {
         let mut db = seeded(vec![book(1, 5)]);
-        reserve(&mut db, 1, 1, 1);
+        reserve(&mut db, "k1", 1, 1);
         let patch = BookPatch { price_cents: Some(4242), ..Default::default() };
         db.apply::<Catalog>(CatalogCommand::Update { book_id: 1, patch });
-        assert_eq!(
-            reserve(&mut db, 2, 1, 1),
-            CatalogResponse::Reservation(Reservation::Reserved { unit_price_cents: 4242 })
-        );
-        assert_eq!(
-            Catalog::reservation(&db.view::<Catalog>(), 1).unwrap(),
-            Some(Reservation::Reserved { unit_price_cents: 1001 })
-        );
+        assert_eq!(outcome(&reserve(&mut db, "k2", 1, 1)), ReservationOutcome::Reserved { unit_price_cents: 4242 });
+        let first = Catalog::reservation(&db.view::<Catalog>(), "k1").unwrap().unwrap();
+        assert_eq!(first.outcome, ReservationOutcome::Reserved { unit_price_cents: 1001 });
     }
 
     #[test]
@@ -506,7 +676,7 @@ mod tests {
     #[test]
     fn reseeding_never_overwrites_books_that_changed() {
         let mut db = seeded(vec![book(1, 5)]);
-        reserve(&mut db, 1, 1, 2);
+        reserve(&mut db, "k1", 1, 2);
         let r = db.apply::<Catalog>(CatalogCommand::Seed { books: vec![book(1, 5), book(2, 5)] });
         assert_eq!(r.response, CatalogResponse::Seeded { inserted: 1 });
         assert_eq!(stock(&db, 1), 3);
@@ -539,14 +709,14 @@ mod tests {
                 1 if !orders.is_empty() => {
                     // Retry an earlier order, as a new orders leader would.
                     let (id, b, q, first) = orders[(next() % orders.len() as u64) as usize].clone();
-                    assert_eq!(reserve(&mut db, id, b, q), first, "retry of order {id}");
+                    assert_eq!(reserve(&mut db, &format!("k{id}"), b, q), first, "retry of buy {id}");
                 }
                 _ => {
-                    let outcome = reserve(&mut db, order_id, book_id, quantity);
-                    if let CatalogResponse::Reservation(Reservation::Reserved { .. }) = outcome {
+                    let answer = reserve(&mut db, &format!("k{order_id}"), book_id, quantity);
+                    if let ReservationOutcome::Reserved { .. } = outcome(&answer) {
                         reserved[book_id as usize] += quantity;
                     }
-                    orders.push((order_id, book_id, quantity, outcome));
+                    orders.push((order_id, book_id, quantity, answer));
                 }
             }
         }

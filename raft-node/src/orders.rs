@@ -1,15 +1,15 @@
 //! The orders group: the record of every buy.
 //!
 //! # Commands
-//! A buy is recorded as `pending` by [`OrdersCommand::Create`] and later
-//! resolved, exactly once, by [`OrdersCommand::Resolve`] (see [`crate::buy`]).
+//! A buy is recorded by [`OrdersCommand::Record`] once its stock reservation
+//! in the catalog has an outcome (see [`crate::buy`]): the order is written
+//! in its final state, `confirmed` or `rejected`.
 //!
 //! # Invariants
-//! - One idempotency key maps to at most one order: `Create` with a known key
+//! - One idempotency key maps to at most one order: `Record` with a known key
 //!   returns that order (or refuses, if the key was used for a different book
 //!   or quantity) and creates nothing.
-//! - An order leaves `pending` once, and its outcome never changes afterwards:
-//!   `Resolve` on a resolved order is a no-op that returns the order.
+//! - An order's outcome never changes once recorded.
 //! - Order ids are assigned by the state machine from a counter, so every
 //!   replica assigns the same id to the same entry.
 //!
@@ -19,7 +19,6 @@
 //! | `o` order_id | [`Order`] |
 //! | `k` idempotency key | order id |
 //! | `h` book_id order_id | (empty): a book's order history |
-//! | `p` order_id | (empty): the pending set, scanned by the orders leader |
 //! | `x` order_id | catalog index of the order's reservation |
 //! | `c` name | counters (`next_order_id`) |
 
@@ -43,23 +42,19 @@ openraft::declare_raft_types!(
 /// A change to the orders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrdersCommand {
-    /// Record a new pending order (or find the one made under the same key).
-    Create {
-        /// Deduplicates retries of the same buy.
-        idempotency_key: Option<String>,
+    /// Record a buy whose reservation has an outcome (or find the order
+    /// recorded earlier under the same idempotency key).
+    Record {
+        /// The buy's idempotency key.
+        key: String,
         /// The book.
         book_id: u64,
         /// Copies.
         quantity: u64,
-        /// The proposing leader's clock, RFC 3339 (carried in the command so
-        /// that apply stays deterministic).
+        /// When the coordinator started the buy (RFC 3339), carried in the
+        /// command so that apply stays deterministic.
         created_at: String,
-    },
-    /// Settle a pending order.
-    Resolve {
-        /// The order.
-        order_id: u64,
-        /// How it ended.
+        /// How the reservation ended.
         outcome: Outcome,
         /// The catalog log index at which the reservation was committed, kept
         /// so that any later answer about this order can tell a client which
@@ -71,13 +66,14 @@ pub enum OrdersCommand {
 impl fmt::Display for OrdersCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            OrdersCommand::Create { book_id, quantity, .. } => write!(f, "create(book {book_id}, {quantity})"),
-            OrdersCommand::Resolve { order_id, outcome, .. } => write!(f, "resolve({order_id}, {outcome:?})"),
+            OrdersCommand::Record { book_id, quantity, outcome, .. } => {
+                write!(f, "record(book {book_id}, {quantity}, {outcome:?})")
+            }
         }
     }
 }
 
-/// How a pending order ends.
+/// How a buy ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Stock was reserved at this price.
@@ -98,8 +94,8 @@ pub enum OrdersResponse {
     /// Nothing to report (blank and membership entries).
     #[default]
     Done,
-    /// The order after the command; `existing` when `Create` found an order
-    /// made earlier under the same idempotency key.
+    /// The order after the command; `existing` when `Record` found an order
+    /// recorded earlier under the same idempotency key.
     Order {
         /// The order.
         order: Order,
@@ -111,8 +107,6 @@ pub enum OrdersResponse {
         /// The order made under that key.
         order_id: u64,
     },
-    /// No order has that id.
-    NotFound,
 }
 
 /// The orders state machine.
@@ -142,13 +136,6 @@ fn history_row(book_id: u64, order_id: u64) -> Vec<u8> {
     k
 }
 
-fn pending_row(order_id: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9);
-    k.push(b'p');
-    k.extend_from_slice(&be(order_id));
-    k
-}
-
 fn reservation_index_row(order_id: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
     k.push(b'x');
@@ -169,10 +156,8 @@ impl StateMachine for Orders {
     fn apply(txn: &mut Txn<'_>, _index: u64, cmd: &OrdersCommand) -> io::Result<Applied<OrdersResponse>> {
         let nothing = |response| Ok(Applied { response, keys: Vec::new() });
         match cmd {
-            OrdersCommand::Create { idempotency_key, book_id, quantity, created_at } => {
-                if let Some(key) = idempotency_key
-                    && let Some(order_id) = txn.get_value::<u64>(&key_row(key))?
-                {
+            OrdersCommand::Record { key, book_id, quantity, created_at, outcome, catalog_index } => {
+                if let Some(order_id) = txn.get_value::<u64>(&key_row(key))? {
                     let order = txn.get_value::<Order>(&order_row(order_id))?.ok_or_else(|| {
                         io::Error::other(format!("idempotency key points at missing order {order_id}"))
                     })?;
@@ -182,49 +167,27 @@ impl StateMachine for Orders {
                     return nothing(OrdersResponse::Order { order, existing: true });
                 }
                 let order_id = txn.get_value::<u64>(COUNTER_NEXT_ID)?.unwrap_or(1);
+                let (status, unit_price_cents, reason) = match outcome {
+                    Outcome::Confirmed { unit_price_cents } => (OrderStatus::Confirmed, *unit_price_cents, None),
+                    Outcome::Rejected { reason } => (OrderStatus::Rejected, 0, Some(reason.clone())),
+                };
                 let order = Order {
                     order_id,
                     book_id: *book_id,
                     quantity: *quantity,
-                    unit_price_cents: 0,
-                    total_cents: 0,
-                    status: OrderStatus::Pending,
-                    reason: None,
+                    unit_price_cents,
+                    // Bounded by MAX_PRICE_CENTS * MAX_QUANTITY, far below u64::MAX.
+                    total_cents: unit_price_cents.saturating_mul(*quantity),
+                    status,
+                    reason,
                     created_at: created_at.clone(),
-                    idempotency_key: idempotency_key.clone(),
+                    idempotency_key: Some(key.clone()),
                 };
                 txn.put_value(order_row(order_id), &order)?;
-                if let Some(key) = idempotency_key {
-                    txn.put_value(key_row(key), &order_id)?;
-                }
+                txn.put_value(key_row(key), &order_id)?;
                 txn.put(history_row(*book_id, order_id), Vec::new());
-                txn.put(pending_row(order_id), Vec::new());
+                txn.put_value(reservation_index_row(order_id), catalog_index)?;
                 txn.put_value(COUNTER_NEXT_ID.to_vec(), &(order_id + 1))?;
-                let keys = keys_of(&order);
-                Ok(Applied { response: OrdersResponse::Order { order, existing: false }, keys })
-            }
-            OrdersCommand::Resolve { order_id, outcome, catalog_index } => {
-                let Some(mut order) = txn.get_value::<Order>(&order_row(*order_id))? else {
-                    return nothing(OrdersResponse::NotFound);
-                };
-                if order.status != OrderStatus::Pending {
-                    return nothing(OrdersResponse::Order { order, existing: true });
-                }
-                match outcome {
-                    Outcome::Confirmed { unit_price_cents } => {
-                        order.status = OrderStatus::Confirmed;
-                        order.unit_price_cents = *unit_price_cents;
-                        // Bounded by MAX_PRICE_CENTS * MAX_QUANTITY, far below u64::MAX.
-                        order.total_cents = unit_price_cents.saturating_mul(order.quantity);
-                    }
-                    Outcome::Rejected { reason } => {
-                        order.status = OrderStatus::Rejected;
-                        order.reason = Some(reason.clone());
-                    }
-                }
-                txn.put_value(order_row(order.order_id), &order)?;
-                txn.delete(pending_row(order.order_id));
-                txn.put_value(reservation_index_row(order.order_id), catalog_index)?;
                 let keys = keys_of(&order);
                 Ok(Applied { response: OrdersResponse::Order { order, existing: false }, keys })
             }
@@ -294,22 +257,6 @@ impl Orders {
         let next = if more { orders.last().map(|o| o.order_id) } else { None };
         Ok((orders, next))
     }
-
-    /// Up to `limit` pending orders, oldest first.
-    pub fn pending(view: &View<'_>, limit: usize) -> io::Result<Vec<Order>> {
-        let mut ids = Vec::new();
-        view.scan(b"p", b"p", |key, _| {
-            ids.push(from_be(&key[1..]).ok_or_else(|| io::Error::other("bad pending row"))?);
-            Ok(ids.len() < limit)
-        })?;
-        let mut orders = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(order) = Orders::order(view, id)? {
-                orders.push(order);
-            }
-        }
-        Ok(orders)
-    }
 }
 
 #[cfg(test)]
@@ -317,17 +264,23 @@ mod tests {
     use super::*;
     use crate::sm::testing::TestDb;
 
-    fn create(db: &mut TestDb, key: Option<&str>, book_id: u64, quantity: u64) -> OrdersResponse {
-        db.apply::<Orders>(OrdersCommand::Create {
-            idempotency_key: key.map(str::to_string),
+    fn record(db: &mut TestDb, key: &str, book_id: u64, quantity: u64, outcome: Outcome) -> OrdersResponse {
+        db.apply::<Orders>(OrdersCommand::Record {
+            key: key.into(),
             book_id,
             quantity,
             created_at: "2026-11-21T10:00:00.000Z".into(),
+            outcome,
+            catalog_index: 42,
         })
         .response
     }
 
-    fn created(r: OrdersResponse) -> (Order, bool) {
+    fn confirmed(unit_price_cents: u64) -> Outcome {
+        Outcome::Confirmed { unit_price_cents }
+    }
+
+    fn recorded(r: OrdersResponse) -> (Order, bool) {
         match r {
             OrdersResponse::Order { order, existing } => (order, existing),
             other => panic!("expected an order, got {other:?}"),
@@ -335,23 +288,34 @@ mod tests {
     }
 
     #[test]
-    fn buy_records_a_pending_order_with_the_next_id() {
+    fn buy_records_a_confirmed_order_with_the_next_id() {
         let mut db = TestDb::new();
-        let (a, existing) = created(create(&mut db, None, 3, 2));
-        let (b, _) = created(create(&mut db, None, 3, 1));
+        let (a, existing) = recorded(record(&mut db, "a", 3, 2, confirmed(250)));
+        let (b, _) = recorded(record(&mut db, "b", 3, 1, confirmed(250)));
         assert!(!existing);
         assert_eq!((a.order_id, b.order_id), (1, 2));
-        assert_eq!(a.status, OrderStatus::Pending);
+        assert_eq!((a.status, a.unit_price_cents, a.total_cents), (OrderStatus::Confirmed, 250, 500));
         assert_eq!(a.created_at, "2026-11-21T10:00:00.000Z", "timestamp comes from the command");
-        let pending: Vec<u64> = Orders::pending(&db.view::<Orders>(), 10).unwrap().iter().map(|o| o.order_id).collect();
-        assert_eq!(pending, vec![1, 2]);
+        assert_eq!(a.idempotency_key.as_deref(), Some("a"));
+        assert_eq!(Orders::reservation_index(&db.view::<Orders>(), 1).unwrap(), Some(42));
+    }
+
+    #[test]
+    fn out_of_stock_records_a_rejected_order_with_its_reason() {
+        let mut db = TestDb::new();
+        let (order, _) = recorded(record(&mut db, "a", 3, 2, Outcome::Rejected { reason: "out_of_stock".into() }));
+        assert_eq!(
+            (order.status, order.reason.as_deref(), order.total_cents),
+            (OrderStatus::Rejected, Some("out_of_stock"), 0)
+        );
     }
 
     #[test]
     fn idempotent_retry_with_the_same_key_returns_the_first_order() {
         let mut db = TestDb::new();
-        let (first, _) = created(create(&mut db, Some("k1"), 3, 2));
-        let (again, existing) = created(create(&mut db, Some("k1"), 3, 2));
+        let (first, _) = recorded(record(&mut db, "k1", 3, 2, confirmed(100)));
+        // A retry, even with another (later) price, finds the recorded order.
+        let (again, existing) = recorded(record(&mut db, "k1", 3, 2, confirmed(999)));
         assert!(existing);
         assert_eq!(again, first);
         assert_eq!(Orders::list(&db.view::<Orders>(), None, 0, 10).unwrap().0.len(), 1, "one order per key");
@@ -361,45 +325,14 @@ mod tests {
     #[test]
     fn reusing_a_key_for_a_different_buy_is_refused() {
         let mut db = TestDb::new();
-        created(create(&mut db, Some("k1"), 3, 2));
-        assert_eq!(create(&mut db, Some("k1"), 3, 5), OrdersResponse::KeyReused { order_id: 1 });
-        assert_eq!(create(&mut db, Some("k1"), 4, 2), OrdersResponse::KeyReused { order_id: 1 });
+        recorded(record(&mut db, "k1", 3, 2, confirmed(1)));
+        assert_eq!(record(&mut db, "k1", 3, 5, confirmed(1)), OrdersResponse::KeyReused { order_id: 1 });
+        assert_eq!(record(&mut db, "k1", 4, 2, confirmed(1)), OrdersResponse::KeyReused { order_id: 1 });
     }
 
     #[test]
-    fn an_order_is_resolved_once_and_keeps_its_first_outcome() {
-        let mut db = TestDb::new();
-        created(create(&mut db, None, 3, 2));
-        let confirm = OrdersCommand::Resolve {
-            order_id: 1,
-            outcome: Outcome::Confirmed { unit_price_cents: 250 },
-            catalog_index: 42,
-        };
-        let (order, _) = created(db.apply::<Orders>(confirm).response);
-        assert_eq!((order.status, order.unit_price_cents, order.total_cents), (OrderStatus::Confirmed, 250, 500));
-        assert_eq!(Orders::reservation_index(&db.view::<Orders>(), 1).unwrap(), Some(42));
-        let reject = OrdersCommand::Resolve {
-            order_id: 1,
-            outcome: Outcome::Rejected { reason: "out_of_stock".into() },
-            catalog_index: 43,
-        };
-        let applied = db.apply::<Orders>(reject);
-        let (again, existing) = created(applied.response);
-        assert!(existing && applied.keys.is_empty());
-        assert_eq!(again.status, OrderStatus::Confirmed);
-        assert_eq!(Orders::reservation_index(&db.view::<Orders>(), 1).unwrap(), Some(42), "first resolution kept");
-        assert!(Orders::pending(&db.view::<Orders>(), 10).unwrap().is_empty());
-        let missing = OrdersCommand::Resolve {
-            order_id: 9,
-            outcome: Outcome::Confirmed { unit_price_cents: 1 },
-            catalog_index: 1,
-        };
-        assert_eq!(db.apply::<Orders>(missing).response, OrdersResponse::NotFound);
-    }
-
-    #[test]
-    fn pending_order_recovery_settles_once_after_a_coordinator_crash() {
-        use crate::catalog::{Catalog, CatalogCommand, CatalogResponse, Reservation};
+    fn an_unrecorded_reservation_is_recorded_once_after_a_coordinator_crash() {
+        use crate::catalog::{Catalog, CatalogCommand, CatalogResponse, ReservationOutcome};
         let mut db = TestDb::new();
         db.apply::<Catalog>(CatalogCommand::Seed {
             books: vec![bazar_api::Book {
@@ -411,38 +344,44 @@ mod tests {
                 stock: 4,
             }],
         });
-        // The old leader recorded the order and reserved stock, then crashed.
-        let (order, _) = created(create(&mut db, Some("buy-1"), 1, 3));
-        let reserve = CatalogCommand::Reserve { order_id: order.order_id, book_id: 1, quantity: 3 };
-        let first = db.apply::<Catalog>(reserve.clone()).response;
+        // The old leader reserved stock for a buy, then crashed before recording it.
+        let reserve =
+            CatalogCommand::Reserve { key: "buy-1".into(), book_id: 1, quantity: 3, created_at: "then".into() };
+        let CatalogResponse::Reservation(first) = db.apply::<Catalog>(reserve.clone()).response else { panic!() };
 
-        // The new leader finds it pending and runs steps 2 and 3 again.
-        let pending = Orders::pending(&db.view::<Orders>(), 10).unwrap();
-        assert_eq!(pending.iter().map(|o| o.order_id).collect::<Vec<_>>(), vec![order.order_id]);
-        let again = db.apply::<Catalog>(reserve).response;
+        // The new leader finds it unclaimed and records it from the reservation alone.
+        let unclaimed = Catalog::unclaimed(&db.view::<Catalog>(), 10).unwrap();
+        assert_eq!(unclaimed, vec![("buy-1".to_string(), first.clone())]);
+        let ReservationOutcome::Reserved { unit_price_cents } = first.outcome else { panic!() };
+        let (order, _) = recorded(
+            db.apply::<Orders>(OrdersCommand::Record {
+                key: "buy-1".into(),
+                book_id: first.book_id,
+                quantity: first.quantity,
+                created_at: first.created_at.clone(),
+                outcome: Outcome::Confirmed { unit_price_cents },
+                catalog_index: first.index,
+            })
+            .response,
+        );
+        assert_eq!((order.status, order.created_at.as_str()), (OrderStatus::Confirmed, "then"));
+        db.apply::<Catalog>(CatalogCommand::Claim { keys: vec!["buy-1".into()] });
+        assert!(Catalog::unclaimed(&db.view::<Catalog>(), 10).unwrap().is_empty());
+
+        // The client's retry with its key reserves nothing more and finds the order.
+        let CatalogResponse::Reservation(again) = db.apply::<Catalog>(reserve).response else { panic!() };
         assert_eq!(again, first);
-        let CatalogResponse::Reservation(Reservation::Reserved { unit_price_cents }) = again else { panic!() };
-        let resolve = OrdersCommand::Resolve {
-            order_id: order.order_id,
-            outcome: Outcome::Confirmed { unit_price_cents },
-            catalog_index: 2,
-        };
-        let (settled, _) = created(db.apply::<Orders>(resolve).response);
-        assert_eq!(settled.status, OrderStatus::Confirmed);
         assert_eq!(Catalog::book(&db.view::<Catalog>(), 1).unwrap().unwrap().stock, 1, "taken once");
-        assert!(Orders::pending(&db.view::<Orders>(), 10).unwrap().is_empty());
-
-        // The client's retry with its key sees the one outcome.
-        let (retry, existing) = created(create(&mut db, Some("buy-1"), 1, 3));
+        let (retry, existing) = recorded(record(&mut db, "buy-1", 1, 3, Outcome::Confirmed { unit_price_cents }));
         assert!(existing);
-        assert_eq!(retry.status, OrderStatus::Confirmed);
+        assert_eq!(retry, order);
     }
 
     #[test]
     fn order_history_lists_a_books_orders_in_pages() {
         let mut db = TestDb::new();
-        for book in [1, 2, 1, 1, 2] {
-            created(create(&mut db, None, book, 1));
+        for (i, book) in [1, 2, 1, 1, 2].into_iter().enumerate() {
+            recorded(record(&mut db, &format!("k{i}"), book, 1, confirmed(1)));
         }
         let view = db.view::<Orders>();
         let (page, next) = Orders::list(&view, Some(1), 0, 2).unwrap();
