@@ -20,7 +20,10 @@ pub mod model;
 pub mod problem;
 pub mod read;
 
-pub use cluster::{ClusterStatus, Digest, GroupHealth, GroupStatus, InitRequest, MemberInfo, NodeHealth};
+pub use cluster::{
+    AddLearnerRequest, ChangeMembershipRequest, ClusterStatus, Digest, GroupHealth, GroupStatus, InitRequest,
+    MemberInfo, NodeHealth, RemoveNodeRequest, TransferLeaderRequest,
+};
 pub use events::WatchEvent;
 pub use model::{Book, BookPage, BookPatch, BuyRequest, Group, NewBook, Order, OrderPage, OrderStatus, RestockRequest};
 pub use problem::{ErrorCode, Problem};

@@ -11,9 +11,17 @@
 //! - [`sm`]: the state-machine contract, write batching, snapshots;
 //! - [`catalog`], [`orders`]: the two state machines;
 //! - [`raft`]: a group on this node, its network, leader forwarding and follower reads;
-//! - [`buy`]: the buy protocol across the two groups and pending-order recovery;
+//! - [`buy`]: the buy protocol across the two groups and recovery of interrupted buys;
+//! - [`placement`]: keeping the catalog's leadership with the orders leader;
 //! - [`http`]: the HTTP edge (routes, errors as problem+json, auth, `/watch`, metrics);
+//! - [`membership`]: adding and removing members, moving leadership;
+//! - [`stats`]: the counters and histograms behind `/metrics`;
 //! - [`bootstrap`], [`seed`]: founding a cluster and loading its first books.
+//!
+//! [`run`] is the node's life: open, serve, and on shutdown hand leadership
+//! off before it stops serving, so that its peers need not wait out an
+//! election timeout. [`init_tracing`] sets up its logs: every line names the
+//! node, in text or JSON.
 
 pub mod bootstrap;
 pub mod buy;
@@ -21,11 +29,14 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod membership;
 pub mod node;
 pub mod orders;
+pub mod placement;
 pub mod raft;
 pub mod seed;
 pub mod sm;
+pub mod stats;
 pub mod store;
 pub mod watch;
 
@@ -50,9 +61,10 @@ use crate::store::Store;
 /// How long open connections get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs a node on `listener` until `shutdown` resolves, then stops serving,
-/// lets requests in flight finish (for up to five seconds), and shuts both
-/// Raft groups down.
+/// Runs a node on `listener` until `shutdown` resolves; then hands off the
+/// leadership of the groups it leads (see [`Node::hand_off_leadership`]),
+/// stops serving, lets requests in flight finish (for up to five seconds),
+/// and shuts both Raft groups down.
 pub async fn run(
     config: NodeConfig,
     listener: TcpListener,
@@ -85,9 +97,13 @@ pub async fn run(
         peers,
         config,
         settling: Default::default(),
+        claims: Default::default(),
         http_metrics: Default::default(),
+        raft_counters: Default::default(),
         shutdown: CancellationToken::new(),
     });
+    node.catalog.raft().set_metrics_recorder(Some(node.raft_counters[0].clone())).await?;
+    node.orders.raft().set_metrics_recorder(Some(node.raft_counters[1].clone())).await?;
     tracing::info!(
         node_id = node.id,
         addr = %node.addr,
@@ -95,13 +111,21 @@ pub async fn run(
         "raft node started"
     );
 
-    let background = [tokio::spawn(bootstrap::run(node.clone())), tokio::spawn(buy::resume_pending(node.clone()))];
+    let background = [
+        tokio::spawn(bootstrap::run(node.clone())),
+        tokio::spawn(buy::resume_unclaimed(node.clone())),
+        tokio::spawn(buy::claim_recorded(node.clone())),
+        tokio::spawn(placement::colocate_leaders(node.clone())),
+    ];
 
-    let token = node.shutdown.clone();
+    let stopping = node.clone();
     let stop = async move {
         shutdown.await;
         tracing::info!("shutting down");
-        token.cancel();
+        // While the server still carries Raft RPCs: a leader that simply
+        // vanished would cost its group an election timeout without writes.
+        stopping.hand_off_leadership().await;
+        stopping.shutdown.cancel();
     };
     let server = axum::serve(listener, http::app(node.clone())).with_graceful_shutdown(stop);
     let served = tokio::spawn(async move { server.await });
@@ -123,14 +147,111 @@ pub async fn run(
     Ok(())
 }
 
-/// Sets up logging for a node binary.
+/// Sets up logging for a node binary: `RUST_LOG` filters (default
+/// `info,openraft=warn`), lines go to stderr, and every line names the node,
+/// so that the logs of a whole cluster can be merged and still be read.
+///
+/// - text: `2025-01-01T12:00:00.000000Z  INFO node=1 bazar_node::sm::snapshot: built snapshot group=catalog ...`
+/// - JSON: one object per line, `{"node":1,"timestamp":...,"level":"INFO","message":"built snapshot","group":"catalog",...}`
+///
+/// Bazar's events about one group carry a `group` field. openraft's lines
+/// (and those of the state machines, which openraft drives) are emitted
+/// inside its `RaftCore` span, whose fields name the node and the group's
+/// cluster: `RaftCore{id=1 cluster=bazar-catalog}:main:` in text,
+/// `"spans":[{"name":"RaftCore","id":"1","cluster":"bazar-catalog"},{"name":"main"}]`
+/// in JSON. Those few spans ([`RAFT_SPANS`]) are debug-level ones, so they are
+/// let through whatever the filter says; openraft's other spans and its
+/// events still obey `RUST_LOG`.
 pub fn init_tracing(format: config::LogFormat, node_id: u64) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        config::LogFormat::Json => builder.json().flatten_event(true).init(),
-        config::LogFormat::Text => builder.init(),
+    use std::io::IsTerminal;
+    use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, fmt};
+
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let raft_spans = filter_fn(|m| m.is_span() && m.target().starts_with("openraft") && RAFT_SPANS.contains(&m.name()));
+    let filter = env.or(raft_spans);
+    let layer = match format {
+        config::LogFormat::Json => {
+            let inner = fmt::format().json().flatten_event(true).with_current_span(false).with_span_list(true);
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .fmt_fields(fmt::format::JsonFields::new())
+                .event_format(logging::WithNode::json(node_id, inner))
+                .boxed()
+        }
+        config::LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal();
+            let inner = fmt::format().without_time().with_level(false).with_ansi(ansi);
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi)
+                .event_format(logging::WithNode::text(node_id, inner))
+                .boxed()
+        }
+    };
+    tracing_subscriber::registry().with(layer.with_filter(filter)).init();
+    tracing::debug!("logging initialized");
+}
+
+/// openraft's spans that name the group a line is about: the Raft core (with
+/// the node id and the cluster name), its main loop, the state-machine
+/// worker, and replication to one follower (with its id).
+pub const RAFT_SPANS: [&str; 4] = ["RaftCore", "main", "sm_worker", "replication"];
+
+/// Log formats that name the node on every line.
+mod logging {
+    use std::fmt;
+
+    use tracing::{Event, Subscriber};
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// Wraps one of tracing-subscriber's formats and adds the node id: in
+    /// front of the target in text (`node=ID`), as the first member of the
+    /// object in JSON (`"node":ID`; not `node_id`, which events use for the
+    /// node they are about). Wrapping (rather than entering a `node` span everywhere) reaches
+    /// every line, including those of threads and tasks that no span covers.
+    pub struct WithNode<F> {
+        node_id: u64,
+        json: bool,
+        inner: F,
     }
-    tracing::debug!(node_id, "logging initialized");
+
+    impl<F> WithNode<F> {
+        /// Text lines: time, level and `node=ID` first, then what `inner` writes.
+        pub fn text(node_id: u64, inner: F) -> Self {
+            WithNode { node_id, json: false, inner }
+        }
+
+        /// JSON objects: `"node":ID` added to what `inner` writes.
+        pub fn json(node_id: u64, inner: F) -> Self {
+            WithNode { node_id, json: true, inner }
+        }
+    }
+
+    impl<S, N, F> FormatEvent<S, N> for WithNode<F>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+        F: FormatEvent<S, N>,
+    {
+        fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+            if self.json {
+                let mut line = String::with_capacity(256);
+                self.inner.format_event(ctx, Writer::new(&mut line), event)?;
+                match line.strip_prefix('{') {
+                    Some(rest) => write!(writer, "{{\"node\":{},{rest}", self.node_id),
+                    None => writer.write_str(&line),
+                }
+            } else {
+                SystemTime.format_time(&mut writer)?;
+                write!(writer, " {:>5} node={} ", event.metadata().level(), self.node_id)?;
+                self.inner.format_event(ctx, writer, event)
+            }
+        }
+    }
 }

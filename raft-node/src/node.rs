@@ -1,6 +1,9 @@
-//! The node: both groups, the tokens, and the node-wide state handlers share.
+//! The node: both groups, the tokens, and the node-wide state handlers share,
+//! and what the node does to both groups at once (hand leadership off before
+//! it stops).
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,11 +13,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
 use crate::config::NodeConfig;
+use crate::error::Result;
 use crate::http::metrics::HttpMetrics;
+use crate::membership;
 use crate::orders::Orders;
 use crate::raft::RaftGroup;
 use crate::raft::network::Peers;
 use crate::sm::NodeId;
+use crate::stats::RaftCounters;
 use crate::store::Store;
 
 /// Everything a request handler or background task of this node needs.
@@ -33,10 +39,15 @@ pub struct Node {
     pub peers: Arc<Peers>,
     /// The resolved configuration.
     pub config: NodeConfig,
-    /// Orders some task of this node is settling right now (see [`crate::buy`]).
-    pub settling: Mutex<HashSet<u64>>,
+    /// Idempotency keys of buys some task of this node is handling right now
+    /// (see [`crate::buy`]).
+    pub settling: Mutex<HashSet<String>>,
+    /// Recorded buys waiting to be claimed in the catalog.
+    pub claims: crate::buy::Claims,
     /// Request counters and latencies.
     pub http_metrics: HttpMetrics,
+    /// What openraft reported about each group, in [`Group::ALL`] order.
+    pub raft_counters: [Arc<RaftCounters>; 2],
     /// Cancelled when the node shuts down; long-lived streams watch it.
     pub shutdown: CancellationToken,
 }
@@ -72,6 +83,57 @@ impl Node {
         ClusterStatus { node_id: self.id, addr: self.addr.clone(), groups: self.groups() }
     }
 
+    /// The counters of `group`.
+    pub fn counters(&self, group: Group) -> &RaftCounters {
+        match group {
+            Group::Catalog => &self.raft_counters[0],
+            Group::Orders => &self.raft_counters[1],
+        }
+    }
+
+    /// Whether this node leads `group`.
+    pub fn leads(&self, group: Group) -> bool {
+        match group {
+            Group::Catalog => self.catalog.is_leader(),
+            Group::Orders => self.orders.is_leader(),
+        }
+    }
+
+    /// Hands leadership of `group` to `to` (by default the most up-to-date
+    /// live voter) and waits up to `timeout` for another node to lead; see
+    /// [`membership::transfer_leadership`].
+    pub async fn transfer_leadership(&self, group: Group, to: Option<NodeId>, timeout: Duration) -> Result<NodeId> {
+        self.counters(group).leader_transfers.fetch_add(1, Relaxed);
+        match group {
+            Group::Catalog => membership::transfer_leadership(&self.catalog, to, timeout).await,
+            Group::Orders => membership::transfer_leadership(&self.orders, to, timeout).await,
+        }
+    }
+
+    /// Before stopping: for each group this node leads, hands leadership to
+    /// an up-to-date voter, both groups at once, waiting at most
+    /// `--shutdown-handoff-ms`. The HTTP server must still be serving, since
+    /// peers reach this node's Raft through it.
+    ///
+    /// Without this, a stopping leader's followers notice only after an
+    /// election timeout, and writes wait that long; with it, they wait for
+    /// one vote. A failed hand-off is logged and the node stops anyway.
+    pub async fn hand_off_leadership(&self) {
+        let timeout = self.config.shutdown_handoff;
+        if timeout.is_zero() {
+            return;
+        }
+        let hand_off = |group: Group| async move {
+            if !self.leads(group) {
+                return;
+            }
+            if let Err(e) = self.transfer_leadership(group, None, timeout).await {
+                tracing::warn!(group = %group, error = %e, "could not hand leadership off before stopping");
+            }
+        };
+        futures::future::join(hand_off(Group::Catalog), hand_off(Group::Orders)).await;
+    }
+
     /// `GET /health`.
     pub async fn health(&self) -> NodeHealth {
         let initialized = self.catalog.raft().is_initialized().await.unwrap_or(false)
@@ -85,7 +147,16 @@ impl Node {
         .collect();
         let groups =
             [(Group::Catalog, self.catalog.health()), (Group::Orders, self.orders.health())].into_iter().collect();
-        NodeHealth { status: "ok".into(), node_id: self.id, initialized, catalog_seeded, leaders, groups }
+        let unclaimed_buys = Catalog::unclaimed_count(&self.catalog.view(), 1_000_000).unwrap_or(0);
+        NodeHealth {
+            status: "ok".into(),
+            node_id: self.id,
+            initialized,
+            catalog_seeded,
+            leaders,
+            groups,
+            unclaimed_buys,
+        }
     }
 }
 

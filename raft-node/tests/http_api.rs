@@ -2,12 +2,10 @@
 //! free port: the classic catalog, buys and idempotency, admin writes, the
 //! change stream, and refusal of every kind of bad input.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bazar_api::{Book, BookPage, Digest, NodeHealth, Order, Problem};
-use bazar_node::config::NodeConfig;
-use bazar_node::seed::SeedSource;
+use clap::Parser;
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -25,24 +23,29 @@ struct TestNode {
 
 impl TestNode {
     async fn start() -> TestNode {
+        let node = TestNode::spawn(1, |_| Vec::new()).await;
+        node.wait_ready().await;
+        node
+    }
+
+    /// Starts node `id` with the flags `extra` makes from its address, and
+    /// does not wait for it to be ready.
+    async fn spawn(id: u64, extra: impl FnOnce(&str) -> Vec<String>) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = NodeConfig {
-            id: 1,
-            listen: addr,
-            advertise: addr.to_string(),
-            data_dir: dir.path().to_path_buf(),
-            initial_cluster: BTreeMap::from([(1, addr.to_string())]),
-            admin_token: ADMIN.into(),
-            cluster_token: CLUSTER.into(),
-            seed: SeedSource::Classic,
-            election_timeout_ms: (150, 300),
-            heartbeat_ms: 50,
-            snapshot_logs: 20_000,
-            request_timeout: Duration::from_secs(2),
-            watch_heartbeat: Duration::from_millis(100),
-        };
+        // Through the real flags, so the test keeps up with the configuration.
+        let mut args = vec![
+            "raft-node".to_string(),
+            format!("--id={id}"),
+            format!("--listen={addr}"),
+            format!("--data-dir={}", dir.path().display()),
+            format!("--admin-token={ADMIN}"),
+            format!("--cluster-token={CLUSTER}"),
+            "--request-timeout-ms=2000".to_string(),
+        ];
+        args.extend(extra(&addr.to_string()));
+        let config = bazar_node::Args::parse_from(args).resolve().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(bazar_node::run(config, listener, async {
             let _ = rx.await;
@@ -54,7 +57,6 @@ impl TestNode {
             task: Some(task),
             _dir: dir,
         };
-        node.wait_ready().await;
         node
     }
 
@@ -419,5 +421,26 @@ async fn writes_report_their_index_and_reads_wait_for_min_index() {
     let catalog = &h.groups[&bazar_api::Group::Catalog];
     assert!(catalog.is_leader && catalog.applied_index >= catalog_index && catalog.committed_index >= catalog_index);
     assert!(catalog.quorum_ack_age_ms.is_some());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_has_not_joined_refuses_reads_instead_of_answering_not_found() {
+    // Node 2 of a cluster whose founder (node 1) never answers: it waits to
+    // be added, with nothing applied, as a wiped node replacing another does.
+    let node = TestNode::spawn(2, |addr| vec![format!("--initial-cluster=1=127.0.0.1:9,2={addr}")]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while node.http.get(node.url("/health")).send().await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "node 2 never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for path in
+        ["/books/1?consistency=cached", "/books?topic=databases&consistency=cached", "/orders/1?consistency=cached"]
+    {
+        let r = node.http.get(node.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 503, "{path} on a node that has not joined");
+        let p: Problem = r.json().await.unwrap();
+        assert_eq!(p.code.as_str(), "unavailable", "{path}: {}", p.detail);
+    }
     node.stop().await;
 }

@@ -1,18 +1,25 @@
-//! Health, cluster status, digests and membership administration.
+//! Health, cluster status, digests, and the admin calls an operator (or
+//! `bazar cluster ...`) makes: membership changes, leadership transfers and
+//! snapshots. The work itself is in [`crate::membership`]; this module only
+//! parses, dispatches on the group, and answers with the node's view of the
+//! cluster afterwards.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use bazar_api::{ClusterStatus, Digest, Group, InitRequest, NodeHealth};
+use bazar_api::{
+    AddLearnerRequest, ChangeMembershipRequest, ClusterStatus, Digest, Group, InitRequest, NodeHealth,
+    RemoveNodeRequest, TransferLeaderRequest,
+};
 use openraft::BasicNode;
-use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
 use super::client::Params;
-use super::error::{AppError, JsonBody};
+use super::error::{AppError, JsonBody, OptionalJsonBody};
 use crate::error::Error;
+use crate::membership;
 use crate::node::Node;
 use crate::raft::RaftGroup;
 use crate::sm::StateMachine;
@@ -77,83 +84,93 @@ pub async fn init(
     Ok(Json(node.cluster_status()))
 }
 
-/// Body of `POST /admin/{group}/add-learner`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddLearner {
-    /// The new node's id.
-    pub node_id: u64,
-    /// Its address.
-    pub addr: String,
-    /// Wait until it has caught up with the leader.
-    #[serde(default = "yes")]
-    pub blocking: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// Body of `POST /admin/{group}/change-membership`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChangeMembership {
-    /// The voters after the change.
-    pub voters: BTreeSet<u64>,
-    /// Keep removed voters as learners.
-    #[serde(default)]
-    pub retain: bool,
-}
-
-async fn add_learner_to<S: StateMachine>(g: &RaftGroup<S>, req: &AddLearner) -> Result<(), AppError> {
-    if !g.is_leader() {
-        return Err(g.not_leader().into());
-    }
-    g.raft()
-        .add_learner(req.node_id, BasicNode::new(&req.addr), req.blocking)
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::Conflict(format!("adding learner {}: {e}", req.node_id)).into())
-}
-
-async fn change_membership_of<S: StateMachine>(g: &RaftGroup<S>, req: &ChangeMembership) -> Result<(), AppError> {
-    if !g.is_leader() {
-        return Err(g.not_leader().into());
-    }
-    g.raft()
-        .change_membership(req.voters.clone(), req.retain)
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::Conflict(format!("changing membership: {e}")).into())
-}
-
-/// `POST /admin/{group}/add-learner` (admin), on the group's leader.
+/// `POST /admin/{group}/add-learner` (admin), on the group's leader: starts
+/// replicating the group to a new node, which does not vote yet. With
+/// `"blocking": false` it answers at once; the learner's progress is then in
+/// the leader's `GET /cluster` (`replication`).
 pub async fn add_learner(
     _: Admin,
     State(node): State<Arc<Node>>,
     Path(group): Path<String>,
-    JsonBody(req): JsonBody<AddLearner>,
+    JsonBody(req): JsonBody<AddLearnerRequest>,
 ) -> Result<Json<ClusterStatus>, AppError> {
     match group_path(&group)? {
-        Group::Catalog => add_learner_to(&node.catalog, &req).await?,
-        Group::Orders => add_learner_to(&node.orders, &req).await?,
+        Group::Catalog => membership::add_learner(&node.catalog, &req).await?,
+        Group::Orders => membership::add_learner(&node.orders, &req).await?,
     }
     Ok(Json(node.cluster_status()))
 }
 
-/// `POST /admin/{group}/change-membership` (admin), on the group's leader.
+/// `POST /admin/{group}/change-membership` (admin), on the group's leader:
+/// sets the group's voters (new ones must be learners already), through a
+/// joint configuration.
 pub async fn change_membership(
     _: Admin,
     State(node): State<Arc<Node>>,
     Path(group): Path<String>,
-    JsonBody(req): JsonBody<ChangeMembership>,
+    JsonBody(req): JsonBody<ChangeMembershipRequest>,
 ) -> Result<Json<ClusterStatus>, AppError> {
-    if req.voters.is_empty() {
-        return Err(AppError::invalid("voters must not be empty"));
-    }
     match group_path(&group)? {
-        Group::Catalog => change_membership_of(&node.catalog, &req).await?,
-        Group::Orders => change_membership_of(&node.orders, &req).await?,
+        Group::Catalog => membership::change_membership(&node.catalog, &req).await?,
+        Group::Orders => membership::change_membership(&node.orders, &req).await?,
     }
     Ok(Json(node.cluster_status()))
+}
+
+/// `POST /admin/{group}/remove-node` (admin), on the group's leader: drops a
+/// voter (through a joint configuration) or a learner. The leader refuses to
+/// remove itself (`409`): transfer leadership first.
+pub async fn remove_node(
+    _: Admin,
+    State(node): State<Arc<Node>>,
+    Path(group): Path<String>,
+    JsonBody(req): JsonBody<RemoveNodeRequest>,
+) -> Result<Json<ClusterStatus>, AppError> {
+    match group_path(&group)? {
+        Group::Catalog => membership::remove_node(&node.catalog, req.node_id).await?,
+        Group::Orders => membership::remove_node(&node.orders, req.node_id).await?,
+    }
+    Ok(Json(node.cluster_status()))
+}
+
+/// `POST /admin/{group}/transfer-leader` (admin), on the group's leader:
+/// hands leadership to `to` (by default the most up-to-date live voter) and
+/// answers once another node leads, or `503` if that takes longer than the
+/// request timeout.
+pub async fn transfer_leader(
+    _: Admin,
+    State(node): State<Arc<Node>>,
+    Path(group): Path<String>,
+    OptionalJsonBody(req): OptionalJsonBody<TransferLeaderRequest>,
+) -> Result<Json<ClusterStatus>, AppError> {
+    let group = group_path(&group)?;
+    node.transfer_leadership(group, req.to, node.request_timeout()).await?;
+    Ok(Json(node.cluster_status()))
+}
+
+/// `POST /admin/{group}/snapshot` (admin), on any member: builds a snapshot of
+/// this node's replica now (openraft then purges the log behind it, keeping
+/// `--snapshot-keep-logs` entries) and answers once it is built, or `503`
+/// after the request timeout (the build goes on).
+pub async fn snapshot(
+    _: Admin,
+    State(node): State<Arc<Node>>,
+    Path(group): Path<String>,
+) -> Result<Json<ClusterStatus>, AppError> {
+    match group_path(&group)? {
+        Group::Catalog => snapshot_now(&node.catalog, node.request_timeout()).await?,
+        Group::Orders => snapshot_now(&node.orders, node.request_timeout()).await?,
+    }
+    Ok(Json(node.cluster_status()))
+}
+
+async fn snapshot_now<S: StateMachine>(g: &RaftGroup<S>, timeout: std::time::Duration) -> Result<(), Error> {
+    let applied = g.metrics().last_applied.map(|l| l.index).unwrap_or(0);
+    g.raft().trigger().snapshot().await.map_err(|f| Error::Unavailable(f.to_string()))?;
+    g.raft()
+        .wait(Some(timeout))
+        .metrics(|m| m.snapshot.as_ref().is_some_and(|s| s.index >= applied), "snapshot built")
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::Unavailable(format!("the {} snapshot is not built yet ({e}); it goes on", S::GROUP)))
 }

@@ -33,7 +33,7 @@ use crate::error::Error;
 use crate::node::Node;
 use crate::orders::Orders;
 use crate::raft::RaftGroup;
-use crate::sm::StateMachine;
+use crate::sm::{StateMachine, View};
 
 /// Query parameters, refused with a problem when malformed.
 pub struct Params(pub HashMap<String, String>);
@@ -86,7 +86,33 @@ async fn prepare_read<S: StateMachine>(node: &Node, group: &RaftGroup<S>, params
     if min_index > 0 {
         group.wait_applied(min_index, deadline).await?;
     }
+    // A node that has not joined the group yet (started empty, waiting to be
+    // added) has an empty state machine: its "not found" would be a lie.
+    if group.metrics().last_applied.is_none() {
+        return Err(Error::Unavailable(format!(
+            "this node has not joined the {} group yet; ask another node",
+            S::GROUP
+        ))
+        .into());
+    }
     Ok(())
+}
+
+/// The catalog as this replica holds it, once it holds the whole initial
+/// catalog. A replica still catching up from the start of the log (a new
+/// node) may lack books that every other replica has; it must not answer
+/// that they do not exist.
+fn loaded_catalog(node: &Node) -> Result<View<'_>, AppError> {
+    let view = node.catalog.view();
+    if !Catalog::is_seeded(&view)? {
+        return Err(Error::Unavailable(
+            "this replica has not loaded the initial catalog yet (the cluster is being founded, or this node is \
+             catching up); retry, or ask another node"
+                .into(),
+        )
+        .into());
+    }
+    Ok(view)
 }
 
 /// A read answer with the headers that describe it.
@@ -104,7 +130,7 @@ pub async fn search(State(node): State<Arc<Node>>, params: Params) -> Result<Res
     let (limit, after) = params.paging()?;
     let topic = params.get("topic").map(str::trim).filter(|t| !t.is_empty());
     prepare_read(&node, &node.catalog, &params).await?;
-    let view = node.catalog.view();
+    let view = loaded_catalog(&node)?;
     let index = view.applied_index()?;
     let (books, next) = Catalog::search(&view, topic, after, limit)?;
     let page = BookPage { books, next_cursor: next.map(|id| id.to_string()) };
@@ -114,7 +140,7 @@ pub async fn search(State(node): State<Arc<Node>>, params: Params) -> Result<Res
 /// `GET /books/{id}`
 pub async fn lookup(State(node): State<Arc<Node>>, Id(id): Id, params: Params) -> Result<Response, AppError> {
     prepare_read(&node, &node.catalog, &params).await?;
-    let view = node.catalog.view();
+    let view = loaded_catalog(&node)?;
     let index = view.applied_index()?;
     let book = Catalog::book(&view, id)?.ok_or_else(|| Error::NotFound(format!("no book with id {id}")))?;
     Ok(read_response(node.id, index, book))

@@ -42,6 +42,9 @@ pub fn app(node: Arc<Node>) -> Router {
         .route("/admin/init", post(admin::init))
         .route("/admin/{group}/add-learner", post(admin::add_learner))
         .route("/admin/{group}/change-membership", post(admin::change_membership))
+        .route("/admin/{group}/remove-node", post(admin::remove_node))
+        .route("/admin/{group}/transfer-leader", post(admin::transfer_leader))
+        .route("/admin/{group}/snapshot", post(admin::snapshot))
         .layer(DefaultBodyLimit::max(CLIENT_BODY_LIMIT));
     let raft = Router::new()
         .route("/raft/{group}/snapshot", post(raft::snapshot))

@@ -26,6 +26,8 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bazar_api::Group;
 use rocksdb::{DB, IteratorMode, SnapshotWithThreadMode, WriteBatch};
@@ -66,6 +68,44 @@ impl SnapshotData {
 pub struct SnapshotStore {
     dir: Arc<PathBuf>,
     group: Group,
+    stats: Arc<SnapshotStats>,
+}
+
+/// What this node did with snapshots since it started, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct SnapshotStats {
+    /// Snapshots built from the local state machine.
+    pub built: AtomicU64,
+    /// Size in bytes of the last one built.
+    pub last_built_bytes: AtomicU64,
+    /// Milliseconds the last build took.
+    pub last_build_millis: AtomicU64,
+    /// Milliseconds spent building, in total.
+    pub build_millis: AtomicU64,
+    /// Snapshots received from a leader and installed.
+    pub installed: AtomicU64,
+    /// Size in bytes of the last one installed.
+    pub last_installed_bytes: AtomicU64,
+    /// Milliseconds the last installation took (verify and write; not the transfer).
+    pub last_install_millis: AtomicU64,
+    /// Milliseconds spent installing, in total.
+    pub install_millis: AtomicU64,
+}
+
+impl SnapshotStats {
+    fn record_build(&self, bytes: u64, millis: u64) {
+        self.built.fetch_add(1, Relaxed);
+        self.last_built_bytes.store(bytes, Relaxed);
+        self.last_build_millis.store(millis, Relaxed);
+        self.build_millis.fetch_add(millis, Relaxed);
+    }
+
+    fn record_install(&self, bytes: u64, millis: u64) {
+        self.installed.fetch_add(1, Relaxed);
+        self.last_installed_bytes.store(bytes, Relaxed);
+        self.last_install_millis.store(millis, Relaxed);
+        self.install_millis.fetch_add(millis, Relaxed);
+    }
 }
 
 impl SnapshotStore {
@@ -79,12 +119,17 @@ impl SnapshotStore {
                 let _ = fs::remove_file(&path);
             }
         }
-        Ok(SnapshotStore { dir: Arc::new(dir), group })
+        Ok(SnapshotStore { dir: Arc::new(dir), group, stats: Arc::default() })
     }
 
     /// The group these snapshots belong to.
     pub fn group(&self) -> Group {
         self.group
+    }
+
+    /// Counts and sizes of the snapshots built and installed since start.
+    pub fn stats(&self) -> &SnapshotStats {
+        &self.stats
     }
 
     /// A fresh temporary path in this directory, for a snapshot being written
@@ -273,12 +318,14 @@ fn build_file<S: StateMachine>(pinned: &Pinned, snapshots: &SnapshotStore) -> io
     drop(file);
 
     let path = snapshots.publish(&tmp, &meta)?;
+    let millis = started.elapsed().as_millis() as u64;
+    snapshots.stats.record_build(written + 32, millis);
     tracing::info!(
         group = %S::GROUP,
         index = meta.last_log_id.as_ref().map(|id| id.index),
         records,
         bytes = written + 32,
-        millis = started.elapsed().as_millis() as u64,
+        millis,
         "built snapshot"
     );
     Ok(GroupSnapshot { meta, snapshot: SnapshotData::open(path)? })
@@ -341,11 +388,14 @@ pub(crate) fn install<S: StateMachine>(
         File::open(&tmp)?.sync_all()?;
         snapshots.publish(&tmp, meta)?;
     }
+    let millis = started.elapsed().as_millis() as u64;
+    snapshots.stats.record_install(data.size, millis);
     tracing::info!(
         group = %S::GROUP,
         index = meta.last_log_id.as_ref().map(|id| id.index),
         records,
-        millis = started.elapsed().as_millis() as u64,
+        bytes = data.size,
+        millis,
         "installed snapshot"
     );
     Ok(())
