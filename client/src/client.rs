@@ -25,15 +25,16 @@
 //! token is cluster-wide, and reads simply ignore it.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bazar_api::model::{MAX_PAGE_LIMIT, validate_idempotency_key, validate_quantity};
 use bazar_api::{
-    Book, BookPage, BookPatch, BuyRequest, CACHE_HEADER, ClusterStatus, Consistency, Digest, ErrorCode, Group,
-    IDEMPOTENCY_KEY_HEADER, INDEX_HEADER, NewBook, NodeHealth, Order, OrderPage, Problem, RestockRequest,
-    SERVED_BY_HEADER,
+    AddLearnerRequest, Book, BookPage, BookPatch, BuyRequest, CACHE_HEADER, ChangeMembershipRequest, ClusterStatus,
+    Consistency, Digest, ErrorCode, Group, IDEMPOTENCY_KEY_HEADER, INDEX_HEADER, NewBook, NodeHealth, Order, OrderPage,
+    Problem, RemoveNodeRequest, RestockRequest, SERVED_BY_HEADER, TransferLeaderRequest,
 };
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
@@ -182,6 +183,12 @@ impl Client {
     /// each node of a cluster.
     pub fn with_base_url(&self, base_url: &str) -> Result<Client> {
         Ok(Client { base: normalize_base_url(base_url)?.into(), ..self.clone() })
+    }
+
+    /// The same client with another per-request deadline, e.g. a short one
+    /// to probe nodes that may be down.
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client { timeout, ..self.clone() }
     }
 
     /// The normalized base URL, e.g. `http://127.0.0.1:8080`.
@@ -360,6 +367,54 @@ impl Client {
     /// state machine at its applied index, to compare replicas.
     pub async fn digest(&self, group: Group) -> Result<Digest> {
         self.fetch(Call::get("/admin/digest").query("group", group)).await
+    }
+
+    // ---- membership and leadership (admin, on a node) -------------------
+    //
+    // Each of these must reach the group's leader; a node that does not
+    // lead answers `421 not_leader` and the call follows it to the leader.
+    // They answer the leader's view of the cluster after the change.
+    // `bazar_client::cluster` builds `add-node` and `remove-node` on them.
+
+    /// `POST /admin/{group}/add-learner`: starts replicating `group` to node
+    /// `node_id` at `addr`, without a vote. With `blocking`, the answer waits
+    /// until the learner has caught up (mind the client's timeout);
+    /// otherwise it comes at once and the progress is in the leader's
+    /// [`ClusterStatus`] (`replication`).
+    pub async fn add_learner(&self, group: Group, node_id: u64, addr: &str, blocking: bool) -> Result<ClusterStatus> {
+        let body = AddLearnerRequest { node_id, addr: addr.to_string(), blocking };
+        self.fetch(Call::post(format!("/admin/{group}/add-learner")).json(&body)?).await
+    }
+
+    /// `POST /admin/{group}/change-membership`: makes `voters` the group's
+    /// voters (new ones must be learners already); with `retain`, removed
+    /// voters stay as learners.
+    pub async fn change_membership(&self, group: Group, voters: BTreeSet<u64>, retain: bool) -> Result<ClusterStatus> {
+        let body = ChangeMembershipRequest { voters, retain };
+        self.fetch(Call::post(format!("/admin/{group}/change-membership")).json(&body)?).await
+    }
+
+    /// `POST /admin/{group}/remove-node`: drops a voter or learner. The
+    /// leader refuses to remove itself (`409 conflict`): call
+    /// [`Client::transfer_leader`] on it first.
+    pub async fn remove_node(&self, group: Group, node_id: u64) -> Result<ClusterStatus> {
+        let body = RemoveNodeRequest { node_id };
+        self.fetch(Call::post(format!("/admin/{group}/remove-node")).json(&body)?).await
+    }
+
+    /// `POST /admin/{group}/transfer-leader`: hands leadership to `to` (by
+    /// default the most up-to-date live voter); answers once another node
+    /// leads.
+    pub async fn transfer_leader(&self, group: Group, to: Option<u64>) -> Result<ClusterStatus> {
+        let body = TransferLeaderRequest { to };
+        self.fetch(Call::post(format!("/admin/{group}/transfer-leader")).json(&body)?).await
+    }
+
+    /// `POST /admin/{group}/snapshot` of this node (snapshots are per node,
+    /// so this is never redirected): builds a snapshot now, which also lets
+    /// the node purge its log behind it; answers once it is built.
+    pub async fn snapshot(&self, group: Group) -> Result<ClusterStatus> {
+        self.fetch(Call::post(format!("/admin/{group}/snapshot"))).await
     }
 
     /// `GET /metrics`: Prometheus text.

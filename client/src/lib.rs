@@ -23,12 +23,17 @@
 //!   read was served from.
 //! - [`error`]: [`ClientError`], and the rule for when a write's outcome is
 //!   unknown.
+//! - [`cluster`]: the cluster-wide status view and the membership operations
+//!   (`add-node`, `remove-node`, leadership transfers, snapshots).
 //! - [`watch`]: decoding a node's change-event stream.
 //! - [`endpoint`]: turning `host:port` or URLs into base URLs.
 //! - [`cli`]: the `bazar` command line.
+//! - [`bench`]: `bazar bench`, the load generator, its reports and plots.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod endpoint;
 pub mod error;
 pub mod watch;

@@ -8,9 +8,13 @@ use std::process::ExitCode;
 use bazar_client::cli::{self, Cli};
 use clap::Parser;
 
-// One command at a time: a single-threaded runtime starts faster and is all
-// a CLI needs.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    cli::run(Cli::parse()).await
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli::runtime(&cli) {
+        Ok(runtime) => runtime.block_on(cli::run(cli)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -16,6 +16,7 @@
 //! given) and prints it when the outcome is unknown, so that the one true
 //! outcome can be learnt by running the same buy again with that key.
 
+pub mod cluster;
 pub mod render;
 pub mod token;
 
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bazar_api::{BookPatch, ClusterStatus, Consistency, Group, NewBook, NodeHealth};
+use bazar_api::{BookPatch, Consistency, Group, NewBook, NodeHealth};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use serde::Serialize;
@@ -42,6 +43,8 @@ Examples:
   bazar buy 3 --quantity 2 --key order-2024-001
   bazar --json orders --book 3 | jq '.orders[].total_cents'
   bazar --frontend 127.0.0.1:7101 cluster status
+  bazar cluster add-node 4 10.0.0.4:7101
+  bazar cluster remove-node 3
 
 Pointed at a raft node instead of a frontend, writes are re-sent to the
 group's leader automatically.
@@ -100,7 +103,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The commands. Benchmarks (`bench`) join this enum as one more variant.
+/// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Search books by topic (case-insensitive).
@@ -170,9 +173,8 @@ pub enum Command {
     Update(UpdateArgs),
     /// Add a book to the catalog (admin); the catalog assigns its id.
     AddBook(AddBookArgs),
-    /// Inspect the cluster.
-    #[command(subcommand)]
-    Cluster(ClusterCommand),
+    /// The cluster: status, adding and removing nodes, leadership, snapshots.
+    Cluster(cluster::ClusterArgs),
     /// Check that the server answers.
     Health,
     /// Show a hash of a group's state on one node, to compare replicas
@@ -193,15 +195,15 @@ pub enum Command {
     },
     /// Print the server's Prometheus metrics.
     Metrics,
-}
-
-/// Cluster commands. Membership changes (`add-node`, `remove-node`) join
-/// this enum.
-#[derive(Debug, Subcommand)]
-pub enum ClusterCommand {
-    /// Show the cluster as the server sees it: groups, leaders, terms, log
-    /// indexes and replication lag (as a table when talking to a node).
-    Status,
+    /// Load test: closed-loop clients, latency percentiles, JSON and plots.
+    ///
+    /// N concurrent clients each send a request, wait for its answer and send
+    /// the next, over keep-alive connections, for --duration or --requests
+    /// after a --warmup. Reports throughput and p50/p90/p99/p99.9/max latency
+    /// of successful requests (failures are counted by kind, apart), per
+    /// operation and per level of --clients. The same loop drives etcd's
+    /// HTTP/JSON gateway and plain GETs, for side-by-side baselines.
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Paging of listings.
@@ -317,9 +319,28 @@ impl Cli {
     }
 }
 
+/// The runtime a command needs: a benchmark spreads its clients over every
+/// CPU (or `--threads`); anything else is one request at a time, and a
+/// single-threaded runtime starts faster.
+pub fn runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
+    match &cli.command {
+        Command::Bench(args) if args.action.is_none() => {
+            let threads = args
+                .run
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get));
+            tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(1)).enable_all().build()
+        }
+        _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    }
+}
+
 /// Runs one command and returns the process exit code (see the module docs).
 pub async fn run(cli: Cli) -> ExitCode {
     let out = Output::new(cli.json);
+    if let Command::Bench(args) = &cli.command {
+        return bench(args, &cli, &out).await;
+    }
     let client = match cli.client() {
         Ok(client) => client,
         Err(error) => return Failure::from(error).report(&out, &cli, None),
@@ -327,6 +348,24 @@ pub async fn run(cli: Cli) -> ExitCode {
     match execute(&cli.command, &client, &out).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(&out, &cli, Some(&client)),
+    }
+}
+
+/// `bazar bench`: runs it (or merges, or plots) and prints the report, as a
+/// table or, with `--json`, as one JSON document.
+async fn bench(args: &crate::bench::BenchArgs, cli: &Cli, out: &Output) -> ExitCode {
+    let conn = crate::bench::Connection {
+        frontend: cli.frontend.clone(),
+        admin_token: token::resolve_admin_token(cli.token.as_deref(), &cli.data),
+        timeout: Duration::from_secs(cli.timeout),
+    };
+    match crate::bench::execute(args, &conn, cli.json).await {
+        Ok(Some(report)) => {
+            out.value_or(&report, || report.table());
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(error) => Failure::from(error).report(out, cli, None),
     }
 }
 
@@ -478,15 +517,7 @@ async fn execute(command: &Command, client: &Client, out: &Output) -> Result<(),
             let book = client.add_book(new).await?;
             out.book(&book);
         }
-        Command::Cluster(ClusterCommand::Status) => {
-            let value = client.cluster().await?;
-            // A node answers a ClusterStatus; a frontend its own document,
-            // which we show as it is.
-            match serde_json::from_value::<ClusterStatus>(value.clone()) {
-                Ok(status) if !out.json => out.text(&render::cluster_status(&status)),
-                _ => out.value_or(&value, || pretty(&value)),
-            }
-        }
+        Command::Cluster(args) => cluster::execute(args, client, out).await?,
         Command::Health => {
             let value = client.health().await?;
             match (&value, serde_json::from_value::<NodeHealth>(value.clone())) {
@@ -524,6 +555,8 @@ async fn execute(command: &Command, client: &Client, out: &Output) -> Result<(),
             let text = client.metrics().await?;
             out.text(&text);
         }
+        // Handled by `bench` before a client is built.
+        Command::Bench(_) => unreachable!("bench runs apart"),
     }
     Ok(())
 }

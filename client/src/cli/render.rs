@@ -7,6 +7,9 @@
 //! becomes dollars here.
 
 use bazar_api::{Book, ClusterStatus, Digest, Group, NodeHealth, Order, WatchEvent};
+use serde::Serialize;
+
+use crate::cluster::ClusterView;
 
 /// Longest title shown in a table; JSON output always has the full title.
 const MAX_TITLE_CHARS: usize = 48;
@@ -204,6 +207,78 @@ pub fn cluster_status(status: &ClusterStatus) -> String {
         }
     }
     format!("node {} at {}\n\n{}\n{}", status.node_id, status.addr, groups.render(), members.render())
+}
+
+/// The whole cluster: per group, its leader and progress; then every
+/// member's role, progress and lag; then the nodes that did not answer.
+pub fn cluster_view(view: &ClusterView) -> String {
+    let mut groups = Table::new(&["GROUP", "LEADER", "TERM", "LAST LOG", "COMMITTED", "APPLIED", "VOTERS", "LEARNERS"])
+        .right(&[1, 2, 3, 4, 5, 6, 7]);
+    let mut members =
+        Table::new(&["GROUP", "NODE", "ADDR", "ROLE", "TERM", "LAST LOG", "APPLIED", "SNAPSHOT", "MATCHED", "LAG"])
+            .right(&[1, 4, 5, 6, 7, 8, 9]);
+    for g in &view.groups {
+        let voters = g.members.iter().filter(|m| m.voter).count();
+        groups.row(vec![
+            g.group.to_string(),
+            or_dash(g.leader_id),
+            g.term.to_string(),
+            or_dash(g.last_log_index),
+            or_dash(g.committed_index),
+            or_dash(g.applied_index),
+            voters.to_string(),
+            (g.members.len() - voters).to_string(),
+        ]);
+        for m in &g.members {
+            let role = if m.voter || m.role != "learner" { m.role.clone() } else { "learner".into() };
+            let role = if !m.voter && m.role == "unreachable" { "learner (unreachable)".into() } else { role };
+            members.row(vec![
+                g.group.to_string(),
+                m.node_id.to_string(),
+                m.addr.clone(),
+                role,
+                or_dash(m.term),
+                or_dash(m.last_log_index),
+                or_dash(m.applied_index),
+                or_dash(m.snapshot_index),
+                or_dash(m.matched_index),
+                or_dash(m.lag),
+            ]);
+        }
+    }
+    let mut text = format!("{}\n{}", groups.render(), members.render());
+    for u in &view.unreachable {
+        let who = if u.node_id == 0 { u.addr.clone() } else { format!("node {} at {}", u.node_id, u.addr) };
+        text.push_str(&format!("unreachable: {who}: {}\n", u.error));
+    }
+    text
+}
+
+/// One member's answer to `bazar cluster snapshot`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotRow {
+    /// The group.
+    pub group: Group,
+    /// The member.
+    pub node: u64,
+    /// The index its snapshot now covers.
+    pub snapshot_index: Option<u64>,
+    /// Why it did not build one.
+    pub error: Option<String>,
+}
+
+/// `bazar cluster snapshot` as a table.
+pub fn snapshots_table(rows: &[SnapshotRow]) -> String {
+    let mut table = Table::new(&["GROUP", "NODE", "SNAPSHOT", "ERROR"]).right(&[1, 2]);
+    for r in rows {
+        table.row(vec![
+            r.group.to_string(),
+            r.node.to_string(),
+            or_dash(r.snapshot_index),
+            r.error.clone().unwrap_or_default(),
+        ]);
+    }
+    table.render()
 }
 
 /// A node's `/health` answer as a one-row table.
