@@ -6,7 +6,10 @@
 #      openraft's storage suite on RocksDB, the node's HTTP API, the client),
 #   3. the real-process integration tests in tests/ (clusters of raft-node
 #      processes under kill -9, SIGSTOP and full restarts), one at a time so
-#      that their timing is not distorted by each other.
+#      that their timing is not distorted by each other. Among them,
+#      tests/tests/containers.rs builds the images and runs a compose cluster
+#      under network partitions when a Docker engine answers (about 1-2
+#      minutes), and says why it is skipped otherwise.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/lib.sh

@@ -1,22 +1,50 @@
-//! Checks of SPEC section 6 against a cluster's final state and a workload's ledger.
+//! Checks of SPEC section 6 against a cluster's final state and what the
+//! clients were told (a [`Ledger`]), and the collection of that final state.
 //!
 //! | invariant | checked by |
 //! |---|---|
-//! | 1 no oversell, stock never negative | [`check_state`] (confirmed ≤ initial + restocks) |
-//! | 2 conservation per book | [`check_state`] |
-//! | 3 acknowledged buys survive | [`check_state`] |
-//! | 4 one order per idempotency key | [`check_state`] |
-//! | 5 replicas converge | [`converged`] |
-//! | 7 nothing stays pending | [`wait_no_pending`] |
+//! | 1 no oversell, stock never negative | [`state_problems`] (confirmed ≤ initial + restocks) |
+//! | 2 conservation per book | [`state_problems`] |
+//! | 3 acknowledged buys survive | [`state_problems`] |
+//! | 4 one order per idempotency key | [`state_problems`] |
+//! | 5 replicas converge | [`converged`], [`collect_final`] |
+//! | 7 nothing stays pending | [`wait_no_pending`], [`collect_final`] |
+//!
+//! These checks need only the end state. The history checker
+//! ([`crate::checker`]) builds a [`Ledger`] from a history and runs them,
+//! and adds what needs the whole history: linearizability (invariant 6),
+//! consistent answers per idempotency key, and unavailability windows.
+//! Tests that make a few requests by hand fill a [`Ledger`] themselves and
+//! call [`check_all`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bazar_api::{Book, Consistency, Digest, Group, Order, OrderStatus};
+use bazar_client::Client;
 use tokio::time::Instant;
 
 use crate::Cluster;
-use crate::workload::Ledger;
+use crate::history::{FinalState, History};
+
+/// What the clients were told, as the end-state checks need it.
+#[derive(Debug, Default, Clone)]
+pub struct Ledger {
+    /// Buys answered 201, with the order they returned (one per key).
+    pub acked: Vec<Order>,
+    /// Buys answered 409 out_of_stock (order ids, 0 when not given).
+    pub rejected: Vec<u64>,
+    /// Idempotency keys of buys whose outcome stayed unknown.
+    pub unknown: Vec<String>,
+    /// Copies added by restocks answered 200, per book.
+    pub restocked: BTreeMap<u64, u64>,
+    /// Copies of restocks whose outcome stayed unknown, per book.
+    pub restocked_unknown: BTreeMap<u64, u64>,
+    /// Answers that should never happen (a 4xx other than out_of_stock, a decode error).
+    pub unexpected: Vec<String>,
+    /// Attempts that failed and were retried.
+    pub retries: u64,
+}
 
 /// Waits until every live node reports the same applied index and digest
 /// for `group`, and returns it.
@@ -69,8 +97,19 @@ pub async fn all_books(cluster: &mut Cluster) -> Result<Vec<Book>, String> {
 pub async fn wait_no_pending(cluster: &mut Cluster, timeout: Duration) -> Result<Vec<Order>, String> {
     let deadline = Instant::now() + timeout;
     loop {
+        // A buy is settled once its order is recorded and its reservation
+        // claimed: every live replica must report no unclaimed buys.
+        let mut unclaimed = Vec::new();
+        for id in cluster.live_ids() {
+            match cluster.health(id).await {
+                Some(h) if h.unclaimed_buys == 0 => {}
+                Some(h) => unclaimed.push((id, h.unclaimed_buys)),
+                None => unclaimed.push((id, u64::MAX)),
+            }
+        }
         let orders = all_orders(cluster).await;
-        if let Ok(orders) = &orders
+        if unclaimed.is_empty()
+            && let Ok(orders) = &orders
             && orders.iter().all(|o| o.status != OrderStatus::Pending)
         {
             return Ok(orders.clone());
@@ -79,7 +118,9 @@ pub async fn wait_no_pending(cluster: &mut Cluster, timeout: Duration) -> Result
             let pending: Vec<u64> = orders
                 .map(|o| o.iter().filter(|o| o.status == OrderStatus::Pending).map(|o| o.order_id).collect())
                 .unwrap_or_default();
-            return Err(format!("orders still pending after {timeout:?}: {pending:?}"));
+            return Err(format!(
+                "buys still unsettled after {timeout:?}: pending orders {pending:?}, unclaimed per node {unclaimed:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -98,37 +139,45 @@ pub struct Summary {
     pub unknown: usize,
 }
 
+/// A broken invariant found in an end state: the invariant's number in
+/// SPEC section 6 (0: an answer the API does not allow) and the evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Which invariant.
+    pub invariant: u8,
+    /// What was found.
+    pub detail: String,
+}
+
 /// Checks invariants 1–4 on the final `orders` and `books` against `ledger`,
-/// given each book's `initial` stock.
-pub fn check_state(
-    initial: &BTreeMap<u64, u64>,
-    ledger: &Ledger,
-    orders: &[Order],
-    books: &[Book],
-) -> Result<Summary, String> {
+/// given each book's `initial` stock. `orders` must be the orders made since
+/// `initial` was read.
+pub fn state_problems(initial: &BTreeMap<u64, u64>, ledger: &Ledger, orders: &[Order], books: &[Book]) -> Vec<Problem> {
     let mut problems = Vec::new();
+    let mut problem = |invariant, detail| problems.push(Problem { invariant, detail });
     let by_id: HashMap<u64, &Order> = orders.iter().map(|o| (o.order_id, o)).collect();
 
     // 3: every acknowledged buy is there, confirmed, as acknowledged.
     for acked in &ledger.acked {
         match by_id.get(&acked.order_id) {
-            None => problems.push(format!("acknowledged order {} is lost", acked.order_id)),
+            None => problem(3, format!("acknowledged order {} is lost", acked.order_id)),
             Some(o) if o.status != OrderStatus::Confirmed => {
-                problems.push(format!("acknowledged order {} is {}", o.order_id, o.status))
+                problem(3, format!("acknowledged order {} is {}", o.order_id, o.status))
             }
             Some(o)
                 if o.book_id != acked.book_id
                     || o.quantity != acked.quantity
+                    || o.unit_price_cents != acked.unit_price_cents
                     || o.idempotency_key != acked.idempotency_key =>
             {
-                problems.push(format!("order {} differs from its acknowledgement: {o:?} vs {acked:?}", o.order_id))
+                problem(3, format!("order {} differs from its acknowledgement: {o:?} vs {acked:?}", o.order_id))
             }
             Some(_) => {}
         }
     }
 
     // 4: at most one order per idempotency key.
-    let mut per_key: HashMap<&str, Vec<u64>> = HashMap::new();
+    let mut per_key: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for o in orders {
         if let Some(k) = &o.idempotency_key {
             per_key.entry(k).or_default().push(o.order_id);
@@ -136,7 +185,7 @@ pub fn check_state(
     }
     for (k, ids) in &per_key {
         if ids.len() > 1 {
-            problems.push(format!("idempotency key {k} has {} orders: {ids:?}", ids.len()));
+            problem(4, format!("idempotency key {k} has {} orders: {ids:?}", ids.len()));
         }
     }
 
@@ -151,26 +200,43 @@ pub fn check_state(
         let maybe = ledger.restocked_unknown.get(&book.id).copied().unwrap_or(0);
         let sold = confirmed_qty.get(&book.id).copied().unwrap_or(0);
         if sold > start + restocked + maybe {
-            problems.push(format!(
-                "book {}: oversold: {sold} confirmed, only {} ever stocked",
-                book.id,
-                start + restocked + maybe
-            ));
+            problem(
+                1,
+                format!(
+                    "book {}: oversold: {sold} confirmed, only {} ever stocked",
+                    book.id,
+                    start + restocked + maybe
+                ),
+            );
             continue;
         }
         // stock = start + restocked + x - sold, for some x in 0..=maybe.
         let low = i128::from(start) + i128::from(restocked) - i128::from(sold);
         let high = low + i128::from(maybe);
         if !(low..=high).contains(&i128::from(book.stock)) {
-            problems.push(format!(
-                "book {}: stock {} but initial {start} + restocks {restocked} (+ up to {maybe} of unknown outcome) - confirmed {sold} gives {low}..={high}",
-                book.id, book.stock
-            ));
+            problem(
+                2,
+                format!(
+                    "book {}: stock {} but initial {start} + restocks {restocked} (+ up to {maybe} of unknown outcome) - confirmed {sold} gives {low}..={high}",
+                    book.id, book.stock
+                ),
+            );
         }
     }
     if !ledger.unexpected.is_empty() {
-        problems.push(format!("unexpected answers: {:?}", ledger.unexpected));
+        problem(0, format!("unexpected answers: {:?}", ledger.unexpected));
     }
+    problems
+}
+
+/// Checks invariants 1–4 (see [`state_problems`]); on success, counts.
+pub fn check_state(
+    initial: &BTreeMap<u64, u64>,
+    ledger: &Ledger,
+    orders: &[Order],
+    books: &[Book],
+) -> Result<Summary, String> {
+    let problems = state_problems(initial, ledger, orders, books);
     if problems.is_empty() {
         Ok(Summary {
             orders: orders.len(),
@@ -179,8 +245,89 @@ pub fn check_state(
             unknown: ledger.unknown.len(),
         })
     } else {
-        Err(problems.join("\n"))
+        Err(problems.iter().map(|p| format!("invariant {}: {}", p.invariant, p.detail)).collect::<Vec<_>>().join("\n"))
     }
+}
+
+/// Reads the final state of a cluster through `nodes` (every node, by id),
+/// once the run is over and every fault healed: waits up to `settle` for
+/// pending orders to be decided (invariant 7), lists every order and then
+/// every book linearizably, and waits up to `converge` for every node to
+/// report the same digest of each group (invariant 5). What it cannot get is
+/// in [`FinalState::errors`]; it never panics, so that the checker reports it.
+pub async fn collect_final(
+    nodes: &[(u64, Client)],
+    history: &History,
+    settle: Duration,
+    converge: Duration,
+) -> FinalState {
+    let mut state = FinalState { nodes: nodes.iter().map(|(id, _)| *id).collect(), ..FinalState::default() };
+    let deadline = Instant::now() + settle;
+    let mut n = 0;
+    loop {
+        let (_, client) = &nodes[n % nodes.len()];
+        n += 1;
+        let start = history.now();
+        match client.list_all_orders(None, Some(Consistency::Linearizable)).await {
+            Ok(orders) => {
+                let settled = orders.iter().all(|o| o.status != OrderStatus::Pending);
+                if settled || Instant::now() > deadline {
+                    state.orders_read = Some((start, history.now()));
+                    state.orders = orders;
+                    break;
+                }
+            }
+            Err(e) if Instant::now() > deadline => {
+                state.errors.push(format!("could not list the orders within {settle:?}: {e}"));
+                break;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10).max(settle);
+    loop {
+        let (_, client) = &nodes[n % nodes.len()];
+        n += 1;
+        let start = history.now();
+        match client.list_all_books(None, Some(Consistency::Linearizable)).await {
+            Ok(books) => {
+                state.books_read = Some((start, history.now()));
+                state.books = books;
+                break;
+            }
+            Err(e) if Instant::now() > deadline => {
+                state.errors.push(format!("could not list the books: {e}"));
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let deadline = Instant::now() + converge;
+    loop {
+        let mut digests = Vec::new();
+        for (id, client) in nodes {
+            for group in Group::ALL {
+                match client.digest(group).await {
+                    Ok(d) => digests.push(d),
+                    Err(e) => {
+                        digests.push(Digest { group, node_id: *id, applied_index: 0, digest: format!("error: {e}") })
+                    }
+                }
+            }
+        }
+        let agree = Group::ALL.iter().all(|g| {
+            let mine: Vec<&Digest> = digests.iter().filter(|d| d.group == *g).collect();
+            mine.windows(2).all(|w| w[0].applied_index == w[1].applied_index && w[0].digest == w[1].digest)
+                && mine.iter().all(|d| !d.digest.starts_with("error"))
+        });
+        if agree || Instant::now() > deadline {
+            state.digests = digests;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    state
 }
 
 /// Runs every check after the faults have healed: nothing pending within

@@ -1,4 +1,5 @@
-//! Harness for real-process tests.
+//! Harness for real-process tests, and the tooling that proves SPEC
+//! section 6 under faults the way Jepsen does.
 //!
 //! [`Cluster`] starts `raft-node` processes (built beforehand, found next to
 //! the test binary or in `BAZAR_BIN_DIR`) on free loopback ports with their
@@ -6,11 +7,27 @@
 //! `SIGCONT`, graceful restarts. Every wait is bounded. Dropping the cluster
 //! kills every process it started, and only those.
 //!
-//! [`check`] holds the invariant checks of SPEC section 6 that the tests
-//! assert after faults.
+//! The chaos tooling, in the order data flows through it:
+//!
+//! - [`runner`]: concurrent clients buying, restocking, changing prices and
+//!   reading at every consistency level, against any list of endpoints;
+//! - [`nemesis`]: faults on a bounded schedule, carried out by a
+//!   [`nemesis::FaultInjector`] (processes here; containers elsewhere);
+//! - [`history`]: what both of them did, as JSON lines with monotonic
+//!   timestamps;
+//! - [`check`]: the end-state checks of SPEC section 6 and the collection of
+//!   the final state; [`checker`]: every check on a whole history, including
+//!   [`linearizability`] of every book;
+//! - [`chaos`]: one call that runs all of the above and returns the report.
 
+pub mod chaos;
 pub mod check;
-pub mod workload;
+pub mod checker;
+pub mod frontend;
+pub mod history;
+pub mod linearizability;
+pub mod nemesis;
+pub mod runner;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -27,15 +44,39 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// Cluster token of test clusters.
 pub const CLUSTER_TOKEN: &str = "test-cluster-token";
 
-/// Where the release binaries are: `BAZAR_BIN_DIR`, or the directory above
-/// the running test binary (`target/release/deps/..`).
+/// Errors of the test tooling (the tests themselves panic with messages).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file.
+    #[error("{0}")]
+    Io(String),
+    /// A history file that does not parse.
+    #[error("bad history: {0}")]
+    History(String),
+    /// The cluster did not do what the tooling needed (setup, final reads).
+    #[error("{0}")]
+    Cluster(String),
+    /// A fault this injector cannot carry out.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+/// Result alias of the test tooling.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where the release binaries are: `BAZAR_BIN_DIR`, or the directory of the
+/// running binary when `raft-node` is there (`bazar-chaos`), else the one
+/// above it (a test binary in `target/release/deps/`).
 pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("BAZAR_BIN_DIR") {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("current exe");
-    let deps = exe.parent().expect("exe dir");
-    deps.parent().unwrap_or(deps).to_path_buf()
+    let dir = exe.parent().expect("exe dir");
+    if dir.join("raft-node").exists() {
+        return dir.to_path_buf();
+    }
+    dir.parent().unwrap_or(dir).to_path_buf()
 }
 
 fn binary(name: &str) -> PathBuf {
@@ -86,6 +127,7 @@ pub struct Cluster {
     dir: Option<tempfile::TempDir>,
     nodes: BTreeMap<u64, NodeProc>,
     extra_args: Vec<String>,
+    keep: bool,
 }
 
 impl Cluster {
@@ -102,6 +144,7 @@ impl Cluster {
             dir: Some(tempfile::Builder::new().prefix("bazar-test-").tempdir().expect("temp dir")),
             nodes,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            keep: false,
         };
         for id in 1..=n {
             cluster.spawn(id);
@@ -113,6 +156,11 @@ impl Cluster {
     /// The data directory of the whole cluster.
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().expect("cluster directory").path()
+    }
+
+    /// Keeps the data directory and logs when the cluster is dropped.
+    pub fn keep_data(&mut self) {
+        self.keep = true;
     }
 
     /// Ids of all nodes.
@@ -215,6 +263,46 @@ impl Cluster {
         self.spawn(id);
     }
 
+    /// The data directory of node `id`.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir().join(format!("node-{id}"))
+    }
+
+    /// `kill -9` node `id` and deletes its data directory: a lost disk.
+    /// [`Cluster::restart`] then starts an empty node with the same id and
+    /// address, which founds nothing and waits to be added (after the old
+    /// member was removed: Raft refuses a voter whose log went backwards).
+    pub fn wipe(&mut self, id: u64) {
+        self.kill(id);
+        let dir = self.data_dir(id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).expect("deleting a node's data directory");
+        }
+    }
+
+    /// The process id of node `id`, while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes[&id].child.as_ref().map(Child::id)
+    }
+
+    /// Starts node `id` with its data if its process is not running, and
+    /// resumes it if it is paused; otherwise does nothing.
+    pub fn ensure_running(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("node id");
+        if node.is_running() {
+            if node.paused {
+                self.resume(id);
+            }
+            return;
+        }
+        self.spawn(id);
+    }
+
+    /// Base URLs (`http://host:port`) of every node.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.values().map(|n| format!("http://{}", n.addr)).collect()
+    }
+
     /// SIGSTOP node `id`.
     pub fn pause(&mut self, id: u64) {
         let node = self.nodes.get_mut(&id).expect("node id");
@@ -274,8 +362,15 @@ impl Cluster {
     }
 
     /// Waits until every live node answers, agrees on both leaders, and has
-    /// the catalog loaded.
+    /// the catalog loaded; panics with the nodes' logs otherwise.
     pub async fn wait_ready(&mut self, timeout: Duration) {
+        if let Err(e) = self.try_wait_ready(timeout).await {
+            panic!("{e}");
+        }
+    }
+
+    /// Like [`Cluster::wait_ready`], but returns the failure (with the logs' tails).
+    pub async fn try_wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
             let mut ready = true;
@@ -286,10 +381,10 @@ impl Cluster {
                 }
             }
             if ready && self.leader(Group::Catalog).await.is_some() && self.leader(Group::Orders).await.is_some() {
-                return;
+                return Ok(());
             }
             if Instant::now() > deadline {
-                panic!("cluster not ready within {timeout:?}\n{}", self.logs_tail(40));
+                return Err(format!("cluster not ready within {timeout:?}\n{}", self.logs_tail(40)));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -318,9 +413,11 @@ impl Drop for Cluster {
             self.kill(id);
         }
         // A failed test keeps its data and logs for a post-mortem; so does
-        // any test with BAZAR_TEST_KEEP set.
-        if std::thread::panicking() || std::env::var_os("BAZAR_TEST_KEEP").is_some() {
-            eprintln!("test cluster logs:\n{}", self.logs_tail(60));
+        // any test with BAZAR_TEST_KEEP set, and a cluster asked to.
+        if self.keep || std::thread::panicking() || std::env::var_os("BAZAR_TEST_KEEP").is_some() {
+            if std::thread::panicking() || std::env::var_os("BAZAR_TEST_KEEP").is_some() {
+                eprintln!("test cluster logs:\n{}", self.logs_tail(60));
+            }
             if let Some(dir) = self.dir.take() {
                 eprintln!("kept test cluster data in {}", dir.keep().display());
             }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bazar_api::{Book, Consistency, ErrorCode, Group, Problem};
+use bazar_tests::check::Ledger;
 use bazar_tests::check::{check_all, converged};
-use bazar_tests::workload::Ledger;
 use bazar_tests::{ADMIN_TOKEN, Cluster};
 
 fn classic_stock() -> BTreeMap<u64, u64> {

@@ -1,38 +1,61 @@
 //! Faults under load: kill -9 of each group's leader, a paused leader, and a
-//! restart of every node at once. After each, the invariants of SPEC
-//! section 6 must hold: nothing acknowledged lost, one order per key, stock
-//! conserved and never oversold, replicas converged, nothing left pending.
+//! restart of every node at once. After each, the history of the workload and
+//! the final state must pass every check of SPEC section 6: nothing
+//! acknowledged lost, one order per key, stock conserved and never oversold,
+//! replicas converged, nothing left pending, every book linearizable.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bazar_api::Group;
-use bazar_tests::Cluster;
-use bazar_tests::check::check_all;
-use bazar_tests::workload::{self, Ledger, Workload};
+use bazar_tests::chaos::{self, ChaosConfig};
+use bazar_tests::check::{Ledger, check_all};
+use bazar_tests::checker::Report;
+use bazar_tests::history::{Clock, History};
+use bazar_tests::runner;
+use bazar_tests::{ADMIN_TOKEN, Cluster};
 use tokio::time::Instant;
 
 fn classic_stock() -> BTreeMap<u64, u64> {
     (1..=7).map(|id| (id, 1000)).collect()
 }
 
+/// A run of the workload, recorded.
+struct Load {
+    config: ChaosConfig,
+    history: History,
+}
+
 /// Runs the workload for `duration` while `fault` runs after `delay`.
-async fn under_load<F, Fut>(cluster: &mut Cluster, duration: Duration, delay: Duration, fault: F) -> Ledger
+async fn under_load<F, Fut>(cluster: &mut Cluster, duration: Duration, delay: Duration, fault: F) -> Load
 where
     F: FnOnce(&mut Cluster) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let clients = cluster.ids().into_iter().map(|id| cluster.client(id)).collect();
-    let load = tokio::spawn(workload::run(clients, Workload { duration, ..Workload::default() }));
+    let config = ChaosConfig::new(cluster.endpoints(), ADMIN_TOKEN, Vec::new(), duration);
+    let history = History::in_memory(Clock::start());
+    runner::setup(&config.runner, &history, Duration::from_secs(30)).await.expect("setup");
+    let load = tokio::spawn(runner::run(config.runner.clone(), history.clone()));
     tokio::time::sleep(delay).await;
     fault(cluster).await;
-    load.await.expect("workload")
+    load.await.expect("workload").expect("workload");
+    Load { config, history }
+}
+
+/// Once the faults are healed: checks the history and the final state.
+async fn check_healed(cluster: &mut Cluster, load: Load) -> Report {
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let nodes: Vec<_> = cluster.ids().into_iter().map(|id| (id, cluster.client(id))).collect();
+    let report = chaos::finish(&nodes, &load.history, &load.config).await.expect("final state");
+    eprintln!("{}", report.table());
+    assert!(report.passed(), "invariants violated:\n{}", report.violations().join("\n"));
+    report
 }
 
 async fn kill_leader_under_load(group: Group) {
     let mut cluster = Cluster::start(3, &[]).await;
     let leader = cluster.wait_leader(group, None, Duration::from_secs(10)).await;
-    let ledger = under_load(&mut cluster, Duration::from_secs(6), Duration::from_secs(2), |c| {
+    let load = under_load(&mut cluster, Duration::from_secs(6), Duration::from_secs(2), |c| {
         c.kill(leader);
         async {}
     })
@@ -40,10 +63,8 @@ async fn kill_leader_under_load(group: Group) {
     let new_leader = cluster.wait_leader(group, Some(leader), Duration::from_secs(10)).await;
     assert_ne!(new_leader, leader);
     cluster.restart(leader);
-    cluster.wait_ready(Duration::from_secs(30)).await;
-    let summary = check_all(&mut cluster, &classic_stock(), &ledger, Duration::from_secs(5)).await;
-    assert!(summary.acked > 20, "the workload made progress: {summary:?}");
-    eprintln!("{group} leader {leader} killed: {summary:?}, retries {}", ledger.retries);
+    let report = check_healed(&mut cluster, load).await;
+    assert!(report.buys.acknowledged > 20, "the workload made progress: {:?}", report.buys);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,7 +80,7 @@ async fn killing_the_orders_leader_under_load_loses_no_acknowledged_buy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_every_node_at_once_keeps_every_acknowledged_buy() {
     let mut cluster = Cluster::start(3, &[]).await;
-    let ledger = under_load(&mut cluster, Duration::from_secs(5), Duration::from_secs(2), |c| {
+    let load = under_load(&mut cluster, Duration::from_secs(5), Duration::from_secs(2), |c| {
         for id in c.ids() {
             c.kill(id);
         }
@@ -69,17 +90,15 @@ async fn restarting_every_node_at_once_keeps_every_acknowledged_buy() {
         async {}
     })
     .await;
-    cluster.wait_ready(Duration::from_secs(30)).await;
-    let summary = check_all(&mut cluster, &classic_stock(), &ledger, Duration::from_secs(5)).await;
-    assert!(summary.acked > 10, "{summary:?}");
-    eprintln!("all nodes restarted: {summary:?}");
+    let report = check_healed(&mut cluster, load).await;
+    assert!(report.buys.acknowledged > 10, "{:?}", report.buys);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_replaced_and_rejoins_without_losing_writes() {
     let mut cluster = Cluster::start(3, &[]).await;
     let leader = cluster.wait_leader(Group::Orders, None, Duration::from_secs(10)).await;
-    let ledger = under_load(&mut cluster, Duration::from_secs(7), Duration::from_secs(1), |c| {
+    let load = under_load(&mut cluster, Duration::from_secs(7), Duration::from_secs(1), |c| {
         c.pause(leader);
         async move {
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -87,9 +106,7 @@ async fn a_paused_leader_is_replaced_and_rejoins_without_losing_writes() {
     })
     .await;
     cluster.resume(leader);
-    cluster.wait_ready(Duration::from_secs(30)).await;
-    let summary = check_all(&mut cluster, &classic_stock(), &ledger, Duration::from_secs(5)).await;
-    eprintln!("leader {leader} paused for 3 s: {summary:?}");
+    check_healed(&mut cluster, load).await;
 }
 
 /// Time from killing `group`'s leader until a buy is acknowledged again.

@@ -1,0 +1,203 @@
+//! `bazar-chaos`: long chaos runs on demand, and re-checking saved histories.
+//!
+//! `bazar-chaos run` starts its own cluster of `raft-node` processes (free
+//! loopback ports, a temporary directory), runs the workload against it while
+//! the nemesis injects faults for `--duration`, writes the history, checks it
+//! and prints the summary table. Exit status: 0 when every check passed, 1
+//! on a violation, 2 when the run could not be carried out.
+//!
+//! `bazar-chaos check FILE` checks a history written by an earlier run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bazar_tests::chaos::{self, ChaosConfig};
+use bazar_tests::checker::{CheckConfig, check_history, secs};
+use bazar_tests::frontend::FrontendProc;
+use bazar_tests::history::{self, Clock, History};
+use bazar_tests::nemesis::Fault;
+use bazar_tests::{ADMIN_TOKEN, Cluster};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bazar-chaos", about = "Jepsen-style chaos runs against a local Bazar cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a cluster, run workload and faults, check the history.
+    Run(RunArgs),
+    /// Check a history file written by an earlier run.
+    Check {
+        /// The history (JSON lines).
+        file: PathBuf,
+        /// Bound on writes resuming after a leader kill, seconds (0: do not judge).
+        #[arg(long, default_value_t = 2.0)]
+        resume_bound: f64,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// How long the workload runs, seconds.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Raft nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Faults to cycle through, comma-separated (kill-node, kill-leader-catalog,
+    /// kill-leader-orders, pause-node, pause-leader-catalog,
+    /// pause-leader-orders, restart-all); default: all of them.
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<Fault>,
+    /// Pick faults at random instead of cycling.
+    #[arg(long)]
+    random: bool,
+    /// How long each fault lasts, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    hold: f64,
+    /// Healthy time after each fault, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    quiet: f64,
+    /// Deadline of one client attempt, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
+    /// Seed of every random choice [default: random].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where to write the history.
+    #[arg(long, default_value = "chaos-history.jsonl")]
+    history: PathBuf,
+    /// Start a frontend in front of the nodes and send the workload to it
+    /// as well as straight to the nodes.
+    #[arg(long)]
+    frontend: bool,
+    /// Send the workload here instead of to the nodes (e.g. a frontend of
+    /// your own); repeatable. The nodes still serve the final state.
+    #[arg(long)]
+    endpoint: Vec<String>,
+    /// Extra flags for every raft node, e.g. "--snapshot-logs 500".
+    #[arg(long, allow_hyphen_values = true)]
+    node_args: Option<String>,
+    /// Keep the cluster's data and logs even when every check passed.
+    #[arg(long)]
+    keep: bool,
+    /// Bound on writes resuming after a leader kill, seconds (0: do not judge).
+    #[arg(long, default_value_t = 2.0)]
+    resume_bound: f64,
+}
+
+fn resume_bound(seconds: f64) -> Option<Duration> {
+    (seconds > 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bazar-chaos: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Check { file, resume_bound: bound } => {
+            let records = match history::read(&file) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("bazar-chaos: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let config = CheckConfig { resume_bound: resume_bound(bound), ..CheckConfig::default() };
+            let report = check_history(&records, &config);
+            print!("{}", report.table());
+            if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let node_args: Vec<String> =
+        args.node_args.as_deref().unwrap_or("").split_whitespace().map(str::to_string).collect();
+    let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+    eprintln!("bazar-chaos: starting {} raft nodes", args.nodes);
+    let mut cluster = Cluster::start(args.nodes, &node_args).await;
+    eprintln!("bazar-chaos: cluster data in {}", cluster.dir().display());
+
+    let faults = if args.faults.is_empty() { Fault::PROCESS.to_vec() } else { args.faults.clone() };
+    let mut endpoints = if args.endpoint.is_empty() { cluster.endpoints() } else { args.endpoint.clone() };
+    let frontend = if args.frontend { Some(FrontendProc::start(&cluster, "frontend", &[]).await) } else { None };
+    if let Some(fe) = &frontend {
+        eprintln!("bazar-chaos: frontend on {}", fe.addr);
+        endpoints.insert(0, format!("http://{}", fe.addr));
+    }
+    let duration = Duration::from_secs(args.duration);
+    let mut config = ChaosConfig::new(endpoints, ADMIN_TOKEN, faults, duration);
+    config.runner.clients = args.clients;
+    config.runner.timeout = Duration::from_millis(args.timeout_ms);
+    config.schedule.random = args.random;
+    config.schedule.hold = Duration::from_secs_f64(args.hold);
+    config.schedule.quiet = Duration::from_secs_f64(args.quiet);
+    let busy = config.schedule.start_after + config.schedule.hold + Duration::from_secs(4);
+    config.schedule.duration = duration.saturating_sub(busy);
+    if let Some(seed) = args.seed {
+        config.runner.seed = seed;
+        config.schedule.seed = seed;
+    }
+    config.check.resume_bound = resume_bound(args.resume_bound);
+
+    let history = match History::to_file(Clock::start(), &args.history) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("bazar-chaos: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!(
+        "bazar-chaos: {} clients for {} s, faults {} (hold {:.1} s, quiet {:.1} s), seed {}, history {}",
+        config.runner.clients,
+        args.duration,
+        config.schedule.faults.iter().map(Fault::to_string).collect::<Vec<_>>().join(","),
+        args.hold,
+        args.quiet,
+        config.runner.seed,
+        args.history.display()
+    );
+    let progress = {
+        let history = history.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                eprintln!("bazar-chaos: {:>5.0} s, {} history records", secs(history.now()), history.len());
+            }
+        })
+    };
+    let nodes: Vec<_> = cluster.ids().into_iter().map(|id| (id, cluster.client(id))).collect();
+    let outcome = chaos::run(&mut cluster, &nodes, &config, &history).await;
+    progress.abort();
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bazar-chaos: the run could not be carried out: {e}\n{}", cluster.logs_tail(30));
+            cluster.keep_data();
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}", outcome.report.table());
+    println!("history: {} ({} operations)", args.history.display(), outcome.invoked);
+    if args.keep || !outcome.report.passed() {
+        cluster.keep_data();
+    }
+    if outcome.report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}

@@ -1,0 +1,1356 @@
+//! The history checker: reads a history (see [`crate::history`]) with the
+//! cluster's final state and decides, with evidence, whether the run kept
+//! every promise of SPEC section 6.
+//!
+//! | check | how |
+//! |---|---|
+//! | answers | every answer is one the API allows for the request: a buy's `201` is a confirmed order for that book, quantity and key, priced `quantity × unit`; failures are `out_of_stock` (buys), refusals (`not_leader`, connection refused) or of unknown outcome (timeouts, `503`); a `500` or a stray `4xx` is a violation |
+//! | 1 no oversell, 2 conservation, 3 acknowledged buys survive | [`crate::check::state_problems`] on a [`Ledger`] built from the history and the final books and orders |
+//! | 4 one order per key | every definite answer to one key names the same order with the same outcome; the final state has at most one order per key and no order for a key nobody sent |
+//! | 5 replicas converge | every node reported the same digest at the same applied index, per group |
+//! | 6 linearizable catalog | per book, the writes and the `linearizable` and `lease` reads are linearizable ([`crate::linearizability`]); a failure that disappears without lease reads is reported as a lease violation |
+//! | 6 linearizable order reads | a `linearizable` or `lease` read of an order invoked after the order was acknowledged finds it confirmed, as acknowledged; no read of an order contradicts its final state |
+//! | 7 nothing pending | no order is pending in the final state |
+//! | 7 writes resume | after each leader kill, a buy invoked after the kill is decided within [`CheckConfig::resume_bound`] |
+//! | 7 healthy again | after each heal, the nemesis saw every node answer and both groups agree on a leader within its bound (a hung node is caught here) |
+//!
+//! # The model of one book
+//! Books are independent objects and linearizability is compositional, so
+//! each book's history is checked on its own against [`BookModel`]: a
+//! (stock, price) register that restocks and price changes write (their
+//! answers carry the book right after), buys take from (at the current
+//! price, never below zero) or are refused by (fewer copies than asked),
+//! and reads observe. What each operation contributes depends on what is
+//! known of its outcome:
+//!
+//! - a buy is one operation per idempotency key, from the first attempt's
+//!   invocation to the first *definite* answer (`201`: it took stock at the
+//!   order's unit price; `409`: it was refused). Without one, the final
+//!   state decides: a confirmed or rejected order means the same, but known
+//!   only by the time the orders were listed; no order means the buy never
+//!   happened; a pending order (itself a violation) may take stock or not;
+//! - a restock or price change answered `200` happened between invocation
+//!   and answer, and its answer is an observation; one of unknown outcome may
+//!   happen at any time after its invocation, or never;
+//! - `cached` reads are not required to be linearizable and are left out;
+//! - the final read of every book is one more linearizable read.
+//!
+//! # Unavailability
+//! For each fault, the time from its injection to the first decision
+//! (`201` or `409`) of a buy whose key was first sent after it: such a buy
+//! commits in both groups, so this is when writes work again everywhere.
+//! The runner's prober sends one every few tens of milliseconds with a
+//! short deadline, so the measure is not blurred by clients waiting out
+//! long timeouts on a paused node.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bazar_api::{Book, Consistency, Group, Order, OrderStatus};
+
+use crate::check::{Ledger, state_problems};
+use crate::history::{Answer, Call, Failure, FaultPhase, FinalState, Nanos, Record};
+use crate::linearizability::{self, BookModel, BookOp, BookState, Evidence, Operation, Verdict};
+
+/// Names of the checks, in report order.
+pub mod checks {
+    /// Answers are ones the API allows.
+    pub const ANSWERS: &str = "answers allowed by the API";
+    /// Invariant 1.
+    pub const NO_OVERSELL: &str = "1 no oversell";
+    /// Invariant 2.
+    pub const CONSERVATION: &str = "2 conservation per book";
+    /// Invariant 3.
+    pub const DURABLE: &str = "3 acknowledged buys survive";
+    /// Invariant 4.
+    pub const ONE_ORDER: &str = "4 one order per key";
+    /// Invariant 5.
+    pub const CONVERGED: &str = "5 replicas converge";
+    /// Invariant 6 on the catalog.
+    pub const LINEARIZABLE_BOOKS: &str = "6 linearizable books";
+    /// Invariant 6 on order reads.
+    pub const ORDER_READS: &str = "6 linearizable order reads";
+    /// Invariant 7: nothing pending.
+    pub const NOTHING_PENDING: &str = "7 nothing left pending";
+    /// Invariant 7: writes resume after a leader kill.
+    pub const RESUME: &str = "7 writes resume after leader kill";
+    /// Invariant 7: with every fault healed, the cluster is healthy again.
+    pub const RECOVERS: &str = "7 healthy again after each heal";
+    /// The history itself is complete.
+    pub const HISTORY: &str = "history complete";
+
+    /// Every check, in report order.
+    pub const ALL: [&str; 12] = [
+        HISTORY,
+        ANSWERS,
+        NO_OVERSELL,
+        CONSERVATION,
+        DURABLE,
+        ONE_ORDER,
+        CONVERGED,
+        LINEARIZABLE_BOOKS,
+        ORDER_READS,
+        NOTHING_PENDING,
+        RESUME,
+        RECOVERS,
+    ];
+}
+
+/// How to check.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    /// Search steps allowed per book before the verdict is "unknown".
+    pub max_steps: u64,
+    /// Bound on the time for writes to resume after a leader kill (SPEC
+    /// invariant 7: 2 s); `None` reports the times without judging them.
+    pub resume_bound: Option<Duration>,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig { max_steps: 20_000_000, resume_bound: Some(Duration::from_secs(2)) }
+    }
+}
+
+/// Invocations and completions of one kind of operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Invoked.
+    pub invoked: u64,
+    /// Succeeded.
+    pub ok: u64,
+    /// Failed (did not happen, or a buy was refused for lack of stock).
+    pub fail: u64,
+    /// Unknown outcome.
+    pub info: u64,
+}
+
+/// What became of the logical buys (one per idempotency key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuyStats {
+    /// Distinct keys.
+    pub keys: u64,
+    /// Keys with a `201`.
+    pub acknowledged: u64,
+    /// Keys with a `409 out_of_stock`.
+    pub rejected: u64,
+    /// Keys without any definite answer.
+    pub unknown: u64,
+    /// ...of which the final state shows confirmed.
+    pub unknown_confirmed: u64,
+    /// ...rejected.
+    pub unknown_rejected: u64,
+    /// ...never recorded: the buy did not happen.
+    pub unknown_absent: u64,
+    /// Attempts beyond the first (retries and deliberate re-sends).
+    pub extra_attempts: u64,
+}
+
+/// The linearizability verdict of one book.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookCheck {
+    /// The book.
+    pub book: u64,
+    /// Operations in its history (writes and checked reads).
+    pub ops: usize,
+    /// Of which linearizable reads.
+    pub linearizable_reads: usize,
+    /// Of which lease reads.
+    pub lease_reads: usize,
+    /// Of which of unknown outcome.
+    pub unknown: usize,
+    /// `linearizable`, `NOT linearizable: ...` or `unknown: ...`.
+    pub verdict: String,
+    /// Whether the search was conclusive.
+    pub conclusive: bool,
+}
+
+/// The unavailability window after one fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultWindow {
+    /// The fault's name.
+    pub fault: String,
+    /// The nodes it acted on.
+    pub nodes: Vec<u64>,
+    /// When it was injected.
+    pub start: Nanos,
+    /// When it was healed.
+    pub healed: Option<Nanos>,
+    /// When the cluster was seen healthy again after the heal.
+    pub recovered: Option<Nanos>,
+    /// How long after `start` the first buy invoked after it was decided.
+    pub resumed_after: Option<Nanos>,
+}
+
+/// One check and what broke it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    /// Its name (see [`checks`]).
+    pub name: &'static str,
+    /// Violations found, each with its evidence.
+    pub violations: Vec<String>,
+}
+
+/// The checker's verdict, with the evidence and the numbers of the run.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Time between the first and the last operation record.
+    pub span: Nanos,
+    /// Attempts per operation kind.
+    pub ops: BTreeMap<&'static str, Counts>,
+    /// Logical buys.
+    pub buys: BuyStats,
+    /// Reads at each consistency level that returned a book.
+    pub reads: HashMap<Consistency, u64>,
+    /// Order reads checked against acknowledgements.
+    pub order_reads_checked: u64,
+    /// Linearizability per book.
+    pub books: Vec<BookCheck>,
+    /// Unavailability after each fault.
+    pub faults: Vec<FaultWindow>,
+    /// Every check, with its violations.
+    pub checks: Vec<CheckResult>,
+}
+
+impl Report {
+    /// Every violation, named by its check.
+    pub fn violations(&self) -> Vec<String> {
+        self.checks.iter().flat_map(|c| c.violations.iter().map(move |v| format!("[{}] {v}", c.name))).collect()
+    }
+
+    /// Whether no check found a violation.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.violations.is_empty())
+    }
+
+    /// Whether every book's linearizability search finished.
+    pub fn conclusive(&self) -> bool {
+        self.books.iter().all(|b| b.conclusive)
+    }
+
+    /// Writes-resume times after leader kills.
+    pub fn leader_kill_resumes(&self) -> Vec<Nanos> {
+        self.faults.iter().filter(|f| f.fault.starts_with("kill-leader")).filter_map(|f| f.resumed_after).collect()
+    }
+
+    /// The summary table: faults and how long writes stopped after each,
+    /// operations, buys, the checks and the verdict.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let w = &mut out;
+        let _ = writeln!(w, "faults ({}):", self.faults.len());
+        let _ = writeln!(
+            w,
+            "  {:>3}  {:>8}  {:<22} {:<7} {:>8}  {:>13}  writes resumed after",
+            "#", "at (s)", "fault", "nodes", "held (s)", "healthy after"
+        );
+        for (i, f) in self.faults.iter().enumerate() {
+            let nodes = f.nodes.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            let held = f.healed.map_or("-".into(), |h| format!("{:.1}", secs(h.saturating_sub(f.start))));
+            let healthy = match (f.healed, f.recovered) {
+                (Some(h), Some(r)) => format!("{:.3} s", secs(r.saturating_sub(h))),
+                (Some(_), None) => "NOT HEALTHY".into(),
+                _ => "-".into(),
+            };
+            let resumed = f.resumed_after.map_or("no decided buy after it".into(), |r| format!("{:.3} s", secs(r)));
+            let _ = writeln!(
+                w,
+                "  {:>3}  {:>8.1}  {:<22} {:<7} {:>8}  {healthy:>13}  {resumed}",
+                i + 1,
+                secs(f.start),
+                f.fault,
+                nodes,
+                held
+            );
+        }
+        let resumes = self.leader_kill_resumes();
+        if !resumes.is_empty() {
+            let _ = writeln!(
+                w,
+                "  writes resumed after a leader kill: p50 {:.3} s, max {:.3} s (n = {})",
+                secs(percentile(&resumes, 50)),
+                secs(percentile(&resumes, 100)),
+                resumes.len()
+            );
+        }
+        let _ = writeln!(w, "operations over {:.1} s:", secs(self.span));
+        let _ = writeln!(w, "  {:<11} {:>8} {:>8} {:>8} {:>8}", "kind", "invoked", "ok", "fail", "unknown");
+        let mut total = Counts::default();
+        for (kind, c) in &self.ops {
+            let _ = writeln!(w, "  {kind:<11} {:>8} {:>8} {:>8} {:>8}", c.invoked, c.ok, c.fail, c.info);
+            total.invoked += c.invoked;
+            total.ok += c.ok;
+            total.fail += c.fail;
+            total.info += c.info;
+        }
+        let _ =
+            writeln!(w, "  {:<11} {:>8} {:>8} {:>8} {:>8}", "total", total.invoked, total.ok, total.fail, total.info);
+        let b = &self.buys;
+        let _ = writeln!(
+            w,
+            "buys: {} keys, {} acknowledged, {} rejected (out of stock), {} unknown to their client \
+             (final state: {} confirmed, {} rejected, {} never happened), {} extra attempts",
+            b.keys,
+            b.acknowledged,
+            b.rejected,
+            b.unknown,
+            b.unknown_confirmed,
+            b.unknown_rejected,
+            b.unknown_absent,
+            b.extra_attempts
+        );
+        let read = |c| self.reads.get(&c).copied().unwrap_or(0);
+        let _ = writeln!(
+            w,
+            "reads: {} linearizable and {} lease (checked), {} cached (not checked); {} order reads checked",
+            read(Consistency::Linearizable),
+            read(Consistency::Lease),
+            read(Consistency::Cached),
+            self.order_reads_checked
+        );
+        let _ = writeln!(w, "linearizability per book:");
+        for b in &self.books {
+            let _ = writeln!(
+                w,
+                "  book {:>3}: {:>6} ops ({} linearizable reads, {} lease reads, {} of unknown outcome): {}",
+                b.book,
+                b.ops,
+                b.linearizable_reads,
+                b.lease_reads,
+                b.unknown,
+                first_line(&b.verdict)
+            );
+        }
+        let _ = writeln!(w, "checks:");
+        for c in &self.checks {
+            let mark = if c.violations.is_empty() { "ok  " } else { "FAIL" };
+            let _ = writeln!(w, "  [{mark}] {:<36} {} violations", c.name, c.violations.len());
+        }
+        let violations = self.violations();
+        for v in violations.iter().take(20) {
+            let _ = writeln!(w, "  - {v}");
+        }
+        if violations.len() > 20 {
+            let _ = writeln!(w, "  ... and {} more", violations.len() - 20);
+        }
+        let verdict = if !self.passed() {
+            "FAIL"
+        } else if self.conclusive() {
+            "PASS"
+        } else {
+            "PASS (some linearizability searches inconclusive)"
+        };
+        let _ = writeln!(w, "violations: {}  result: {verdict}", violations.len());
+        out
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// Seconds, for humans.
+pub fn secs(n: Nanos) -> f64 {
+    n as f64 / 1e9
+}
+
+/// The `p`-th percentile (nearest rank) of `values`; 0 when empty.
+pub fn percentile(values: &[Nanos], p: usize) -> Nanos {
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    if v.is_empty() {
+        return 0;
+    }
+    let rank = (p * v.len()).div_ceil(100).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// How an operation completed.
+#[derive(Debug, Clone)]
+enum Done {
+    Ok { answer: Answer },
+    Fail(Failure),
+    Info(Failure),
+}
+
+/// One operation: its invocation and completion.
+#[derive(Debug, Clone)]
+struct Op {
+    id: u64,
+    process: u64,
+    call: Call,
+    endpoint: String,
+    invoke: Nanos,
+    /// Completion time and how; an invocation without completion is unknown.
+    done: Option<(Nanos, Done)>,
+}
+
+impl Op {
+    fn ret(&self) -> Option<Nanos> {
+        self.done.as_ref().map(|(t, _)| *t)
+    }
+
+    fn ok(&self) -> Option<&Answer> {
+        match &self.done {
+            Some((_, Done::Ok { answer })) => Some(answer),
+            _ => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let outcome = match &self.done {
+            None => "no completion".to_string(),
+            Some((t, d)) => {
+                let what = match d {
+                    Done::Ok { answer: Answer::Book(b) } => {
+                        format!("ok: stock {} price {}", b.stock, b.price_cents)
+                    }
+                    Done::Ok { answer: Answer::Order(o) } => {
+                        format!("ok: order {} {} at {}", o.order_id, o.status, o.unit_price_cents)
+                    }
+                    Done::Fail(f) => format!("fail: {}", f.code),
+                    Done::Info(f) => format!("unknown ({})", f.code),
+                };
+                format!("{what} at {:.6} s", secs(*t))
+            }
+        };
+        format!(
+            "op {} by client {} on {}: {:?}, invoked {:.6} s, {outcome}",
+            self.id,
+            self.process,
+            self.endpoint,
+            self.call,
+            secs(self.invoke)
+        )
+    }
+}
+
+/// Fail codes that say a request was refused before anything happened.
+fn is_refusal(code: &str) -> bool {
+    matches!(code, "not_leader" | "connect")
+}
+
+/// The outcome of one logical buy (one key).
+#[derive(Debug, Clone)]
+struct Buy {
+    key: String,
+    book: u64,
+    quantity: u64,
+    call: Nanos,
+    /// First definite answer: when, and the order (confirmed) or the rejected order id.
+    definite: Option<(Nanos, Result<Order, Option<u64>>)>,
+    attempts: Vec<usize>,
+}
+
+/// Checks a history: `records` as read from a history file or taken from
+/// a [`crate::history::History`].
+pub fn check_history(records: &[Record], config: &CheckConfig) -> Report {
+    let mut report = Report::default();
+    let mut found: BTreeMap<&'static str, Vec<String>> = checks::ALL.iter().map(|c| (*c, Vec::new())).collect();
+    let mut violation = |check: &'static str, detail: String| found.entry(check).or_default().push(detail);
+
+    // ---- gather --------------------------------------------------------
+    let mut setup: Option<(&Vec<Book>, &Vec<Order>)> = None;
+    let mut final_state: Option<&FinalState> = None;
+    let mut ops: Vec<Op> = Vec::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut fault_records = Vec::new();
+    for r in records {
+        match r {
+            Record::Setup { books, orders, .. } => setup = Some((books, orders)),
+            Record::Invoke { time, process, op, call, endpoint } => {
+                index.insert(*op, ops.len());
+                ops.push(Op {
+                    id: *op,
+                    process: *process,
+                    call: call.clone(),
+                    endpoint: endpoint.clone(),
+                    invoke: *time,
+                    done: None,
+                });
+            }
+            Record::Ok { time, op, answer, .. } => {
+                complete(&mut ops, &index, *op, *time, Done::Ok { answer: answer.clone() }, &mut violation)
+            }
+            Record::Fail { time, op, error, .. } => {
+                complete(&mut ops, &index, *op, *time, Done::Fail(error.clone()), &mut violation)
+            }
+            Record::Info { time, op, error, .. } => {
+                complete(&mut ops, &index, *op, *time, Done::Info(error.clone()), &mut violation)
+            }
+            Record::Fault { time, phase, fault, nodes } => fault_records.push((*time, *phase, fault, nodes)),
+            Record::Final(f) => final_state = Some(f),
+        }
+    }
+    let Some((setup_books, setup_orders)) = setup else {
+        violation(checks::HISTORY, "no setup record: the initial state is unknown".into());
+        return finish(report, found);
+    };
+    let Some(fin) = final_state else {
+        violation(checks::HISTORY, "no final state recorded".into());
+        return finish(report, found);
+    };
+    for e in &fin.errors {
+        violation(checks::HISTORY, format!("final state: {e}"));
+    }
+    let first = ops.iter().map(|o| o.invoke).min().unwrap_or(0);
+    let last = ops.iter().filter_map(|o| o.ret()).chain(ops.iter().map(|o| o.invoke)).max().unwrap_or(0);
+    report.span = last.saturating_sub(first);
+
+    // ---- counts and answers --------------------------------------------
+    for op in &ops {
+        let c = report.ops.entry(op.call.kind()).or_default();
+        c.invoked += 1;
+        match &op.done {
+            Some((_, Done::Ok { .. })) => c.ok += 1,
+            Some((_, Done::Fail(_))) => c.fail += 1,
+            _ => c.info += 1,
+        }
+        if let Some(problem) = answer_problem(op) {
+            violation(checks::ANSWERS, format!("{problem}: {}", op.describe()));
+        }
+        if let (Call::Lookup { consistency, .. }, Some(_)) = (&op.call, op.ok()) {
+            *report.reads.entry(*consistency).or_default() += 1;
+        }
+    }
+
+    // ---- buys, one per key ---------------------------------------------
+    let mut buys: BTreeMap<String, Buy> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        let Call::Buy { book, quantity, key, .. } = &op.call else { continue };
+        let buy = buys.entry(key.clone()).or_insert_with(|| Buy {
+            key: key.clone(),
+            book: *book,
+            quantity: *quantity,
+            call: op.invoke,
+            definite: None,
+            attempts: Vec::new(),
+        });
+        if (buy.book, buy.quantity) != (*book, *quantity) {
+            violation(checks::HISTORY, format!("key {key} was sent for two different buys: {}", op.describe()));
+        }
+        buy.call = buy.call.min(op.invoke);
+        buy.attempts.push(i);
+        let answer = match &op.done {
+            Some((t, Done::Ok { answer: Answer::Order(o) })) => Some((*t, Ok(o.clone()))),
+            Some((t, Done::Fail(f))) if f.code == "out_of_stock" => Some((*t, Err(f.order_id))),
+            _ => None,
+        };
+        if let Some((t, outcome)) = answer {
+            match &buy.definite {
+                Some((_, first)) if !same_outcome(first, &outcome) => violation(
+                    checks::ONE_ORDER,
+                    format!("key {key} got two different answers: {first:?} and then {outcome:?} ({})", op.describe()),
+                ),
+                _ => {}
+            }
+            if buy.definite.as_ref().is_none_or(|(first, _)| t < *first) {
+                buy.definite = Some((t, outcome));
+            }
+        }
+    }
+
+    // ---- the final state against what clients were told -----------------
+    let before: BTreeSet<u64> = setup_orders.iter().map(|o| o.order_id).collect();
+    let new_orders: Vec<Order> = fin.orders.iter().filter(|o| !before.contains(&o.order_id)).cloned().collect();
+    let final_by_key: HashMap<&str, &Order> =
+        new_orders.iter().filter_map(|o| o.idempotency_key.as_deref().map(|k| (k, o))).collect();
+    let final_by_id: HashMap<u64, &Order> = fin.orders.iter().map(|o| (o.order_id, o)).collect();
+    let mut ledger = Ledger::default();
+    for buy in buys.values() {
+        report.buys.keys += 1;
+        report.buys.extra_attempts += buy.attempts.len() as u64 - 1;
+        match &buy.definite {
+            Some((_, Ok(order))) => {
+                report.buys.acknowledged += 1;
+                ledger.acked.push(order.clone());
+            }
+            Some((_, Err(order_id))) => {
+                report.buys.rejected += 1;
+                ledger.rejected.push(order_id.unwrap_or(0));
+                if let Some(o) = final_by_key.get(buy.key.as_str())
+                    && o.status != OrderStatus::Rejected
+                {
+                    violation(
+                        checks::ONE_ORDER,
+                        format!("key {} was answered out_of_stock but its order is {o:?}", buy.key),
+                    );
+                }
+            }
+            None => {
+                report.buys.unknown += 1;
+                ledger.unknown.push(buy.key.clone());
+                match final_by_key.get(buy.key.as_str()).map(|o| o.status) {
+                    Some(OrderStatus::Confirmed) => report.buys.unknown_confirmed += 1,
+                    Some(OrderStatus::Rejected) => report.buys.unknown_rejected += 1,
+                    Some(OrderStatus::Pending) => {}
+                    None => report.buys.unknown_absent += 1,
+                }
+            }
+        }
+    }
+    for o in &new_orders {
+        let Some(key) = &o.idempotency_key else {
+            violation(checks::ONE_ORDER, format!("order {} has no idempotency key; nobody sent it: {o:?}", o.order_id));
+            continue;
+        };
+        match buys.get(key) {
+            None => {
+                violation(checks::ONE_ORDER, format!("order {} has key {key}, which nobody sent: {o:?}", o.order_id))
+            }
+            Some(b) if (b.book, b.quantity) != (o.book_id, o.quantity) => violation(
+                checks::ONE_ORDER,
+                format!(
+                    "order {} is for book {} × {}, but key {key} asked for book {} × {}",
+                    o.order_id, o.book_id, o.quantity, b.book, b.quantity
+                ),
+            ),
+            Some(_) => {}
+        }
+        if o.status == OrderStatus::Pending {
+            violation(checks::NOTHING_PENDING, format!("order {} is still pending: {o:?}", o.order_id));
+        }
+    }
+    for op in &ops {
+        match (&op.call, &op.done) {
+            (Call::Restock { book, quantity }, Some((_, Done::Ok { .. }))) => {
+                *ledger.restocked.entry(*book).or_default() += quantity;
+            }
+            (Call::Restock { book, quantity }, None | Some((_, Done::Info(_)))) => {
+                *ledger.restocked_unknown.entry(*book).or_default() += quantity;
+            }
+            _ => {}
+        }
+    }
+    let initial: BTreeMap<u64, u64> = setup_books.iter().map(|b| (b.id, b.stock)).collect();
+    for p in state_problems(&initial, &ledger, &new_orders, &fin.books) {
+        let check = match p.invariant {
+            1 => checks::NO_OVERSELL,
+            2 => checks::CONSERVATION,
+            3 => checks::DURABLE,
+            4 => checks::ONE_ORDER,
+            _ => checks::ANSWERS,
+        };
+        violation(check, p.detail);
+    }
+    for b in &fin.books {
+        if initial.contains_key(&b.id) && b.stock > u64::MAX / 2 {
+            violation(checks::NO_OVERSELL, format!("book {} has a stock of {}: it went below zero", b.id, b.stock));
+        }
+    }
+
+    // ---- 5: digests -----------------------------------------------------
+    for group in Group::ALL {
+        let digests: Vec<_> = fin.digests.iter().filter(|d| d.group == group).collect();
+        let nodes: BTreeSet<u64> = digests.iter().map(|d| d.node_id).collect();
+        let agree = digests.windows(2).all(|w| w[0].applied_index == w[1].applied_index && w[0].digest == w[1].digest);
+        if !agree
+            || nodes != fin.nodes.iter().copied().collect()
+            || digests.iter().any(|d| d.digest.starts_with("error"))
+        {
+            let list: Vec<String> =
+                digests.iter().map(|d| format!("node {} at {}: {}", d.node_id, d.applied_index, d.digest)).collect();
+            violation(checks::CONVERGED, format!("{group} replicas differ after healing: {}", list.join("; ")));
+        }
+    }
+
+    // ---- 6: order reads -------------------------------------------------
+    let mut acked_at: HashMap<u64, (Nanos, &Order)> = HashMap::new();
+    for buy in buys.values() {
+        if let Some((t, Ok(order))) = &buy.definite {
+            acked_at.insert(order.order_id, (*t, order));
+        }
+    }
+    for op in &ops {
+        let Call::ReadOrder { order_id, consistency } = &op.call else { continue };
+        let strong = *consistency != Consistency::Cached;
+        let after_ack = acked_at.get(order_id).filter(|(t, _)| *t < op.invoke);
+        if strong && after_ack.is_some() {
+            report.order_reads_checked += 1;
+        }
+        match &op.done {
+            Some((_, Done::Ok { answer: Answer::Order(read) })) => {
+                if let Some(fo) = final_by_id.get(order_id) {
+                    let contradicts = (read.book_id, read.quantity, &read.idempotency_key)
+                        != (fo.book_id, fo.quantity, &fo.idempotency_key)
+                        || (read.status != OrderStatus::Pending && read.status != fo.status);
+                    if contradicts {
+                        violation(
+                            checks::ORDER_READS,
+                            format!(
+                                "a read saw order {order_id} as {read:?}, but it ended as {fo:?}: {}",
+                                op.describe()
+                            ),
+                        );
+                    }
+                } else {
+                    violation(
+                        checks::ORDER_READS,
+                        format!("a read saw order {order_id}, which the final state does not have: {}", op.describe()),
+                    );
+                }
+                if strong
+                    && let Some((t, acked)) = after_ack
+                    && (read.status != OrderStatus::Confirmed || read.unit_price_cents != acked.unit_price_cents)
+                {
+                    violation(
+                        checks::ORDER_READS,
+                        format!(
+                            "stale read: order {order_id} was acknowledged at {:.6} s, but a later {consistency} read saw {read:?}: {}",
+                            secs(*t),
+                            op.describe()
+                        ),
+                    );
+                }
+            }
+            Some((_, Done::Fail(f))) if f.code == "not_found" => {
+                if strong && let Some((t, _)) = after_ack {
+                    violation(
+                        checks::ORDER_READS,
+                        format!(
+                            "stale read: order {order_id} was acknowledged at {:.6} s, but a later {consistency} read found nothing: {}",
+                            secs(*t),
+                            op.describe()
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ---- 6: linearizability per book -------------------------------------
+    let listed = fin.orders_read.map(|(_, end)| end);
+    for book in setup_books {
+        let history = book_history(book, &ops, &buys, &final_by_key, listed, fin);
+        let check = check_book(book, &history, config);
+        if !check.verdict.starts_with("linearizable") && check.conclusive {
+            violation(checks::LINEARIZABLE_BOOKS, check.verdict.clone());
+        }
+        report.books.push(check);
+    }
+
+    // ---- 7: recovery after each heal --------------------------------------
+    for (time, phase, fault, _) in &fault_records {
+        if *phase == FaultPhase::Unhealthy {
+            violation(checks::RECOVERS, format!("at {:.3} s, after healing {fault}", secs(*time)));
+        }
+    }
+
+    // ---- 7: unavailability windows ---------------------------------------
+    // A re-sent key may be answered from the orders group alone (the order
+    // was decided before); only a key first sent after the fault needs a
+    // fresh commit in both groups. Each decided buy: (key first sent, decided).
+    let decided_buys: Vec<(Nanos, Nanos)> = ops
+        .iter()
+        .filter_map(|o| match (&o.call, &o.done) {
+            (Call::Buy { key, .. }, Some((t, Done::Ok { .. }))) => Some((buys[key].call, *t)),
+            (Call::Buy { key, .. }, Some((t, Done::Fail(f)))) if f.code == "out_of_stock" => Some((buys[key].call, *t)),
+            _ => None,
+        })
+        .collect();
+    for (i, (time, phase, fault, nodes)) in fault_records.iter().enumerate() {
+        if *phase != FaultPhase::Start {
+            continue;
+        }
+        // The nemesis is sequential: what follows a start, up to the next
+        // start, is about this fault.
+        let after: Vec<_> = fault_records[i + 1..].iter().take_while(|(_, p, ..)| *p != FaultPhase::Start).collect();
+        let healed = after.iter().find(|(_, p, ..)| *p == FaultPhase::Heal).map(|(t, ..)| *t);
+        let recovered = after.iter().find(|(_, p, ..)| *p == FaultPhase::Recovered).map(|(t, ..)| *t);
+        let resumed = decided_buys.iter().filter(|(inv, _)| inv >= time).map(|(_, done)| done - time).min();
+        if let (Some(bound), true) = (config.resume_bound, fault.starts_with("kill-leader")) {
+            let bound_ns = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+            match resumed {
+                Some(r) if r <= bound_ns => {}
+                Some(r) => violation(
+                    checks::RESUME,
+                    format!("writes resumed {:.3} s after {fault} at {:.3} s (bound {bound:?})", secs(r), secs(*time)),
+                ),
+                None => violation(checks::RESUME, format!("no buy was decided after {fault} at {:.3} s", secs(*time))),
+            }
+        }
+        report.faults.push(FaultWindow {
+            fault: fault.to_string(),
+            nodes: nodes.to_vec(),
+            start: *time,
+            healed,
+            recovered,
+            resumed_after: resumed,
+        });
+    }
+    finish(report, found)
+}
+
+fn finish(mut report: Report, found: BTreeMap<&'static str, Vec<String>>) -> Report {
+    report.checks = checks::ALL
+        .iter()
+        .map(|name| CheckResult { name, violations: found.get(name).cloned().unwrap_or_default() })
+        .collect();
+    report
+}
+
+fn complete(
+    ops: &mut [Op],
+    index: &HashMap<u64, usize>,
+    op: u64,
+    time: Nanos,
+    done: Done,
+    violation: &mut impl FnMut(&'static str, String),
+) {
+    match index.get(&op) {
+        Some(&i) if ops[i].done.is_none() => ops[i].done = Some((time, done)),
+        Some(_) => violation(checks::HISTORY, format!("op {op} completed twice")),
+        None => violation(checks::HISTORY, format!("op {op} completed without being invoked")),
+    }
+}
+
+fn same_outcome(a: &Result<Order, Option<u64>>, b: &Result<Order, Option<u64>>) -> bool {
+    match (a, b) {
+        (Ok(x), Ok(y)) => x == y,
+        (Err(x), Err(y)) => x.is_none() || y.is_none() || x == y,
+        _ => false,
+    }
+}
+
+/// Why an answer is not one the API allows for its request, if it is not.
+fn answer_problem(op: &Op) -> Option<String> {
+    let (_, done) = op.done.as_ref()?;
+    match (done, &op.call) {
+        (Done::Ok { answer: Answer::Order(o) }, Call::Buy { book, quantity, key, .. }) => {
+            if o.status != OrderStatus::Confirmed {
+                Some(format!("a 201 carried a {} order", o.status))
+            } else if (o.book_id, o.quantity, o.idempotency_key.as_deref()) != (*book, *quantity, Some(key.as_str())) {
+                Some(format!("the order is not the one asked for: {o:?}"))
+            } else if o.total_cents != o.quantity * o.unit_price_cents {
+                Some(format!("total {} is not {} × {}", o.total_cents, o.quantity, o.unit_price_cents))
+            } else {
+                None
+            }
+        }
+        (Done::Ok { answer: Answer::Book(b) }, Call::Restock { book, .. } | Call::Lookup { book, .. }) => {
+            (b.id != *book).then(|| format!("answered with book {}", b.id))
+        }
+        (Done::Ok { answer: Answer::Book(b) }, Call::SetPrice { book, price_cents }) => {
+            (b.id != *book || b.price_cents != *price_cents).then(|| format!("answered with {b:?}"))
+        }
+        (Done::Ok { answer: Answer::Order(o) }, Call::ReadOrder { order_id, .. }) => {
+            (o.order_id != *order_id).then(|| format!("answered with order {}", o.order_id))
+        }
+        (Done::Ok { answer }, _) => Some(format!("answered with {answer:?}")),
+        (Done::Fail(f), call) => {
+            let allowed = is_refusal(&f.code)
+                || (f.code == "out_of_stock" && matches!(call, Call::Buy { .. }))
+                || (f.code == "not_found" && matches!(call, Call::ReadOrder { .. }));
+            (!allowed).then(|| format!("refused with {} ({})", f.code, f.detail))
+        }
+        // Timeouts, broken connections and 503 are what faults look like; a
+        // 500 is a server failing where SPEC section 3 allows only a 503.
+        (Done::Info(f), _) => (f.code == "internal" || (f.code.starts_with("status-5") && f.code != "status-503"))
+            .then(|| format!("the server failed with {} ({})", f.code, f.detail)),
+    }
+}
+
+/// One operation of a book's history, with a description for the evidence.
+#[derive(Debug, Clone)]
+struct BookEntry {
+    op: Operation<BookOp>,
+    label: String,
+    /// A `lease` read: linearizable only under bounded clock drift.
+    lease: bool,
+}
+
+/// One book's history for the linearizability search.
+fn book_history(
+    book: &Book,
+    ops: &[Op],
+    buys: &BTreeMap<String, Buy>,
+    final_by_key: &HashMap<&str, &Order>,
+    listed: Option<Nanos>,
+    fin: &FinalState,
+) -> Vec<BookEntry> {
+    let state = |b: &Book| BookState { stock: b.stock, price_cents: b.price_cents };
+    let mut history = Vec::new();
+    for op in ops {
+        let ret = op.ret();
+        let (id, o, lease) = match (&op.call, &op.done) {
+            (Call::Restock { book, quantity }, done) => {
+                let after = match done {
+                    Some((_, Done::Ok { answer: Answer::Book(b) })) => Some(state(b)),
+                    None | Some((_, Done::Info(_))) => None,
+                    _ => continue,
+                };
+                (*book, BookOp::Restock { quantity: *quantity, after }, false)
+            }
+            (Call::SetPrice { book, price_cents }, done) => {
+                let after = match done {
+                    Some((_, Done::Ok { answer: Answer::Book(b) })) => Some(state(b)),
+                    None | Some((_, Done::Info(_))) => None,
+                    _ => continue,
+                };
+                (*book, BookOp::SetPrice { price_cents: *price_cents, after }, false)
+            }
+            (Call::Lookup { book, consistency }, Some((_, Done::Ok { answer: Answer::Book(b) })))
+                if *consistency != Consistency::Cached =>
+            {
+                (*book, BookOp::Read(state(b)), *consistency == Consistency::Lease)
+            }
+            _ => continue,
+        };
+        if id != book.id {
+            continue;
+        }
+        // A write without an answer may take effect at any time, or never.
+        let known = !matches!(o, BookOp::Restock { after: None, .. } | BookOp::SetPrice { after: None, .. });
+        let op_ = Operation { call: op.invoke, ret: if known { ret } else { None }, op: o };
+        history.push(BookEntry { op: op_, label: op.describe(), lease });
+    }
+    for buy in buys.values().filter(|b| b.book == book.id) {
+        let q = buy.quantity;
+        let entry = match &buy.definite {
+            Some((t, Ok(order))) => {
+                Some((Some(*t), BookOp::Take { quantity: q, unit_price_cents: Some(order.unit_price_cents) }))
+            }
+            Some((t, Err(_))) => Some((Some(*t), BookOp::Refuse { quantity: q })),
+            None => match final_by_key.get(buy.key.as_str()) {
+                // Decided after its client gave up: known by the time the orders were listed.
+                Some(o) if o.status == OrderStatus::Confirmed => {
+                    Some((listed, BookOp::Take { quantity: q, unit_price_cents: Some(o.unit_price_cents) }))
+                }
+                Some(o) if o.status == OrderStatus::Rejected && o.reason.as_deref() == Some("out_of_stock") => {
+                    Some((listed, BookOp::Refuse { quantity: q }))
+                }
+                Some(o) if o.status == OrderStatus::Rejected => None,
+                // Pending (a violation of its own): it may yet take stock, or not.
+                Some(_) => Some((None, BookOp::Take { quantity: q, unit_price_cents: None })),
+                // Never recorded: the buy did not happen.
+                None if listed.is_some() => None,
+                // Without a final listing nobody knows.
+                None => Some((None, BookOp::Take { quantity: q, unit_price_cents: None })),
+            },
+        };
+        if let Some((ret, o)) = entry {
+            let label = format!(
+                "buy key {} of {q} copies ({} attempts), first invoked {:.6} s, decided {}: {o:?}",
+                buy.key,
+                buy.attempts.len(),
+                secs(buy.call),
+                ret.map_or("never (unknown)".into(), |t| format!("by {:.6} s", secs(t)))
+            );
+            history.push(BookEntry { op: Operation { call: buy.call, ret, op: o }, label, lease: false });
+        }
+    }
+    if let (Some((start, end)), Some(b)) = (fin.books_read, fin.books.iter().find(|b| b.id == book.id)) {
+        history.push(BookEntry {
+            op: Operation { call: start, ret: Some(end), op: BookOp::Read(state(b)) },
+            label: format!("the final linearizable read, [{:.6} s, {:.6} s]: {b:?}", secs(start), secs(end)),
+            lease: false,
+        });
+    }
+    history.sort_by_key(|e| (e.op.call, e.op.ret));
+    history
+}
+
+/// Runs the search on one book, starting from its state at setup; when it
+/// fails and lease reads took part, tells whether the failure needs them.
+fn check_book(book: &Book, history: &[BookEntry], config: &CheckConfig) -> BookCheck {
+    let model = BookModel { initial: BookState { stock: book.stock, price_cents: book.price_cents } };
+    let ops: Vec<Operation<BookOp>> = history.iter().map(|e| e.op.clone()).collect();
+    let reads = history.iter().filter(|e| matches!(e.op.op, BookOp::Read(_))).count();
+    let lease_reads = history.iter().filter(|e| e.lease).count();
+    let mut check = BookCheck {
+        book: book.id,
+        ops: history.len(),
+        linearizable_reads: reads - lease_reads,
+        lease_reads,
+        unknown: history.iter().filter(|e| e.op.ret.is_none()).count(),
+        verdict: "linearizable".into(),
+        conclusive: true,
+    };
+    match linearizability::check(&model, &ops, config.max_steps) {
+        Verdict::Linearizable => {}
+        Verdict::Unknown { steps } => {
+            check.conclusive = false;
+            check.verdict = format!("unknown: the search gave up after {steps} steps");
+        }
+        Verdict::NotLinearizable(e) => {
+            let mut text = evidence(book.id, history, &e);
+            if lease_reads > 0 {
+                let without: Vec<Operation<BookOp>> =
+                    history.iter().filter(|e| !e.lease).map(|e| e.op.clone()).collect();
+                if linearizability::check(&model, &without, config.max_steps).is_linearizable() {
+                    text = format!("{text}\n  (linearizable without its lease reads: the lease reads are stale)");
+                }
+            }
+            check.verdict = text;
+        }
+    }
+    check
+}
+
+/// Evidence of a failed search, for a human to follow.
+fn evidence(book: u64, history: &[BookEntry], e: &Evidence<BookState>) -> String {
+    let stuck = &history[e.stuck];
+    let end = |o: &Operation<BookOp>| o.ret.unwrap_or(Nanos::MAX);
+    let overlaps = |a: &Operation<BookOp>, b: &Operation<BookOp>| a.call <= end(b) && b.call <= end(a);
+    let mut out = format!(
+        "book {book}: NOT linearizable ({} operations). The longest legal order found places {} of them and leaves \
+         stock {} at price {}. Next, this operation must be placed and cannot be: {}",
+        history.len(),
+        e.linearized.len(),
+        e.state.stock,
+        e.state.price_cents,
+        stuck.label
+    );
+    let _ = write!(out, "\n  the last operations placed:");
+    for i in e.linearized.iter().rev().take(4).rev() {
+        let _ = write!(out, "\n    {}", history[*i].label);
+    }
+    let _ = write!(out, "\n  operations concurrent with it:");
+    for (i, other) in history.iter().enumerate().filter(|(i, o)| *i != e.stuck && overlaps(&o.op, &stuck.op)).take(8) {
+        let placed = if e.linearized.contains(&i) { "placed" } else { "not placed" };
+        let _ = write!(out, "\n    ({placed}) {}", other.label);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use bazar_api::Digest;
+
+    use super::*;
+    use crate::history::Failure;
+
+    const MS: Nanos = 1_000_000;
+
+    fn book(id: u64, stock: u64, price_cents: u64) -> Book {
+        Book { id, isbn: String::new(), title: String::new(), topic: String::new(), price_cents, stock }
+    }
+
+    fn order(id: u64, book: u64, quantity: u64, unit: u64, status: OrderStatus, key: &str) -> Order {
+        let confirmed = status == OrderStatus::Confirmed;
+        Order {
+            order_id: id,
+            book_id: book,
+            quantity,
+            unit_price_cents: if confirmed { unit } else { 0 },
+            total_cents: if confirmed { unit * quantity } else { 0 },
+            status,
+            reason: (status == OrderStatus::Rejected).then(|| "out_of_stock".into()),
+            created_at: "2026-11-21T00:00:00Z".into(),
+            idempotency_key: Some(key.into()),
+        }
+    }
+
+    fn failure(code: &str) -> Failure {
+        Failure { code: code.into(), status: None, order_id: None, detail: code.into() }
+    }
+
+    /// Writes test histories: times in milliseconds.
+    struct Script {
+        records: Vec<Record>,
+        next: u64,
+        fin: FinalState,
+    }
+
+    enum Then {
+        Ok(Answer),
+        Fail(&'static str),
+        Info(&'static str),
+    }
+
+    impl Script {
+        /// Book 1 with `stock` copies at 100 cents.
+        fn new(stock: u64) -> Script {
+            let records = vec![Record::Setup { time: 0, books: vec![book(1, stock, 100)], orders: vec![] }];
+            let digest = |node_id, group| Digest { group, node_id, applied_index: 9, digest: "d".into() };
+            let fin = FinalState {
+                orders_read: Some((1000 * MS, 1010 * MS)),
+                books_read: Some((1020 * MS, 1030 * MS)),
+                books: vec![book(1, stock, 100)],
+                nodes: vec![1, 2],
+                digests: Group::ALL.iter().flat_map(|g| [digest(1, *g), digest(2, *g)]).collect(),
+                ..FinalState::default()
+            };
+            Script { records, next: 1, fin }
+        }
+
+        fn op(&mut self, call: Call, from: u64, to: u64, then: Then) -> &mut Script {
+            let op = self.next;
+            self.next += 1;
+            let (time, process) = (to * MS, op);
+            self.records.push(Record::Invoke { time: from * MS, process, op, call, endpoint: "n1".into() });
+            self.records.push(match then {
+                Then::Ok(answer) => Record::Ok { time, process, op, answer, served_by: None, index: None },
+                Then::Fail(code) => Record::Fail { time, process, op, error: failure(code) },
+                Then::Info(code) => Record::Info { time, process, op, error: failure(code) },
+            });
+            self
+        }
+
+        fn buy(&mut self, key: &str, quantity: u64, from: u64, to: u64, then: Then) -> &mut Script {
+            self.op(Call::Buy { book: 1, quantity, key: key.into(), attempt: 1 }, from, to, then)
+        }
+
+        fn restock(&mut self, quantity: u64, from: u64, to: u64, then: Then) -> &mut Script {
+            self.op(Call::Restock { book: 1, quantity }, from, to, then)
+        }
+
+        fn read(&mut self, consistency: Consistency, from: u64, to: u64, stock: u64) -> &mut Script {
+            self.op(Call::Lookup { book: 1, consistency }, from, to, Then::Ok(Answer::Book(book(1, stock, 100))))
+        }
+
+        fn finally(&mut self, stock: u64, orders: Vec<Order>) -> &mut Script {
+            self.fin.books = vec![book(1, stock, 100)];
+            self.fin.orders = orders;
+            self
+        }
+
+        fn check(&mut self) -> Report {
+            let mut records = self.records.clone();
+            records.push(Record::Final(self.fin.clone()));
+            check_history(&records, &CheckConfig::default())
+        }
+    }
+
+    fn confirmed(id: u64, quantity: u64, key: &str) -> Order {
+        order(id, 1, quantity, 100, OrderStatus::Confirmed, key)
+    }
+
+    fn ok_order(o: &Order) -> Then {
+        Then::Ok(Answer::Order(o.clone()))
+    }
+
+    fn ok_book(stock: u64, price: u64) -> Then {
+        Then::Ok(Answer::Book(book(1, stock, price)))
+    }
+
+    /// The violations of `report`, by check.
+    fn failed(report: &Report) -> Vec<&'static str> {
+        report.checks.iter().filter(|c| !c.violations.is_empty()).map(|c| c.name).collect()
+    }
+
+    #[test]
+    fn a_legal_concurrent_history_passes() {
+        let o1 = confirmed(1, 2, "k1");
+        let report = Script::new(10)
+            // A buy and a restock overlap; the restock's answer shows it came second.
+            .buy("k1", 2, 10, 20, ok_order(&o1))
+            .restock(3, 15, 25, ok_book(11, 100))
+            .read(Consistency::Linearizable, 30, 31, 11)
+            // A price change, and a lease read overlapping it that saw the old price.
+            .op(Call::SetPrice { book: 1, price_cents: 200 }, 32, 40, ok_book(11, 200))
+            .read(Consistency::Lease, 35, 36, 11)
+            .op(Call::SetPrice { book: 1, price_cents: 100 }, 41, 45, ok_book(11, 100))
+            // Out of stock is a refusal, and a cached read may be stale.
+            .buy("k2", 50, 46, 47, Then::Fail("out_of_stock"))
+            .read(Consistency::Cached, 48, 49, 10)
+            .finally(11, vec![o1, order(2, 1, 50, 0, OrderStatus::Rejected, "k2")])
+            .check();
+        assert!(report.passed(), "{}", report.table());
+        assert!(report.conclusive());
+        assert_eq!(report.buys.acknowledged, 1);
+        assert_eq!(report.buys.rejected, 1);
+        assert_eq!(report.books[0].lease_reads, 1);
+    }
+
+    #[test]
+    fn a_restock_of_unknown_outcome_may_or_may_not_have_happened() {
+        for (final_stock, pass) in [(10, true), (15, true), (12, false)] {
+            let report = Script::new(10).restock(5, 10, 20, Then::Info("timeout")).finally(final_stock, vec![]).check();
+            assert_eq!(report.passed(), pass, "final stock {final_stock}: {}", report.table());
+        }
+        // Once a read saw it, it cannot un-happen.
+        let report = Script::new(10)
+            .restock(5, 10, 20, Then::Info("timeout"))
+            .read(Consistency::Linearizable, 30, 31, 15)
+            .read(Consistency::Linearizable, 32, 33, 10)
+            .finally(15, vec![])
+            .check();
+        assert_eq!(failed(&report), vec![checks::LINEARIZABLE_BOOKS], "{}", report.table());
+    }
+
+    #[test]
+    fn a_buy_of_unknown_outcome_is_decided_by_the_final_state() {
+        let o1 = confirmed(1, 2, "k1");
+        let report = Script::new(10).buy("k1", 2, 10, 20, Then::Info("timeout")).finally(8, vec![o1.clone()]).check();
+        assert!(report.passed(), "{}", report.table());
+        assert_eq!(report.buys.unknown_confirmed, 1);
+        // The order says it took two copies; the stock says it did not.
+        let report = Script::new(10).buy("k1", 2, 10, 20, Then::Info("timeout")).finally(10, vec![o1]).check();
+        assert_eq!(failed(&report), vec![checks::CONSERVATION, checks::LINEARIZABLE_BOOKS], "{}", report.table());
+        // No order: it never happened, so it cannot have taken stock.
+        let report = Script::new(10).buy("k1", 2, 10, 20, Then::Info("timeout")).finally(8, vec![]).check();
+        assert_eq!(failed(&report), vec![checks::CONSERVATION, checks::LINEARIZABLE_BOOKS], "{}", report.table());
+    }
+
+    #[test]
+    fn a_lost_acknowledged_buy_is_caught() {
+        let o1 = confirmed(1, 2, "k1");
+        let report = Script::new(10).buy("k1", 2, 10, 20, ok_order(&o1)).finally(10, vec![]).check();
+        let failed = failed(&report);
+        assert!(failed.contains(&checks::DURABLE), "{}", report.table());
+        assert!(failed.contains(&checks::LINEARIZABLE_BOOKS), "{}", report.table());
+        assert!(report.violations().iter().any(|v| v.contains("acknowledged order 1 is lost")));
+    }
+
+    #[test]
+    fn a_stale_read_after_an_acknowledged_restock_is_caught_with_evidence() {
+        let report = Script::new(10)
+            .restock(3, 10, 20, ok_book(13, 100))
+            .read(Consistency::Linearizable, 30, 40, 10)
+            .finally(13, vec![])
+            .check();
+        assert_eq!(failed(&report), vec![checks::LINEARIZABLE_BOOKS], "{}", report.table());
+        let verdict = &report.books[0].verdict;
+        assert!(verdict.contains("NOT linearizable"), "{verdict}");
+        assert!(verdict.contains("Lookup"), "the evidence names the stale read: {verdict}");
+        assert!(verdict.contains("leaves stock 13"), "{verdict}");
+    }
+
+    #[test]
+    fn a_stale_lease_read_is_reported_as_such() {
+        let report = Script::new(10)
+            .restock(3, 10, 20, ok_book(13, 100))
+            .read(Consistency::Lease, 30, 40, 10)
+            .finally(13, vec![])
+            .check();
+        assert_eq!(failed(&report), vec![checks::LINEARIZABLE_BOOKS]);
+        assert!(report.books[0].verdict.contains("lease reads are stale"), "{}", report.books[0].verdict);
+    }
+
+    #[test]
+    fn a_double_order_for_one_key_is_caught() {
+        let (a, b) = (confirmed(1, 1, "k1"), confirmed(2, 1, "k1"));
+        let report = Script::new(10).buy("k1", 1, 10, 20, ok_order(&a)).finally(8, vec![a.clone(), b.clone()]).check();
+        assert!(failed(&report).contains(&checks::ONE_ORDER), "{}", report.table());
+        assert!(report.violations().iter().any(|v| v.contains("has 2 orders")));
+        // Two answers naming different orders for one key.
+        let report = Script::new(10)
+            .buy("k1", 1, 10, 20, ok_order(&a))
+            .buy("k1", 1, 30, 40, ok_order(&b))
+            .finally(9, vec![a])
+            .check();
+        assert!(report.violations().iter().any(|v| v.contains("two different answers")), "{}", report.table());
+        // An order nobody asked for.
+        let report = Script::new(10).finally(9, vec![confirmed(7, 1, "ghost")]).check();
+        assert!(report.violations().iter().any(|v| v.contains("nobody sent")), "{}", report.table());
+    }
+
+    #[test]
+    fn an_oversell_is_caught() {
+        let (a, b) = (confirmed(1, 2, "k1"), confirmed(2, 2, "k2"));
+        let report = Script::new(3)
+            .buy("k1", 2, 10, 20, ok_order(&a))
+            .buy("k2", 2, 30, 40, ok_order(&b))
+            .finally(0, vec![a, b])
+            .check();
+        let failed = failed(&report);
+        assert!(failed.contains(&checks::NO_OVERSELL), "{}", report.table());
+        assert!(failed.contains(&checks::LINEARIZABLE_BOOKS), "{}", report.table());
+    }
+
+    #[test]
+    fn a_stale_order_read_is_caught() {
+        let a = confirmed(1, 2, "k1");
+        let report = Script::new(10)
+            .buy("k1", 2, 10, 20, ok_order(&a))
+            .op(
+                Call::ReadOrder { order_id: 1, consistency: Consistency::Linearizable },
+                30,
+                40,
+                Then::Fail("not_found"),
+            )
+            // Cached reads may lag.
+            .op(Call::ReadOrder { order_id: 1, consistency: Consistency::Cached }, 30, 40, Then::Fail("not_found"))
+            .finally(8, vec![a])
+            .check();
+        assert_eq!(failed(&report), vec![checks::ORDER_READS], "{}", report.table());
+        assert_eq!(report.violations().len(), 1);
+    }
+
+    #[test]
+    fn divergent_replicas_and_pending_orders_are_caught() {
+        let mut script = Script::new(10);
+        script.fin.digests[1].digest = "other".into();
+        let pending = order(1, 1, 1, 0, OrderStatus::Pending, "k1");
+        let report = script.buy("k1", 1, 10, 20, Then::Info("timeout")).finally(10, vec![pending]).check();
+        assert_eq!(failed(&report), vec![checks::CONVERGED, checks::NOTHING_PENDING], "{}", report.table());
+    }
+
+    #[test]
+    fn answers_the_api_does_not_allow_are_violations() {
+        let report = Script::new(10)
+            .restock(1, 10, 20, Then::Fail("invalid_input"))
+            .buy("k1", 1, 30, 40, Then::Info("internal"))
+            .buy("k2", 1, 50, 60, Then::Info("unavailable"))
+            .finally(10, vec![])
+            .check();
+        assert_eq!(failed(&report), vec![checks::ANSWERS], "{}", report.table());
+        assert_eq!(report.violations().len(), 2, "{}", report.table());
+    }
+
+    #[test]
+    fn writes_must_resume_soon_after_a_leader_kill() {
+        let fault =
+            |time, phase| Record::Fault { time: time * MS, phase, fault: "kill-leader-catalog".into(), nodes: vec![1] };
+        let (a, b) = (confirmed(1, 1, "k1"), confirmed(2, 1, "k2"));
+        let mut script = Script::new(10);
+        script.records.push(fault(100, FaultPhase::Start));
+        script.records.push(fault(400, FaultPhase::Heal));
+        // Invoked before the fault: does not count, however late it completes.
+        script.buy("k1", 1, 90, 150, ok_order(&a));
+        script.buy("k2", 1, 200, 700, ok_order(&b));
+        let report = script.finally(8, vec![a.clone(), b.clone()]).check();
+        assert!(report.passed(), "{}", report.table());
+        assert_eq!(report.faults[0].resumed_after, Some(600 * MS));
+        assert_eq!(report.faults[0].healed, Some(400 * MS));
+        assert_eq!(report.leader_kill_resumes(), vec![600 * MS]);
+
+        let mut script = Script::new(10);
+        script.records.push(fault(100, FaultPhase::Start));
+        script.buy("k1", 1, 200, 2500, ok_order(&a));
+        let report = script.finally(9, vec![a]).check();
+        assert_eq!(failed(&report), vec![checks::RESUME], "{}", report.table());
+    }
+
+    #[test]
+    fn a_cluster_that_stays_unhealthy_after_a_heal_fails() {
+        let record = |time: u64, phase, fault: &str| Record::Fault {
+            time: time * MS,
+            phase,
+            fault: fault.into(),
+            nodes: vec![],
+        };
+        let mut script = Script::new(10);
+        script.records.push(record(100, FaultPhase::Start, "pause-node"));
+        script.records.push(record(300, FaultPhase::Heal, "pause-node"));
+        script.records.push(record(350, FaultPhase::Recovered, "pause-node"));
+        script.records.push(record(400, FaultPhase::Start, "kill-node"));
+        script.records.push(record(600, FaultPhase::Heal, "kill-node"));
+        script.records.push(record(10_600, FaultPhase::Unhealthy, "kill-node: node 2 does not answer"));
+        let report = script.finally(10, vec![]).check();
+        assert_eq!(failed(&report), vec![checks::RECOVERS], "{}", report.table());
+        assert_eq!(report.faults[0].recovered, Some(350 * MS));
+        assert_eq!(report.faults[1].recovered, None);
+        assert!(report.table().contains("NOT HEALTHY"), "{}", report.table());
+    }
+
+    #[test]
+    fn a_history_without_its_final_state_fails() {
+        let mut script = Script::new(10);
+        let report = check_history(&script.records, &CheckConfig::default());
+        assert_eq!(failed(&report), vec![checks::HISTORY]);
+        script.fin.errors.push("could not list the orders".into());
+        assert_eq!(failed(&script.check()), vec![checks::HISTORY]);
+    }
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let v = [5, 1, 3, 2, 4];
+        assert_eq!(percentile(&v, 50), 3);
+        assert_eq!(percentile(&v, 100), 5);
+        assert_eq!(percentile(&[], 50), 0);
+    }
+}

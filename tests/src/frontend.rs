@@ -1,0 +1,82 @@
+//! Frontend processes in front of a test [`Cluster`].
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bazar_client::Client;
+use tokio::time::Instant;
+
+use crate::{ADMIN_TOKEN, Cluster, binary, free_port};
+
+/// A running `frontend` process; killed when dropped.
+pub struct FrontendProc {
+    /// host:port it listens on.
+    pub addr: String,
+    child: Child,
+}
+
+impl FrontendProc {
+    /// Starts a frontend in front of every node of `cluster`, with `extra`
+    /// flags, and waits until it answers `/health`.
+    pub async fn start(cluster: &Cluster, name: &str, extra: &[&str]) -> FrontendProc {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let nodes = cluster.ids().iter().map(|id| format!("{id}={}", cluster.addr(*id))).collect::<Vec<_>>().join(",");
+        let log_path = cluster.dir().join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).expect("frontend log");
+        let child = Command::new(binary("frontend"))
+            .arg("--listen")
+            .arg(&addr)
+            .arg("--nodes")
+            .arg(nodes)
+            .args(extra)
+            .env("RUST_LOG", std::env::var("BAZAR_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning frontend");
+        let fe = FrontendProc { addr, child };
+        let client = fe.client();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while client.health().await.is_err() {
+            assert!(Instant::now() < deadline, "frontend {name} did not answer /health");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        fe
+    }
+
+    /// A client for this frontend, with the admin token.
+    pub fn client(&self) -> Client {
+        Client::builder(format!("http://{}", self.addr))
+            .admin_token(ADMIN_TOKEN)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client")
+    }
+
+    /// `GET /cluster` of the frontend.
+    pub async fn status(&self) -> serde_json::Value {
+        self.client().cluster().await.expect("frontend /cluster")
+    }
+
+    /// Waits until the frontend's cache is fresh for both groups.
+    pub async fn wait_fresh(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status().await;
+            let fresh = status["groups"].as_array().is_some_and(|g| g.iter().all(|g| g["cache"]["fresh"] == true));
+            if fresh {
+                return;
+            }
+            assert!(Instant::now() < deadline, "frontend cache not fresh within {timeout:?}: {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for FrontendProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

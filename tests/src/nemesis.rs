@@ -1,0 +1,569 @@
+//! The nemesis: injects faults on a schedule while the workload runs, and
+//! always leaves the cluster healed.
+//!
+//! Faults are described once ([`Fault`]: "kill the catalog leader", "isolate
+//! a minority") and carried out as primitive [`Action`]s on nodes (kill,
+//! start, pause, resume, isolate, rejoin) by a [`FaultInjector`]. The
+//! injector is the only part that knows how nodes run: [`crate::Cluster`]
+//! implements it for local processes (signals); a container harness
+//! implements it with `docker kill/pause/network disconnect`, and only it
+//! can carry out network partitions ([`FaultInjector::supports`]).
+//!
+//! # Promises
+//! - **Bounded.** [`run`] starts faults only within
+//!   [`Schedule::duration`]; each lasts [`Schedule::hold`] and is followed
+//!   by [`Schedule::quiet`] healthy time. The whole schedule ends by
+//!   `start_after + duration + hold` plus the time the actions take.
+//! - **Healed.** Each fault is healed by its inverse actions, and at the end
+//!   every node the nemesis ever killed, paused or isolated is started,
+//!   resumed or rejoined, whatever failed before.
+//! - **Recorded.** Every fault is a [`Record::Fault`] in the history (start,
+//!   heal, or skip when it could not be carried out, e.g. no agreed leader),
+//!   stamped on the run's clock so that the checker can measure how long
+//!   writes were unavailable after it. The start is stamped *before* the
+//!   first action, so measured windows are upper bounds.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bazar_api::Group;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+use crate::history::{FaultPhase, History, Record};
+use crate::{Cluster, Error, Result};
+
+/// A fault, described by what it does to the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// `kill -9` a random node; start it again when healing.
+    KillNode,
+    /// `kill -9` the leader of a group; start it again when healing.
+    KillLeader(Group),
+    /// `SIGSTOP` a random node; `SIGCONT` when healing.
+    PauseNode,
+    /// `SIGSTOP` the leader of a group; `SIGCONT` when healing.
+    PauseLeader(Group),
+    /// `kill -9` every node, then start them all again at once.
+    RestartAll,
+    /// Cut the leader of a group off the network (containers only).
+    PartitionLeader(Group),
+    /// Cut a random minority of the nodes off the network (containers only).
+    IsolateMinority,
+}
+
+impl Fault {
+    /// Every fault that local processes support.
+    pub const PROCESS: [Fault; 7] = [
+        Fault::KillNode,
+        Fault::KillLeader(Group::Catalog),
+        Fault::KillLeader(Group::Orders),
+        Fault::PauseNode,
+        Fault::PauseLeader(Group::Catalog),
+        Fault::PauseLeader(Group::Orders),
+        Fault::RestartAll,
+    ];
+
+    /// Whether the fault kills the leader of a group (SPEC invariant 7 bounds
+    /// how long writes may stop after one).
+    pub fn kills_a_leader(self) -> bool {
+        matches!(self, Fault::KillLeader(_))
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::KillNode => f.write_str("kill-node"),
+            Fault::KillLeader(g) => write!(f, "kill-leader-{g}"),
+            Fault::PauseNode => f.write_str("pause-node"),
+            Fault::PauseLeader(g) => write!(f, "pause-leader-{g}"),
+            Fault::RestartAll => f.write_str("restart-all"),
+            Fault::PartitionLeader(g) => write!(f, "partition-leader-{g}"),
+            Fault::IsolateMinority => f.write_str("isolate-minority"),
+        }
+    }
+}
+
+impl FromStr for Fault {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Fault, String> {
+        let with_group = |rest: &str, make: fn(Group) -> Fault| rest.parse::<Group>().map(make);
+        match s {
+            "kill-node" => Ok(Fault::KillNode),
+            "pause-node" => Ok(Fault::PauseNode),
+            "restart-all" => Ok(Fault::RestartAll),
+            "isolate-minority" => Ok(Fault::IsolateMinority),
+            _ => {
+                if let Some(rest) = s.strip_prefix("kill-leader-") {
+                    with_group(rest, Fault::KillLeader)
+                } else if let Some(rest) = s.strip_prefix("pause-leader-") {
+                    with_group(rest, Fault::PauseLeader)
+                } else if let Some(rest) = s.strip_prefix("partition-leader-") {
+                    with_group(rest, Fault::PartitionLeader)
+                } else {
+                    Err(format!(
+                        "unknown fault {s:?}: expected kill-node, kill-leader-{{catalog,orders}}, pause-node, \
+                         pause-leader-{{catalog,orders}}, restart-all, partition-leader-{{catalog,orders}} or \
+                         isolate-minority"
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// One primitive action on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    /// Kill the node abruptly (`kill -9`, `docker kill`).
+    Kill(u64),
+    /// Start a killed node again with its data; a no-op on a running node.
+    Start(u64),
+    /// Freeze the node (`SIGSTOP`, `docker pause`).
+    Pause(u64),
+    /// Unfreeze it.
+    Resume(u64),
+    /// Cut the node off the network: it reaches nobody and nobody reaches it.
+    Isolate(u64),
+    /// Connect it again.
+    Rejoin(u64),
+}
+
+impl Action {
+    /// The action that undoes this one (starting, resuming and rejoining
+    /// undo themselves).
+    pub fn inverse(self) -> Action {
+        match self {
+            Action::Kill(n) | Action::Start(n) => Action::Start(n),
+            Action::Pause(n) | Action::Resume(n) => Action::Resume(n),
+            Action::Isolate(n) | Action::Rejoin(n) => Action::Rejoin(n),
+        }
+    }
+
+    /// The node acted on.
+    pub fn node(self) -> u64 {
+        match self {
+            Action::Kill(n)
+            | Action::Start(n)
+            | Action::Pause(n)
+            | Action::Resume(n)
+            | Action::Isolate(n)
+            | Action::Rejoin(n) => n,
+        }
+    }
+}
+
+/// Carries out actions on the nodes of one cluster.
+///
+/// Implementations must make every action idempotent (starting a running
+/// node, resuming a running one, rejoining a connected one change nothing),
+/// because healing at the end of a schedule repeats actions to be sure.
+pub trait FaultInjector: Send {
+    /// Ids of every node.
+    fn node_ids(&self) -> Vec<u64>;
+
+    /// Whether this injector can carry out `action`.
+    fn supports(&self, action: Action) -> bool;
+
+    /// Carries out one action.
+    fn act(&mut self, action: Action) -> impl Future<Output = Result<()>> + Send;
+
+    /// The leader of `group` that the reachable nodes agree on, if any.
+    fn find_leader(&mut self, group: Group) -> impl Future<Output = Option<u64>> + Send;
+
+    /// Waits until every node is up and both groups have a leader.
+    fn wait_healthy(&mut self, timeout: Duration) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Local `raft-node` processes: kill, pause and restart with signals.
+/// Network partitions need containers and are not supported.
+impl FaultInjector for Cluster {
+    fn node_ids(&self) -> Vec<u64> {
+        self.ids()
+    }
+
+    fn supports(&self, action: Action) -> bool {
+        !matches!(action, Action::Isolate(_) | Action::Rejoin(_))
+    }
+
+    async fn act(&mut self, action: Action) -> Result<()> {
+        match action {
+            Action::Kill(n) => self.kill(n),
+            Action::Start(n) => self.ensure_running(n),
+            Action::Pause(n) => self.pause(n),
+            Action::Resume(n) => self.resume(n),
+            Action::Isolate(_) | Action::Rejoin(_) => {
+                return Err(Error::Unsupported(format!("{action:?} needs containers")));
+            }
+        }
+        Ok(())
+    }
+
+    async fn find_leader(&mut self, group: Group) -> Option<u64> {
+        self.leader(group).await
+    }
+
+    async fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
+        self.try_wait_ready(timeout).await.map_err(Error::Cluster)
+    }
+}
+
+/// When and which faults to inject.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The faults, in the order they are injected (cycling), or picked at
+    /// random when `random` is set.
+    pub faults: Vec<Fault>,
+    /// Pick faults at random (seeded) instead of cycling.
+    pub random: bool,
+    /// Healthy time before the first fault.
+    pub start_after: Duration,
+    /// No fault starts later than this after `start_after`.
+    pub duration: Duration,
+    /// How long a fault lasts before it is healed.
+    pub hold: Duration,
+    /// Healthy time after each heal.
+    pub quiet: Duration,
+    /// How long to wait for an agreed leader before skipping a leader fault.
+    pub leader_wait: Duration,
+    /// How long the cluster may take to be healthy again after a heal
+    /// (every node answers, both groups have an agreed leader). Longer is
+    /// recorded as [`FaultPhase::Unhealthy`], a liveness failure.
+    pub recover_timeout: Duration,
+    /// Seed for picking faults and nodes.
+    pub seed: u64,
+}
+
+impl Schedule {
+    /// Cycles through `faults` for `duration`, holding each 2 s with 2 s
+    /// of quiet after, starting after 2 s.
+    pub fn cycle(faults: Vec<Fault>, duration: Duration) -> Schedule {
+        Schedule {
+            faults,
+            random: false,
+            start_after: Duration::from_secs(2),
+            duration,
+            hold: Duration::from_secs(2),
+            quiet: Duration::from_secs(2),
+            leader_wait: Duration::from_secs(5),
+            recover_timeout: Duration::from_secs(10),
+            seed: rand::random(),
+        }
+    }
+}
+
+/// What the nemesis did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultReport {
+    /// The fault.
+    pub fault: Fault,
+    /// The nodes it acted on (empty when skipped).
+    pub nodes: Vec<u64>,
+    /// Why it was not injected, if it was not.
+    pub skipped: Option<String>,
+}
+
+/// Runs `schedule` against `injector`, recording every fault in `history`,
+/// and heals everything before returning.
+pub async fn run<I: FaultInjector>(injector: &mut I, schedule: &Schedule, history: &History) -> Vec<FaultReport> {
+    let mut nemesis = Nemesis {
+        history,
+        rng: StdRng::seed_from_u64(schedule.seed),
+        leader_wait: schedule.leader_wait,
+        broken: BTreeSet::new(),
+    };
+    let mut reports = Vec::new();
+    tokio::time::sleep(schedule.start_after).await;
+    let end = Instant::now() + schedule.duration;
+    let mut i = 0;
+    while Instant::now() < end && !schedule.faults.is_empty() {
+        let fault = if schedule.random {
+            schedule.faults[nemesis.rng.random_range(0..schedule.faults.len())]
+        } else {
+            schedule.faults[i % schedule.faults.len()]
+        };
+        i += 1;
+        let report = nemesis.inject(injector, fault).await;
+        let injected = report.skipped.is_none();
+        reports.push(report);
+        if injected {
+            tokio::time::sleep(schedule.hold).await;
+        }
+        if injected {
+            nemesis.heal(injector, &fault.to_string()).await;
+            nemesis.recover(injector, &fault.to_string(), schedule.recover_timeout).await;
+        }
+        tokio::time::sleep(if injected { schedule.quiet } else { Duration::from_millis(500) }).await;
+    }
+    if !nemesis.broken.is_empty() {
+        nemesis.heal(injector, "final heal").await;
+        nemesis.recover(injector, "final heal", schedule.recover_timeout).await;
+    }
+    reports
+}
+
+/// The leader of `group`, asking for up to `wait` (an election may be under way).
+async fn leader<I: FaultInjector>(injector: &mut I, group: Group, wait: Duration) -> std::result::Result<u64, String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(leader) = injector.find_leader(group).await {
+            return Ok(leader);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no agreed {group} leader within {wait:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Nemesis<'h> {
+    history: &'h History,
+    rng: StdRng,
+    leader_wait: Duration,
+    /// Actions to undo: everything injected and not yet healed.
+    broken: BTreeSet<Action>,
+}
+
+impl Nemesis<'_> {
+    fn record(&self, phase: FaultPhase, fault: &str, nodes: Vec<u64>) {
+        let fault = fault.to_string();
+        self.history.record(Record::Fault { time: self.history.now(), phase, fault, nodes });
+    }
+
+    /// The actions that make `fault`, or why it cannot be made.
+    async fn plan<I: FaultInjector>(
+        &mut self,
+        injector: &mut I,
+        fault: Fault,
+    ) -> std::result::Result<Vec<Action>, String> {
+        let nodes = injector.node_ids();
+        if nodes.is_empty() {
+            return Err("no nodes".into());
+        }
+        let random = nodes[self.rng.random_range(0..nodes.len())];
+        let wait = self.leader_wait;
+        let actions = match fault {
+            Fault::KillNode => vec![Action::Kill(random)],
+            Fault::PauseNode => vec![Action::Pause(random)],
+            Fault::KillLeader(g) => vec![Action::Kill(leader(injector, g, wait).await?)],
+            Fault::PauseLeader(g) => vec![Action::Pause(leader(injector, g, wait).await?)],
+            Fault::PartitionLeader(g) => vec![Action::Isolate(leader(injector, g, wait).await?)],
+            Fault::RestartAll => {
+                nodes.iter().map(|n| Action::Kill(*n)).chain(nodes.iter().map(|n| Action::Start(*n))).collect()
+            }
+            Fault::IsolateMinority => {
+                let mut shuffled = nodes.clone();
+                for k in (1..shuffled.len()).rev() {
+                    shuffled.swap(k, self.rng.random_range(0..=k));
+                }
+                let minority = ((nodes.len() - 1) / 2).max(1);
+                shuffled.into_iter().take(minority).map(Action::Isolate).collect()
+            }
+        };
+        Ok(actions)
+    }
+
+    async fn inject<I: FaultInjector>(&mut self, injector: &mut I, fault: Fault) -> FaultReport {
+        let name = fault.to_string();
+        let actions = match self.plan(injector, fault).await {
+            Ok(actions) => actions,
+            Err(why) => {
+                self.record(FaultPhase::Skip, &format!("{name}: {why}"), Vec::new());
+                return FaultReport { fault, nodes: Vec::new(), skipped: Some(why) };
+            }
+        };
+        if let Some(a) = actions.iter().find(|a| !injector.supports(**a)) {
+            let why = format!("this injector cannot {a:?}");
+            self.record(FaultPhase::Skip, &format!("{name}: {why}"), Vec::new());
+            return FaultReport { fault, nodes: Vec::new(), skipped: Some(why) };
+        }
+        let nodes: Vec<u64> = actions.iter().map(|a| a.node()).collect::<BTreeSet<_>>().into_iter().collect();
+        self.record(FaultPhase::Start, &name, nodes.clone());
+        for action in actions {
+            // Remember the fault before acting: a half-done action must be healed too.
+            if matches!(action, Action::Kill(_) | Action::Pause(_) | Action::Isolate(_)) {
+                self.broken.insert(action);
+            } else {
+                self.broken.retain(|b| b.node() != action.node() || b.inverse() != action.inverse());
+            }
+            if let Err(e) = injector.act(action).await {
+                self.record(FaultPhase::Skip, &format!("{name}: {action:?} failed: {e}"), vec![action.node()]);
+            }
+        }
+        FaultReport { fault, nodes, skipped: None }
+    }
+
+    /// Waits for the cluster to be healthy again and records whether it was.
+    async fn recover<I: FaultInjector>(&mut self, injector: &mut I, name: &str, timeout: Duration) {
+        match injector.wait_healthy(timeout).await {
+            Ok(()) => self.record(FaultPhase::Recovered, name, Vec::new()),
+            Err(e) => {
+                // The first line: the rest of a harness's message is logs.
+                let why = e.to_string();
+                let why = why.lines().next().unwrap_or("");
+                self.record(FaultPhase::Unhealthy, &format!("{name}: {why}"), Vec::new());
+            }
+        }
+    }
+
+    /// Undoes every broken action, retrying each a few times, and records
+    /// the heal (also when there was nothing left to undo, as after
+    /// `restart-all`, so that every fault has an end).
+    async fn heal<I: FaultInjector>(&mut self, injector: &mut I, name: &str) {
+        let nodes: Vec<u64> = self.broken.iter().map(|a| a.node()).collect::<BTreeSet<_>>().into_iter().collect();
+        // Resume before anything else: a paused node cannot be restarted cleanly.
+        let mut undo: Vec<Action> = self.broken.iter().map(|a| a.inverse()).collect();
+        undo.sort_by_key(|a| !matches!(a, Action::Resume(_)));
+        for action in undo {
+            for attempt in 1..=3 {
+                match injector.act(action).await {
+                    Ok(()) => break,
+                    Err(e) if attempt == 3 => {
+                        self.record(
+                            FaultPhase::Skip,
+                            &format!("{name}: healing {action:?} failed: {e}"),
+                            vec![action.node()],
+                        );
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+        self.broken.clear();
+        self.record(FaultPhase::Heal, name, nodes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Clock;
+
+    /// An injector that only remembers what it was asked to do.
+    struct Recorder {
+        nodes: Vec<u64>,
+        leader: Option<u64>,
+        actions: Vec<Action>,
+        partitions: bool,
+        healthy: bool,
+    }
+
+    impl FaultInjector for Recorder {
+        fn node_ids(&self) -> Vec<u64> {
+            self.nodes.clone()
+        }
+        fn supports(&self, action: Action) -> bool {
+            self.partitions || !matches!(action, Action::Isolate(_) | Action::Rejoin(_))
+        }
+        async fn act(&mut self, action: Action) -> Result<()> {
+            self.actions.push(action);
+            Ok(())
+        }
+        async fn find_leader(&mut self, _group: Group) -> Option<u64> {
+            self.leader
+        }
+        async fn wait_healthy(&mut self, _timeout: Duration) -> Result<()> {
+            if self.healthy { Ok(()) } else { Err(Error::Cluster("node 2 does not answer\nlogs...".into())) }
+        }
+    }
+
+    fn schedule(faults: Vec<Fault>) -> Schedule {
+        Schedule {
+            faults,
+            random: false,
+            start_after: Duration::ZERO,
+            duration: Duration::from_millis(1),
+            hold: Duration::ZERO,
+            quiet: Duration::ZERO,
+            leader_wait: Duration::from_millis(100),
+            recover_timeout: Duration::from_secs(1),
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn faults_parse_from_their_names() {
+        for fault in Fault::PROCESS.into_iter().chain([Fault::PartitionLeader(Group::Orders), Fault::IsolateMinority]) {
+            assert_eq!(fault.to_string().parse::<Fault>(), Ok(fault));
+        }
+        assert!("kill-leader-nobody".parse::<Fault>().is_err());
+        assert!("explode".parse::<Fault>().unwrap_err().contains("restart-all"));
+    }
+
+    #[tokio::test]
+    async fn a_leader_kill_is_healed_by_starting_the_same_node() {
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3], leader: Some(2), actions: vec![], partitions: false, healthy: true };
+        let history = History::in_memory(Clock::start());
+        let reports = run(&mut rec, &schedule(vec![Fault::KillLeader(Group::Catalog)]), &history).await;
+        assert_eq!(reports[0].nodes, vec![2]);
+        assert_eq!(rec.actions, vec![Action::Kill(2), Action::Start(2)]);
+        let phases: Vec<FaultPhase> = history
+            .records()
+            .iter()
+            .filter_map(|r| match r {
+                Record::Fault { phase, .. } => Some(*phase),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(phases, vec![FaultPhase::Start, FaultPhase::Heal, FaultPhase::Recovered]);
+    }
+
+    #[tokio::test]
+    async fn a_cluster_that_does_not_recover_after_a_heal_is_recorded_unhealthy() {
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3], leader: Some(2), actions: vec![], partitions: false, healthy: false };
+        let history = History::in_memory(Clock::start());
+        run(&mut rec, &schedule(vec![Fault::KillNode]), &history).await;
+        let unhealthy: Vec<String> = history
+            .records()
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Fault { phase: FaultPhase::Unhealthy, fault, .. } => Some(fault),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(unhealthy, vec!["kill-node: node 2 does not answer".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_fault_without_a_leader_is_skipped_and_changes_nothing() {
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3], leader: None, actions: vec![], partitions: false, healthy: true };
+        let history = History::in_memory(Clock::start());
+        let reports = run(&mut rec, &schedule(vec![Fault::PauseLeader(Group::Orders)]), &history).await;
+        assert!(reports[0].skipped.is_some());
+        assert!(rec.actions.is_empty());
+    }
+
+    #[tokio::test]
+    async fn partitions_are_skipped_by_an_injector_without_a_network() {
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3], leader: Some(1), actions: vec![], partitions: false, healthy: true };
+        let history = History::in_memory(Clock::start());
+        let reports = run(&mut rec, &schedule(vec![Fault::IsolateMinority]), &history).await;
+        assert!(reports[0].skipped.as_deref().unwrap().contains("Isolate"), "{reports:?}");
+        assert!(rec.actions.is_empty());
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3, 4, 5], leader: Some(1), actions: vec![], partitions: true, healthy: true };
+        run(&mut rec, &schedule(vec![Fault::IsolateMinority]), &history).await;
+        let isolated: Vec<_> = rec.actions.iter().filter(|a| matches!(a, Action::Isolate(_))).collect();
+        let rejoined: Vec<_> = rec.actions.iter().filter(|a| matches!(a, Action::Rejoin(_))).collect();
+        assert_eq!((isolated.len(), rejoined.len()), (2, 2), "{:?}", rec.actions);
+    }
+
+    #[tokio::test]
+    async fn restarting_all_nodes_kills_every_node_then_starts_every_node() {
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3], leader: Some(1), actions: vec![], partitions: false, healthy: true };
+        let history = History::in_memory(Clock::start());
+        run(&mut rec, &schedule(vec![Fault::RestartAll]), &history).await;
+        use Action::*;
+        assert_eq!(rec.actions, vec![Kill(1), Kill(2), Kill(3), Start(1), Start(2), Start(3)]);
+    }
+}

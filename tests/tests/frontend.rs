@@ -1,0 +1,268 @@
+//! The frontend in front of real nodes: invalidation across frontends,
+//! read-your-writes, reads through a follower's death, writes through leader
+//! changes, and a frontend that loses its change stream.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bazar_api::{Book, Consistency, ErrorCode, Group, Problem};
+use bazar_client::{Client, ClientError};
+use bazar_tests::check::{Ledger, check_all};
+use bazar_tests::frontend::FrontendProc;
+use bazar_tests::{ADMIN_TOKEN, Cluster};
+use tokio::time::Instant;
+
+fn classic_stock() -> BTreeMap<u64, u64> {
+    (1..=7).map(|id| (id, 1000)).collect()
+}
+
+async fn stock(client: &Client, id: u64) -> (u64, Option<String>) {
+    let read = client.lookup(id, None).await.unwrap();
+    (read.value.stock, read.meta.cache)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buy_invalidates_the_cached_lookup_on_two_frontends() {
+    let cluster = Cluster::start(3, &[]).await;
+    let a = FrontendProc::start(&cluster, "frontend-a", &[]).await;
+    let b = FrontendProc::start(&cluster, "frontend-b", &[]).await;
+    a.wait_fresh(Duration::from_secs(10)).await;
+    b.wait_fresh(Duration::from_secs(10)).await;
+    let (ca, cb) = (a.client(), b.client());
+
+    // Warm both caches.
+    for c in [&ca, &cb] {
+        stock(c, 1).await;
+        let (s, cache) = stock(c, 1).await;
+        assert_eq!((s, cache.as_deref()), (1000, Some("hit")));
+    }
+
+    // Buy through A: A reads its own write at once (read-your-writes).
+    let order = ca.buy(1, 3, None).await.unwrap();
+    assert_eq!(order.status.as_str(), "confirmed");
+    let (s, cache) = stock(&ca, 1).await;
+    assert_eq!(s, 997, "read-your-writes through frontend A (cache {cache:?})");
+
+    // B learns it from its change stream, within the staleness bound, and
+    // never goes back to the old value once it has seen the new one.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let (s, _) = stock(&cb, 1).await;
+        if s == 997 {
+            break;
+        }
+        assert_eq!(s, 1000);
+        assert!(Instant::now() < deadline, "frontend B still serves the old stock after 1 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..50 {
+        assert_eq!(stock(&cb, 1).await.0, 997, "frontend B went back to a stale value");
+    }
+    let (s, cache) = stock(&cb, 1).await;
+    assert_eq!((s, cache.as_deref()), (997, Some("hit")), "B caches the new value");
+
+    // Searches are invalidated too.
+    let page = ca.search("distributed systems", None, None, None).await.unwrap();
+    assert_eq!(page.value.books.iter().find(|b| b.id == 1).unwrap().stock, 997);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_level_answers_with_its_headers() {
+    let cluster = Cluster::start(3, &[]).await;
+    let fe = FrontendProc::start(&cluster, "frontend", &[]).await;
+    fe.wait_fresh(Duration::from_secs(10)).await;
+    let c = fe.client();
+    for level in [Consistency::Lease, Consistency::Linearizable] {
+        let read = c.lookup(2, Some(level)).await.unwrap();
+        assert_eq!(read.meta.cache.as_deref(), Some("bypass"), "{level}");
+        let node: u64 = read.meta.served_by.unwrap().parse().expect("a node id");
+        assert!(cluster.ids().contains(&node));
+        assert!(read.meta.index.unwrap() > 0);
+    }
+    let first = c.lookup(2, Some(Consistency::Cached)).await.unwrap();
+    let second = c.lookup(2, Some(Consistency::Cached)).await.unwrap();
+    assert!(matches!(first.meta.cache.as_deref(), Some("hit" | "miss")));
+    assert_eq!((second.meta.cache.as_deref(), second.meta.served_by.as_deref()), (Some("hit"), Some("cache")));
+    assert_eq!(first.value, second.value);
+    let orders = c.orders(None, None, None, None).await.unwrap();
+    assert!(orders.meta.cache.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_keep_flowing_when_a_follower_is_killed() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let fe = FrontendProc::start(&cluster, "frontend", &["--balance", "round-robin"]).await;
+    fe.wait_fresh(Duration::from_secs(10)).await;
+    let leader = cluster.wait_leader(Group::Catalog, None, Duration::from_secs(10)).await;
+    let victim = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let c = fe.client();
+
+    let reader = tokio::spawn(async move {
+        let mut served = BTreeMap::<String, u64>::new();
+        let mut failures = Vec::new();
+        let end = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < end {
+            for level in [Consistency::Lease, Consistency::Linearizable, Consistency::Cached] {
+                match c.lookup(4, Some(level)).await {
+                    Ok(r) => *served.entry(r.meta.served_by.unwrap_or_default()).or_default() += 1,
+                    Err(e) => failures.push(format!("{level}: {e}")),
+                }
+            }
+        }
+        (served, failures)
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.kill(victim);
+    let killed_at = Instant::now();
+    let (served, failures) = reader.await.unwrap();
+    assert!(failures.is_empty(), "reads failed while a follower died: {failures:?}");
+    eprintln!("reads served: {served:?}");
+
+    // Within a probe interval the dead follower gets no more reads.
+    tokio::time::sleep(Duration::from_millis(500).saturating_sub(killed_at.elapsed())).await;
+    let status = fe.status().await;
+    let dead = status["replicas"].as_array().unwrap().iter().find(|r| r["node_id"] == victim).unwrap().clone();
+    assert_eq!(dead["healthy"], false, "{status}");
+
+    // And it gets them back when it returns.
+    cluster.restart(victim);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = fe.status().await;
+        let back =
+            status["replicas"].as_array().unwrap().iter().any(|r| r["node_id"] == victim && r["healthy"] == true);
+        if back {
+            break;
+        }
+        assert!(Instant::now() < deadline, "restarted follower not healthy again: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = fe.client();
+    let mut saw_victim = false;
+    for _ in 0..30 {
+        let r = c.lookup(4, Some(Consistency::Lease)).await.unwrap();
+        saw_victim |= r.meta.served_by.as_deref() == Some(victim.to_string().as_str());
+    }
+    assert!(saw_victim, "the recovered follower serves reads again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_succeed_through_leader_changes() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let fe = FrontendProc::start(&cluster, "frontend", &[]).await;
+    fe.wait_fresh(Duration::from_secs(10)).await;
+    let c = fe.client();
+    let buyer = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut failures = Vec::new();
+        let end = Instant::now() + Duration::from_secs(6);
+        let mut n = 0;
+        while Instant::now() < end {
+            n += 1;
+            // The frontend gives each buy an idempotency key and retries it
+            // through leader changes: every buy must succeed.
+            match c.buy(n % 7 + 1, 1, None).await {
+                Ok(order) => acked.push(order),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        (acked, failures)
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let orders_leader = cluster.wait_leader(Group::Orders, None, Duration::from_secs(5)).await;
+    cluster.kill(orders_leader);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let catalog_leader = cluster.wait_leader(Group::Catalog, None, Duration::from_secs(5)).await;
+    cluster.restart(orders_leader);
+    cluster.wait_ready(Duration::from_secs(20)).await;
+    cluster.kill(catalog_leader);
+    let (acked, failures) = buyer.await.unwrap();
+    assert!(failures.is_empty(), "buys failed through leader changes: {failures:?}");
+    assert!(acked.len() > 50, "{} buys", acked.len());
+    cluster.restart(catalog_leader);
+    cluster.wait_ready(Duration::from_secs(20)).await;
+    let ledger = Ledger { acked, ..Default::default() };
+    let summary = check_all(&mut cluster, &classic_stock(), &ledger, Duration::from_secs(5)).await;
+    eprintln!("buys through the frontend across two leader kills: {summary:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_that_loses_its_change_stream_stops_serving_from_cache() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let fe = FrontendProc::start(&cluster, "frontend", &["--max-staleness-ms", "500"]).await;
+    fe.wait_fresh(Duration::from_secs(10)).await;
+    let c = fe.client();
+    stock(&c, 5).await;
+    assert_eq!(stock(&c, 5).await.1.as_deref(), Some("hit"));
+
+    // Freeze every node: the streams fall silent and no leader can vouch
+    // for the cache any more.
+    for id in cluster.ids() {
+        cluster.pause(id);
+    }
+    let paused = Instant::now();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let quick = Client::builder(format!("http://{}", fe.addr)).timeout(Duration::from_millis(1500)).build().unwrap();
+    match quick.lookup(5, None).await {
+        Ok(read) => panic!("served {:?} from a cache without a change stream", read.meta.cache),
+        Err(e) => assert!(
+            e.is_code(ErrorCode::Unavailable) || e.is_timeout(),
+            "a stale cache must not answer: {e} after {:?}",
+            paused.elapsed()
+        ),
+    }
+    let status = fe.status().await;
+    assert!(status["groups"].as_array().unwrap().iter().all(|g| g["cache"]["fresh"] == false), "{status}");
+
+    for id in cluster.ids() {
+        cluster.resume(id);
+    }
+    fe.wait_fresh(Duration::from_secs(15)).await;
+    // The cache was flushed: the next read is a miss, then hits resume.
+    let (_, cache) = stock(&c, 5).await;
+    assert_ne!(cache.as_deref(), Some("hit"), "the cache was flushed");
+    assert_eq!(stock(&c, 5).await.1.as_deref(), Some("hit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_same_problem_as_from_a_node() {
+    let cluster = Cluster::start(3, &[]).await;
+    let fe = FrontendProc::start(&cluster, "frontend", &[]).await;
+    let http = reqwest::Client::new();
+    let cases: Vec<(&str, reqwest::Method, &str, Option<&str>, bool)> = vec![
+        ("non-numeric id", reqwest::Method::GET, "/books/abc", None, false),
+        ("unknown book", reqwest::Method::GET, "/books/999", None, false),
+        ("bad consistency", reqwest::Method::GET, "/books/1?consistency=strong", None, false),
+        ("bad limit", reqwest::Method::GET, "/books?limit=0", None, false),
+        ("unknown order", reqwest::Method::GET, "/orders/424242", None, false),
+        ("zero quantity", reqwest::Method::POST, "/books/1/buy", Some(r#"{"quantity":0}"#), false),
+        ("malformed json", reqwest::Method::POST, "/books/1/buy", Some(r#"{"quantity":"#), false),
+        ("unknown book buy", reqwest::Method::POST, "/books/999/buy", None, false),
+        ("restock without token", reqwest::Method::POST, "/books/1/restock", Some(r#"{"quantity":1}"#), false),
+        ("restock zero", reqwest::Method::POST, "/books/1/restock", Some(r#"{"quantity":0}"#), true),
+        ("unknown route", reqwest::Method::GET, "/nope", None, false),
+    ];
+    for (what, method, path, body, admin) in cases {
+        let mut answers = Vec::new();
+        for base in [format!("http://{}", fe.addr), format!("http://{}", cluster.addr(1))] {
+            let mut req = http.request(method.clone(), format!("{base}{path}"));
+            if let Some(b) = body {
+                req = req.header("content-type", "application/json").body(b.to_string());
+            }
+            if admin {
+                req = req.bearer_auth(ADMIN_TOKEN);
+            }
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let p: Problem = r.json().await.unwrap_or_else(|e| panic!("{what}: not a problem document: {e}"));
+            answers.push((status, p.code));
+        }
+        assert_eq!(answers[0], answers[1], "{what}: frontend vs node");
+        assert!((400..500).contains(&answers[0].0), "{what}: {answers:?}");
+    }
+    // A raw write on the frontend reaches the catalog leader and reports its index.
+    let book: Book = fe.client().restock(1, 1).await.unwrap();
+    assert_eq!(book.stock, 1001);
+    let err: ClientError = fe.client().restock(99, 1).await.unwrap_err();
+    assert!(err.is_code(ErrorCode::NotFound), "{err}");
+}
