@@ -263,6 +263,27 @@ pub async fn collect_final(
 ) -> FinalState {
     let mut state = FinalState { nodes: nodes.iter().map(|(id, _)| *id).collect(), ..FinalState::default() };
     let deadline = Instant::now() + settle;
+    // A buy whose coordinator was lost between its two commits has taken
+    // stock in the catalog but has no order yet; the orders leader records
+    // it. Wait until no replica holds such a buy, so that the orders listed
+    // next account for every reservation.
+    loop {
+        let mut unclaimed = Vec::new();
+        for (id, client) in nodes {
+            let count = client.health().await.ok().and_then(|h| h["unclaimed_buys"].as_u64());
+            match count {
+                Some(0) => {}
+                Some(n) => unclaimed.push((*id, n)),
+                // A node that does not answer cannot vouch for its replica.
+                None => unclaimed.push((*id, u64::MAX)),
+            }
+        }
+        if unclaimed.is_empty() || Instant::now() > deadline {
+            state.unclaimed = unclaimed.into_iter().filter(|(_, n)| *n != u64::MAX).collect();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut n = 0;
     loop {
         let (_, client) = &nodes[n % nodes.len()];

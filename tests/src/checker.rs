@@ -10,7 +10,7 @@
 //! | 5 replicas converge | every node reported the same digest at the same applied index, per group |
 //! | 6 linearizable catalog | per book, the writes and the `linearizable` and `lease` reads are linearizable ([`crate::linearizability`]); a failure that disappears without lease reads is reported as a lease violation |
 //! | 6 linearizable order reads | a `linearizable` or `lease` read of an order invoked after the order was acknowledged finds it confirmed, as acknowledged; no read of an order contradicts its final state |
-//! | 7 nothing pending | no order is pending in the final state |
+//! | 7 nothing pending | no order is pending, and no replica holds a buy reserved but not recorded, in the final state |
 //! | 7 writes resume | after each leader kill, a buy invoked after the kill is decided within [`CheckConfig::resume_bound`] |
 //! | 7 healthy again | after each heal, the nemesis saw every node answer and both groups agree on a leader within its bound (a hung node is caught here) |
 //!
@@ -611,6 +611,12 @@ pub fn check_history(records: &[Record], config: &CheckConfig) -> Report {
         if o.status == OrderStatus::Pending {
             violation(checks::NOTHING_PENDING, format!("order {} is still pending: {o:?}", o.order_id));
         }
+    }
+    for (node, count) in &fin.unclaimed {
+        violation(
+            checks::NOTHING_PENDING,
+            format!("node {node} still holds {count} buy(s) reserved in the catalog but not recorded as orders"),
+        );
     }
     for op in &ops {
         match (&op.call, &op.done) {
@@ -1277,6 +1283,14 @@ mod tests {
         let pending = order(1, 1, 1, 0, OrderStatus::Pending, "k1");
         let report = script.buy("k1", 1, 10, 20, Then::Info("timeout")).finally(10, vec![pending]).check();
         assert_eq!(failed(&report), vec![checks::CONVERGED, checks::NOTHING_PENDING], "{}", report.table());
+    }
+
+    #[test]
+    fn a_reservation_never_recorded_as_an_order_is_caught() {
+        let mut script = Script::new(10);
+        script.fin.unclaimed = vec![(2, 1)];
+        let report = script.buy("k1", 1, 10, 20, Then::Info("timeout")).finally(10, vec![]).check();
+        assert_eq!(failed(&report), vec![checks::NOTHING_PENDING], "{}", report.table());
     }
 
     #[test]

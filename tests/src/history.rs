@@ -184,6 +184,11 @@ pub struct FinalState {
     pub nodes: Vec<u64>,
     /// Each node's digest of each group, after waiting for them to converge.
     pub digests: Vec<Digest>,
+    /// Nodes that still reported buys reserved in the catalog but not yet
+    /// recorded as orders (`unclaimed_buys` in `/health`) when the wait for
+    /// them ended: (node, count). Empty when every buy was settled.
+    #[serde(default)]
+    pub unclaimed: Vec<(u64, u64)>,
     /// What could not be collected.
     pub errors: Vec<String>,
 }
