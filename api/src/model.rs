@@ -73,6 +73,18 @@ impl FromStr for Group {
     }
 }
 
+/// The seven books of the classic Bazar/Pygmy lab catalog, with ids 1 to 7
+/// in this order: (title, topic, price in cents). A fresh cluster loads them
+/// unless told otherwise; the benchmarks store the same values elsewhere.
+pub const CLASSICS: [(&str, &str, u64); 7] = [
+    ("How to get a good grade in DOS in 40 minutes a day", "distributed systems", 4000),
+    ("RPCs for Noobs", "distributed systems", 2500),
+    ("Xen and the Art of Surviving Undergraduate School", "undergraduate school", 3000),
+    ("Cooking for the Impatient Undergrad", "undergraduate school", 1500),
+    ("How to finish Project 3 on time", "distributed systems", 3500),
+    ("Why theory classes are so hard", "undergraduate school", 2000),
+    ("Spring in the Pioneer Valley", "undergraduate school", 1200),
+];
 /// A book in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Book {

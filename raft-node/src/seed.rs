@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use bazar_api::model::CLASSICS;
 use bazar_api::model::{MAX_INITIAL_STOCK, NewBook};
 use bazar_api::{Book, isbn};
 use serde::Deserialize;
@@ -51,16 +52,7 @@ const TOPICS: [&str; 20] = [
 pub const MAX_GENERATED: u64 = 100_000_000;
 
 fn classic() -> Vec<Book> {
-    let titles = [
-        ("How to get a good grade in DOS in 40 minutes a day", "distributed systems", 4000),
-        ("RPCs for Noobs", "distributed systems", 2500),
-        ("Xen and the Art of Surviving Undergraduate School", "undergraduate school", 3000),
-        ("Cooking for the Impatient Undergrad", "undergraduate school", 1500),
-        ("How to finish Project 3 on time", "distributed systems", 3500),
-        ("Why theory classes are so hard", "undergraduate school", 2000),
-        ("Spring in the Pioneer Valley", "undergraduate school", 1200),
-    ];
-    titles
+    CLASSICS
         .iter()
         .enumerate()
         .map(|(i, (title, topic, price))| {

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bazar_api::model::CLASSICS;
 use bazar_api::{Book, Consistency, isbn};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -304,15 +305,6 @@ pub fn parse_book_range(text: &str) -> std::result::Result<(u64, u64), String> {
 /// The book every baseline serves and stores: a classic title for ids 1 to 7,
 /// a generated one beyond, so that values have the size of Bazar's books.
 pub fn sample_book(id: u64) -> Book {
-    const CLASSICS: [(&str, &str, u64); 7] = [
-        ("How to get a good grade in DOS in 40 minutes a day", "distributed systems", 4000),
-        ("RPCs for Noobs", "distributed systems", 2500),
-        ("Xen and the Art of Surviving Undergraduate School", "undergraduate school", 3000),
-        ("Cooking for the Impatient Undergrad", "undergraduate school", 1500),
-        ("How to finish Project 3 on time", "distributed systems", 3500),
-        ("Why theory classes are so hard", "undergraduate school", 2000),
-        ("Spring in the Pioneer Valley", "undergraduate school", 1200),
-    ];
     let (title, topic, price_cents) = match CLASSICS.get((id as usize).wrapping_sub(1)) {
         Some(&(title, topic, price)) => (title.to_string(), topic.to_string(), price),
         None => (format!("Synthetic Volume {id}"), "distributed systems".to_string(), 2500),
