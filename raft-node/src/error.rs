@@ -12,7 +12,7 @@
 use bazar_api::{ErrorCode, Group, Problem};
 
 /// Errors of the node crate.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// No such book, order or route.
     #[error("{0}")]

@@ -99,11 +99,8 @@ pub async fn run(
         settling: Default::default(),
         claims: Default::default(),
         http_metrics: Default::default(),
-        raft_counters: Default::default(),
         shutdown: CancellationToken::new(),
     });
-    node.catalog.raft().set_metrics_recorder(Some(node.raft_counters[0].clone())).await?;
-    node.orders.raft().set_metrics_recorder(Some(node.raft_counters[1].clone())).await?;
     tracing::info!(
         node_id = node.id,
         addr = %node.addr,

@@ -46,8 +46,6 @@ pub struct Node {
     pub claims: crate::buy::Claims,
     /// Request counters and latencies.
     pub http_metrics: HttpMetrics,
-    /// What openraft reported about each group, in [`Group::ALL`] order.
-    pub raft_counters: [Arc<RaftCounters>; 2],
     /// Cancelled when the node shuts down; long-lived streams watch it.
     pub shutdown: CancellationToken,
 }
@@ -86,8 +84,8 @@ impl Node {
     /// The counters of `group`.
     pub fn counters(&self, group: Group) -> &RaftCounters {
         match group {
-            Group::Catalog => &self.raft_counters[0],
-            Group::Orders => &self.raft_counters[1],
+            Group::Catalog => self.catalog.counters(),
+            Group::Orders => self.orders.counters(),
         }
     }
 

@@ -81,6 +81,13 @@ pub struct RaftCounters {
     pub append_batches: AtomicU64,
     /// Client writes proposed by this node as leader.
     pub proposed_entries: AtomicU64,
+    /// Batches those writes were proposed in (see `raft::batch`).
+    pub proposal_batches: AtomicU64,
+    /// Reads that needed a read index (lease or linearizable), on this node
+    /// or, on the leader, for a follower.
+    pub read_index_requests: AtomicU64,
+    /// Read indexes asked for: one per round of reads waiting together.
+    pub read_index_rounds: AtomicU64,
     /// `AppendEntries` RPCs received (as a follower or learner).
     pub append_rpcs: AtomicU64,
     /// Votes handled.
@@ -108,6 +115,7 @@ impl MetricsRecorder for RaftCounters {
 
     fn record_write_batch(&self, entry_count: u64) {
         self.proposed_entries.fetch_add(entry_count, Relaxed);
+        self.proposal_batches.fetch_add(1, Relaxed);
     }
 
     fn set_current_term(&self, _term: u64) {}

@@ -11,6 +11,7 @@
 //! | `bazar_raft_follower_lag{follower}`, `_follower_matched_index`, `_follower_ack_age_seconds` | gauge | on the leader: each follower's progress and last acknowledgement |
 //! | `bazar_raft_quorum_ack_age_seconds` | gauge | on the leader: time since a quorum last acknowledged it |
 //! | `bazar_raft_{committed,applied,appended,proposed}_entries_total` | counter | commit, apply, log-write and proposal rates |
+//! | `bazar_raft_proposal_batches_total`, `_read_index_requests_total`, `_read_index_rounds_total` | counter | work shared by concurrent writes and reads |
 //! | `bazar_raft_{apply,append}_batches_total`, `_append_rpcs_total`, `_votes_total`, `_heartbeats_total`, `_leader_transfers_total` | counter | Raft activity |
 //! | `bazar_snapshot_{built,installed}_total`, `_build_seconds_total`, `_install_seconds_total` | counter | snapshot events |
 //! | `bazar_snapshot_last_{built,installed}_bytes`, `_last_{build,install}_seconds`, `bazar_raft_snapshot_bytes` | gauge | the last snapshot built and installed, and the one on disk |
@@ -292,6 +293,18 @@ fn raft_families(x: &mut Exposition, samples: &[RaftSample; 2], counters: [&Raft
     counter(x, "bazar_raft_append_batches_total", "Batches of entries written to the log.", |c| &c.append_batches);
     counter(x, "bazar_raft_proposed_entries_total", "Client writes proposed by this node as leader.", |c| {
         &c.proposed_entries
+    });
+    counter(x, "bazar_raft_proposal_batches_total", "Batches the proposed client writes went to openraft in.", |c| {
+        &c.proposal_batches
+    });
+    counter(
+        x,
+        "bazar_raft_read_index_requests_total",
+        "Reads that needed a read index here (lease or linearizable, local or for a follower).",
+        |c| &c.read_index_requests,
+    );
+    counter(x, "bazar_raft_read_index_rounds_total", "Read indexes asked for: one per round of waiting reads.", |c| {
+        &c.read_index_rounds
     });
     counter(x, "bazar_raft_append_rpcs_total", "AppendEntries RPCs received from a leader.", |c| &c.append_rpcs);
     counter(x, "bazar_raft_votes_total", "Vote requests handled.", |c| &c.votes);

@@ -72,7 +72,14 @@ async fn dispatch<S: StateMachine>(node: &Node, g: &RaftGroup<S>, rpc: &str, byt
             "write" => postcard(&g.serve_forwarded_write(body(bytes)?, node.deadline()).await),
             "read-index" => {
                 let kind: ReadKind = body(bytes)?;
-                let answer = match g.local_read_log_id(kind).await {
+                // Shared with the reads this leader serves itself and with
+                // the other followers' requests waiting at the same time.
+                let answer = if !g.is_leader() {
+                    Err(g.not_leader())
+                } else {
+                    g.shared_read_log_id(kind, node.deadline()).await
+                };
+                let answer = match answer {
                     Ok(id) => Forwarded::Done(id),
                     Err(crate::error::Error::NotLeader { leader_id, .. }) => Forwarded::NotLeader { leader_id },
                     Err(e) => Forwarded::Unavailable(e.to_string()),

@@ -12,12 +12,18 @@
 //!   leader's lease) and waiting until the local state machine applied it.
 //!   This is how followers serve linearizable reads.
 //!
+//! Concurrent requests share work ([`batch`]): writes proposed together go
+//! to openraft as one batch, and reads waiting together share one read
+//! index.
+//!
 //! The server side of the forwarded calls lives in `crate::http::raft`.
 
+pub mod batch;
 pub mod network;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bazar_api::cluster::{MemberInfo, ReplicationInfo};
@@ -25,16 +31,19 @@ use bazar_api::{Consistency, GroupHealth, GroupStatus};
 use openraft::Instant as _;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::raft::WriteResponse;
 use openraft::raft::linearizable_read::{Linearizer, ReadLogId};
 use openraft::{Config, LinearizerOption, Raft, RaftMetrics, ReadPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::stats::RaftCounters;
 use crate::sm::{NodeId, RaftSm, SnapshotStore, StateMachine, View};
 use crate::store::Store;
 use crate::store::log::LogStore;
 use crate::watch::EventHub;
+use batch::{Proposer, Rounds};
 use network::{NetworkFactory, Peers, RpcFailure};
 
 /// What a peer answers to a forwarded write or read-index request.
@@ -64,6 +73,7 @@ pub struct Committed<R> {
 
 /// How a read index is obtained from the leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(usize)]
 pub enum ReadKind {
     /// Confirm leadership with a heartbeat quorum (ReadIndex).
     ReadIndex,
@@ -92,11 +102,19 @@ pub struct RaftGroup<S: StateMachine> {
     events: Arc<EventHub>,
     snapshots: SnapshotStore,
     peers: Arc<Peers>,
+    counters: Arc<RaftCounters>,
+    proposer: Proposer<S::C>,
+    /// Reads waiting for a read index, by [`ReadKind`].
+    reads: [Rounds<Result<ReadLogId<S::C>>>; 2],
+    /// This group, for the tasks that serve read rounds.
+    me: Weak<RaftGroup<S>>,
 }
 
 /// Pause between retries while a group has no usable leader.
 const RETRY_MIN: Duration = Duration::from_millis(10);
 const RETRY_MAX: Duration = Duration::from_millis(200);
+/// How long one shared read-index round may take before its reads retry.
+const READ_ROUND_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl<S: StateMachine> RaftGroup<S> {
     /// Opens group `S::GROUP` on `store` and starts its Raft.
@@ -114,7 +132,27 @@ impl<S: StateMachine> RaftGroup<S> {
         let log = LogStore::<S::C>::new(store.clone(), S::GROUP);
         let network = NetworkFactory::<S>::new(peers.clone(), node_id);
         let raft = Raft::new(node_id, config, network, log, sm).await?;
-        Ok(Arc::new(RaftGroup { raft, node_id, store, events, snapshots, peers }))
+        let counters = Arc::new(RaftCounters::default());
+        raft.set_metrics_recorder(Some(counters.clone())).await?;
+        let proposer = Proposer::start(raft.clone());
+        Ok(Arc::new_cyclic(|me| RaftGroup {
+            raft,
+            node_id,
+            store,
+            events,
+            snapshots,
+            peers,
+            counters,
+            proposer,
+            reads: Default::default(),
+            me: me.clone(),
+        }))
+    }
+
+    /// What openraft reported about this group, and the work shared by
+    /// concurrent requests.
+    pub fn counters(&self) -> &Arc<RaftCounters> {
+        &self.counters
     }
 
     /// The openraft handle.
@@ -174,25 +212,29 @@ impl<S: StateMachine> RaftGroup<S> {
     ///
     /// `NotLeader` means nothing was proposed. `Unavailable` after a proposal
     /// means the outcome is unknown: the entry may still commit.
+    ///
+    /// Writes proposed at the same time are batched ([`batch::Proposer`]).
     pub async fn write(&self, cmd: S::Command, deadline: Instant) -> Result<Committed<S::Response>> {
-        let outcome = tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await;
+        let outcome = tokio::time::timeout_at(deadline, self.proposer.propose(cmd)).await;
+        let stopped = || Error::Unavailable(format!("the {} group stopped", S::GROUP));
         match outcome {
             Err(_) => Err(Error::Unavailable(format!(
                 "the {} group did not commit the write in time; its outcome is unknown",
                 S::GROUP
             ))),
-            Ok(Ok(resp)) => Ok(Committed { response: resp.data, index: resp.log_id.index }),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(Error::NotLeader {
+            Ok(Err(_closed)) => Err(stopped()),
+            Ok(Ok(Ok(Ok(WriteResponse { log_id, response })))) => Ok(Committed { response, index: log_id.index }),
+            Ok(Ok(Ok(Err(ClientWriteError::ForwardToLeader(f))))) => Err(Error::NotLeader {
                 group: S::GROUP,
                 leader_id: f.leader_id.filter(|id| *id != self.node_id),
                 leader_addr: f.leader_node.map(|n| n.addr),
             }),
-            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => Err(Error::Unavailable(format!(
+            Ok(Ok(Ok(Err(ClientWriteError::LogEntryDiscarded(_))))) => Err(Error::Unavailable(format!(
                 "the {} group changed leader while the write was in flight; its outcome is unknown",
                 S::GROUP
             ))),
-            Ok(Err(RaftError::APIError(e))) => Err(Error::Internal(e.to_string())),
-            Ok(Err(RaftError::Fatal(f))) => Err(Error::Unavailable(format!("the {} group stopped: {f}", S::GROUP))),
+            Ok(Ok(Ok(Err(e)))) => Err(Error::Internal(e.to_string())),
+            Ok(Ok(Err(f))) => Err(Error::Unavailable(format!("the {} group stopped: {f}", S::GROUP))),
         }
     }
 
@@ -253,12 +295,7 @@ impl<S: StateMachine> RaftGroup<S> {
         };
         let mut pause = RETRY_MIN;
         let read_log_id = loop {
-            let attempt = if self.is_leader() {
-                self.local_read_log_id(kind).await
-            } else {
-                self.remote_read_log_id(kind, deadline).await
-            };
-            match attempt {
+            match self.shared_read_log_id(kind, deadline).await {
                 Ok(id) => break id,
                 Err(Error::NotLeader { .. } | Error::Unavailable(_)) if Instant::now() + pause < deadline => {
                     tokio::time::sleep(pause).await;
@@ -295,6 +332,48 @@ impl<S: StateMachine> RaftGroup<S> {
                 S::GROUP
             ))),
             Err(e) => Err(Error::Unavailable(format!("the {} group stopped: {e}", S::GROUP))),
+        }
+    }
+
+    /// A read index for a read that arrived before this call, shared with
+    /// the reads waiting at the same time ([`batch::Rounds`]): from this
+    /// node if it leads the group, otherwise from the leader.
+    pub async fn shared_read_log_id(&self, kind: ReadKind, deadline: Instant) -> Result<ReadLogId<S::C>> {
+        let rounds = &self.reads[kind as usize];
+        let (answer, start) = rounds.join();
+        if start && let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move {
+                let rounds = &me.reads[kind as usize];
+                let served = rounds
+                    .serve(|reads| {
+                        me.counters.read_index_requests.fetch_add(reads as u64, Relaxed);
+                        me.read_log_id_now(kind)
+                    })
+                    .await;
+                me.counters.read_index_rounds.fetch_add(served, Relaxed);
+            });
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(Error::Unavailable(format!("the {} group's read round was abandoned", S::GROUP))),
+            Err(_) => Err(Error::Unavailable(format!("no read index from the {} group's leader in time", S::GROUP))),
+        }
+    }
+
+    /// One read index, asked now: from this node if it leads, otherwise from
+    /// the leader.
+    async fn read_log_id_now(&self, kind: ReadKind) -> Result<ReadLogId<S::C>> {
+        let deadline = Instant::now() + READ_ROUND_TIMEOUT;
+        let attempt = async {
+            if self.is_leader() {
+                self.local_read_log_id(kind).await
+            } else {
+                self.remote_read_log_id(kind, deadline).await
+            }
+        };
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Error::Unavailable(format!("the {} group gave no read index in time", S::GROUP))),
         }
     }
 
