@@ -296,10 +296,21 @@ impl Cache {
                 return false;
             }
         }
+        let current = self.entries.get(&key);
+        // What the cache holds is as fresh: keep it (a read of a warm cache
+        // would otherwise rewrite the same entry every time).
+        let as_fresh = match (current.as_deref(), page) {
+            (Some(Entry::One(c)), None) => c.index >= cached.index,
+            (Some(Entry::Pages(pages)), Some(p)) => pages.get(&p).is_some_and(|c| c.index >= cached.index),
+            _ => false,
+        };
+        if as_fresh {
+            return true;
+        }
         let entry = match page {
             None => Entry::One(cached),
             Some(p) => {
-                let mut pages = match self.entries.get(&key).as_deref() {
+                let mut pages = match current.as_deref() {
                     Some(Entry::Pages(pages)) => pages.clone(),
                     _ => HashMap::new(),
                 };
@@ -443,6 +454,21 @@ mod tests {
         assert_eq!(cache.lookup(&key, None), Lookup::Miss { min_index: 10 });
         assert!(cache.fill(key.clone(), None, cached("v10", 10)));
         assert_eq!(cache.lookup(&key, None), Lookup::Hit(cached("v10", 10)));
+    }
+
+    #[test]
+    fn a_fill_keeps_an_entry_that_is_as_fresh_and_replaces_an_older_one() {
+        let cache = fresh_cache(10);
+        let key = CacheKey::Book(1);
+        assert!(cache.fill(key.clone(), None, cached("v12", 12)));
+        assert!(cache.fill(key.clone(), None, cached("v11", 11)), "an older fill is accepted, not stored");
+        assert_eq!(cache.lookup(&key, None), Lookup::Hit(cached("v12", 12)));
+        assert!(cache.fill(key.clone(), None, cached("v13", 13)));
+        assert_eq!(cache.lookup(&key, None), Lookup::Hit(cached("v13", 13)));
+        let page = Some((10, 0));
+        assert!(cache.fill(CacheKey::AllBooks, page, cached("p13", 13)));
+        assert!(cache.fill(CacheKey::AllBooks, page, cached("p12", 12)));
+        assert_eq!(cache.lookup(&CacheKey::AllBooks, page), Lookup::Hit(cached("p13", 13)));
     }
 
     #[test]
