@@ -8,6 +8,9 @@ use std::process::ExitCode;
 use bazar_client::cli::{self, Cli};
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli::runtime(&cli) {

@@ -15,6 +15,9 @@ use axum::{Json, Router};
 use bazar_client::bench::sample_book;
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A trivial HTTP server returning a book's JSON: the benchmarks' ceiling.
 #[derive(Debug, Parser)]
 #[command(name = "bench-ceiling", version)]
