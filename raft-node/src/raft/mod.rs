@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::stats::RaftCounters;
 use crate::sm::{NodeId, RaftSm, SnapshotStore, StateMachine, View};
+use crate::stats::RaftCounters;
 use crate::store::Store;
 use crate::store::log::LogStore;
 use crate::watch::EventHub;
