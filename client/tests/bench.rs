@@ -100,14 +100,14 @@ async fn measured_requests_are_counted_exactly_and_failures_apart() {
 
     assert_eq!(report.levels.iter().map(|l| l.clients).collect::<Vec<_>>(), vec![1, 4]);
     for level in &report.levels {
-        assert_eq!(level.ok + level.errors, 60, "level {}", level.clients);
+        assert_eq!(level.total.ok + level.total.errors, 60, "level {}", level.clients);
         let lookups = &level.ops["lookup"];
         let buys = &level.ops["buy"];
         assert_eq!(lookups.ok + buys.ok + buys.errors, 60);
         assert_eq!(lookups.errors, 0);
-        assert_eq!(level.cache.get("hit").copied(), Some(lookups.ok), "every lookup reported a cache hit");
+        assert_eq!(level.total.cache.get("hit").copied(), Some(lookups.ok), "every lookup reported a cache hit");
         assert_eq!(buys.errors, buys.error_kinds.get("409 out_of_stock").copied().unwrap_or(0));
-        assert!(level.latency.p50_us > 0 && level.latency.p50_us <= level.latency.max_us);
+        assert!(level.total.latency.p50_us > 0 && level.total.latency.p50_us <= level.total.latency.max_us);
     }
     // Every buy of both levels reached the server with its own key.
     let buys = store.buys.load(Ordering::SeqCst);
@@ -126,7 +126,7 @@ async fn repetitions_are_kept_and_merged_into_medians() {
     assert_eq!(report.repeat, 3);
     assert_eq!(report.levels.len(), 1);
     assert_eq!(report.levels[0].repetitions.len(), 3);
-    assert_eq!(report.levels[0].ok, 20);
+    assert_eq!(report.levels[0].total.ok, 20);
 }
 
 /// etcd's HTTP/JSON gateway, as far as the benchmark uses it.
@@ -161,7 +161,12 @@ async fn etcd_and_plain_get_targets_decode_their_answers() {
         ]);
         let report = bench::run(&args.run, &connection("unused:1"), false).await.unwrap();
         assert_eq!(report.target, target);
-        assert_eq!((report.levels[0].ok, report.levels[0].errors), (30, 0), "{target}: {:?}", report.levels[0]);
+        assert_eq!(
+            (report.levels[0].total.ok, report.levels[0].total.errors),
+            (30, 0),
+            "{target}: {:?}",
+            report.levels[0]
+        );
     }
 
     let books = serve(store_app(Arc::new(Store::default()))).await;
@@ -169,15 +174,15 @@ async fn etcd_and_plain_get_targets_decode_their_answers() {
     let args =
         bench_args(&["--target", "http-get", "--url", &url, "--clients", "2", "--requests", "10", "--warmup", "0s"]);
     let report = bench::run(&args.run, &connection("unused:1"), false).await.unwrap();
-    assert_eq!((report.levels[0].ok, report.levels[0].errors), (10, 0));
+    assert_eq!((report.levels[0].total.ok, report.levels[0].total.errors), (10, 0));
 
     // A URL that answers something else than a book counts as an error.
     let bad = format!("http://{etcd}/nothing/{{id}}");
     let args =
         bench_args(&["--target", "http-get", "--url", &bad, "--clients", "1", "--requests", "5", "--warmup", "0s"]);
     let report = bench::run(&args.run, &connection("unused:1"), false).await.unwrap();
-    assert_eq!(report.levels[0].errors, 5);
-    assert_eq!(report.levels[0].error_kinds.get("http 404").copied(), Some(5));
+    assert_eq!(report.levels[0].total.errors, 5);
+    assert_eq!(report.levels[0].total.error_kinds.get("http 404").copied(), Some(5));
 }
 
 #[test]

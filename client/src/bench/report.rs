@@ -121,18 +121,7 @@ impl Recorder {
         }
         let total = OpReport::from_recorder(&all, secs);
         let sample = RepSample::of(&total);
-        LevelReport {
-            clients,
-            elapsed_s: secs,
-            ok: total.ok,
-            errors: total.errors,
-            throughput: total.throughput,
-            latency: total.latency,
-            error_kinds: total.error_kinds,
-            cache: total.cache,
-            ops,
-            repetitions: vec![sample],
-        }
+        LevelReport { clients, elapsed_s: secs, total, ops, repetitions: vec![sample] }
     }
 }
 
@@ -314,20 +303,10 @@ pub struct LevelReport {
     pub clients: usize,
     /// Length of the measured window (to the last answer), seconds.
     pub elapsed_s: f64,
-    /// Successful requests.
-    pub ok: u64,
-    /// Failed requests.
-    pub errors: u64,
-    /// Successful requests per second, all operations.
-    pub throughput: f64,
-    /// Latency of successful requests, all operations.
-    pub latency: Latency,
-    /// Failures by kind, all operations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub error_kinds: BTreeMap<String, u64>,
-    /// `X-Bazar-Cache` values, all reads.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub cache: BTreeMap<String, u64>,
+    /// Every operation together (serialized inline: `ok`, `errors`,
+    /// `throughput`, `latency`, `error_kinds`, `cache`).
+    #[serde(flatten)]
+    pub total: OpReport,
     /// Each operation kind on its own (`lookup`, `buy`, `put`, ...).
     pub ops: BTreeMap<String, OpReport>,
     /// The headline numbers of every repetition this level summarizes.
@@ -338,8 +317,8 @@ pub struct LevelReport {
 impl LevelReport {
     /// The median of several runs of the same level, field by field.
     pub fn median_of(all: &[&LevelReport]) -> LevelReport {
-        let totals: Vec<OpReport> = all.iter().map(|l| l.total()).collect();
-        let total = OpReport::median_of(&totals.iter().collect::<Vec<_>>());
+        let totals: Vec<&OpReport> = all.iter().map(|l| &l.total).collect();
+        let total = OpReport::median_of(&totals);
         let mut names: Vec<&String> = all.iter().flat_map(|l| l.ops.keys()).collect();
         names.sort();
         names.dedup();
@@ -353,33 +332,17 @@ impl LevelReport {
         LevelReport {
             clients: all.first().map_or(0, |l| l.clients),
             elapsed_s: median_f64(all.iter().map(|l| l.elapsed_s)),
-            ok: total.ok,
-            errors: total.errors,
-            throughput: total.throughput,
-            latency: total.latency,
-            error_kinds: total.error_kinds,
-            cache: total.cache,
+            total,
             ops,
             repetitions: all.iter().flat_map(|l| l.repetitions.iter().copied()).collect(),
         }
     }
 
-    fn total(&self) -> OpReport {
-        OpReport {
-            ok: self.ok,
-            errors: self.errors,
-            throughput: self.throughput,
-            latency: self.latency,
-            error_kinds: self.error_kinds.clone(),
-            cache: self.cache.clone(),
-        }
-    }
-
     /// One operation's figures, or the level's total for `None`.
-    pub fn op_or_total(&self, op: Option<&str>) -> Option<OpReport> {
+    pub fn op_or_total(&self, op: Option<&str>) -> Option<&OpReport> {
         match op {
-            None => Some(self.total()),
-            Some(name) => self.ops.get(name).cloned(),
+            None => Some(&self.total),
+            Some(name) => self.ops.get(name),
         }
     }
 }
@@ -464,17 +427,17 @@ impl BenchReport {
             "CLIENTS", "OP", "REQ/S", "P50", "P90", "P99", "P99.9", "MAX", "ERRORS"
         );
         for level in &self.levels {
-            row(&mut out, level.clients, "all", &level.total());
+            row(&mut out, level.clients, "all", &level.total);
             if level.ops.len() > 1 {
                 for (name, op) in &level.ops {
                     row(&mut out, level.clients, name, op);
                 }
             }
-            for (kind, n) in &level.error_kinds {
+            for (kind, n) in &level.total.error_kinds {
                 let _ = writeln!(out, "{:>7}  errors: {n} × {kind}", "");
             }
-            if !level.cache.is_empty() {
-                let states: Vec<String> = level.cache.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            if !level.total.cache.is_empty() {
+                let states: Vec<String> = level.total.cache.iter().map(|(k, v)| format!("{k} {v}")).collect();
                 let _ = writeln!(out, "{:>7}  cache: {}", "", states.join(", "));
             }
         }
@@ -537,15 +500,15 @@ mod tests {
     #[test]
     fn failures_are_counted_by_kind_and_kept_out_of_latency() {
         let l = level(4, &[1, 2, 3], &["timeout", "409 out_of_stock", "timeout"]);
-        assert_eq!(l.ok, 3);
-        assert_eq!(l.errors, 3);
-        assert_eq!(l.error_kinds["timeout"], 2);
+        assert_eq!(l.total.ok, 3);
+        assert_eq!(l.total.errors, 3);
+        assert_eq!(l.total.error_kinds["timeout"], 2);
         assert_eq!(l.ops["buy"].ok, 0);
         assert_eq!(l.ops["buy"].latency, Latency::default());
         // The slowest success is 3 ms; errors add nothing to latency.
-        assert!((2990..=3010).contains(&l.latency.max_us), "{}", l.latency.max_us);
-        assert!((l.throughput - 3.0).abs() < 1e-9);
-        assert_eq!(l.cache["hit"], 3);
+        assert!((2990..=3010).contains(&l.total.latency.max_us), "{}", l.total.latency.max_us);
+        assert!((l.total.throughput - 3.0).abs() < 1e-9);
+        assert_eq!(l.total.cache["hit"], 3);
     }
 
     #[test]
@@ -553,11 +516,11 @@ mod tests {
         let ms: Vec<u64> = (1..=1000).collect();
         let l = level(1, &ms, &[]);
         let near = |got: u64, want_ms: u64| got.abs_diff(want_ms * 1000) <= want_ms; // 0.1 %
-        assert!(near(l.latency.p50_us, 500), "{}", l.latency.p50_us);
-        assert!(near(l.latency.p90_us, 900), "{}", l.latency.p90_us);
-        assert!(near(l.latency.p99_us, 990), "{}", l.latency.p99_us);
-        assert!(near(l.latency.p999_us, 999), "{}", l.latency.p999_us);
-        assert!(near(l.latency.max_us, 1000), "{}", l.latency.max_us);
+        assert!(near(l.total.latency.p50_us, 500), "{}", l.total.latency.p50_us);
+        assert!(near(l.total.latency.p90_us, 900), "{}", l.total.latency.p90_us);
+        assert!(near(l.total.latency.p99_us, 990), "{}", l.total.latency.p99_us);
+        assert!(near(l.total.latency.p999_us, 999), "{}", l.total.latency.p999_us);
+        assert!(near(l.total.latency.max_us, 1000), "{}", l.total.latency.max_us);
     }
 
     #[test]
@@ -593,10 +556,10 @@ mod tests {
         let merged = BenchReport::merge(&[report(1, "a"), report(5, "b"), report(3, "a")]).unwrap();
         assert_eq!(merged.repeat, 3);
         let one = merged.level(1).unwrap();
-        assert_eq!(one.ok, 3);
-        assert!((one.throughput - 3.0).abs() < 1e-9);
-        assert_eq!(one.error_kinds["a"], 2);
-        assert_eq!(one.error_kinds["b"], 1);
+        assert_eq!(one.total.ok, 3);
+        assert!((one.total.throughput - 3.0).abs() < 1e-9);
+        assert_eq!(one.total.error_kinds["a"], 2);
+        assert_eq!(one.total.error_kinds["b"], 1);
         assert_eq!(one.repetitions.len(), 3);
         assert_eq!(merged.level(8).unwrap().repetitions.len(), 3);
         let text = merged.table();
@@ -617,7 +580,7 @@ mod tests {
         let l = level(2, &[1, 2], &["timeout"]);
         let text = serde_json::to_string(&l).unwrap();
         let back: LevelReport = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.ok, l.ok);
-        assert_eq!(back.error_kinds, l.error_kinds);
+        assert_eq!(back.total.ok, l.total.ok);
+        assert_eq!(back.total.error_kinds, l.total.error_kinds);
     }
 }
