@@ -468,7 +468,7 @@ if ((PROFILE)); then
     n = split(s, f, ";"); leaf = f[n]
     if (leaf ~ /_\[k\]$/) cat = "kernel"
     else if (leaf ~ /rocksdb::|^rocksdb_/) cat = "RocksDB (C++)"
-    else if (leaf ~ /malloc|_int_free|cfree|realloc|unlink_chunk|consolidate|tcache/) cat = "allocator (glibc)"
+    else if (leaf ~ /^_?mi_|malloc|_int_free|cfree|realloc|unlink_chunk|consolidate|tcache/) cat = "allocator (mimalloc, glibc)"
     else if (leaf ~ /memmove|memcpy|memcmp|memset|strlen/) cat = "memcpy/memcmp (glibc)"
     else { cat = leaf; sub(/^</, "", cat); sub(/::.*/, "", cat); sub(/<.*/, "", cat); cat = cat " (Rust)" }
     t[cat] += c }
