@@ -93,20 +93,30 @@ pub async fn all_books(cluster: &mut Cluster) -> Result<Vec<Book>, String> {
     Err(format!("could not list books: {errors:?}"))
 }
 
+/// The nodes that report unclaimed buys (a reservation whose order may not
+/// be recorded yet), with how many; a node that does not answer within a
+/// second cannot vouch for its replica and is listed with `u64::MAX`.
+pub async fn unclaimed_buys(nodes: &[(u64, Client)]) -> Vec<(u64, u64)> {
+    let mut unclaimed = Vec::new();
+    for (id, client) in nodes {
+        let health = tokio::time::timeout(Duration::from_secs(1), client.node_health()).await;
+        match health.ok().and_then(|h| h.ok()) {
+            Some(h) if h.unclaimed_buys == 0 => {}
+            Some(h) => unclaimed.push((*id, h.unclaimed_buys)),
+            None => unclaimed.push((*id, u64::MAX)),
+        }
+    }
+    unclaimed
+}
+
 /// Waits until no order is pending (invariant 7) and returns all orders.
 pub async fn wait_no_pending(cluster: &mut Cluster, timeout: Duration) -> Result<Vec<Order>, String> {
     let deadline = Instant::now() + timeout;
     loop {
         // A buy is settled once its order is recorded and its reservation
         // claimed: every live replica must report no unclaimed buys.
-        let mut unclaimed = Vec::new();
-        for id in cluster.live_ids() {
-            match cluster.health(id).await {
-                Some(h) if h.unclaimed_buys == 0 => {}
-                Some(h) => unclaimed.push((id, h.unclaimed_buys)),
-                None => unclaimed.push((id, u64::MAX)),
-            }
-        }
+        let live: Vec<(u64, Client)> = cluster.live_ids().into_iter().map(|id| (id, cluster.client(id))).collect();
+        let unclaimed = unclaimed_buys(&live).await;
         let orders = all_orders(cluster).await;
         if unclaimed.is_empty()
             && let Ok(orders) = &orders
@@ -268,16 +278,7 @@ pub async fn collect_final(
     // it. Wait until no replica holds such a buy, so that the orders listed
     // next account for every reservation.
     loop {
-        let mut unclaimed = Vec::new();
-        for (id, client) in nodes {
-            let count = client.health().await.ok().and_then(|h| h["unclaimed_buys"].as_u64());
-            match count {
-                Some(0) => {}
-                Some(n) => unclaimed.push((*id, n)),
-                // A node that does not answer cannot vouch for its replica.
-                None => unclaimed.push((*id, u64::MAX)),
-            }
-        }
+        let unclaimed = unclaimed_buys(nodes).await;
         if unclaimed.is_empty() || Instant::now() > deadline {
             state.unclaimed = unclaimed.into_iter().filter(|(_, n)| *n != u64::MAX).collect();
             break;
