@@ -50,14 +50,13 @@ impl TestNode {
         let task = tokio::spawn(bazar_node::run(config, listener, async {
             let _ = rx.await;
         }));
-        let node = TestNode {
+        TestNode {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             stop: Some(tx),
             task: Some(task),
             _dir: dir,
-        };
-        node
+        }
     }
 
     async fn wait_ready(&self) {
