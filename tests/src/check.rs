@@ -24,8 +24,8 @@ use bazar_api::{Book, Consistency, Digest, Group, Order, OrderStatus};
 use bazar_client::Client;
 use tokio::time::Instant;
 
-use crate::Cluster;
 use crate::history::{FinalState, History};
+use crate::{Cluster, health_within_a_second};
 
 /// What the clients were told, as the end-state checks need it.
 #[derive(Debug, Default, Clone)]
@@ -99,8 +99,7 @@ pub async fn all_books(cluster: &mut Cluster) -> Result<Vec<Book>, String> {
 pub async fn unclaimed_buys(nodes: &[(u64, Client)]) -> Vec<(u64, u64)> {
     let mut unclaimed = Vec::new();
     for (id, client) in nodes {
-        let health = tokio::time::timeout(Duration::from_secs(1), client.node_health()).await;
-        match health.ok().and_then(|h| h.ok()) {
+        match health_within_a_second(client).await {
             Some(h) if h.unclaimed_buys == 0 => {}
             Some(h) => unclaimed.push((*id, h.unclaimed_buys)),
             None => unclaimed.push((*id, u64::MAX)),

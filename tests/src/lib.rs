@@ -130,6 +130,11 @@ pub struct Cluster {
     keep: bool,
 }
 
+/// A node's `/health` through `client`, if it answers within a second.
+pub async fn health_within_a_second(client: &Client) -> Option<NodeHealth> {
+    tokio::time::timeout(Duration::from_secs(1), client.node_health()).await.ok()?.ok()
+}
+
 impl Cluster {
     /// Starts `n` nodes with ids 1..=n that found a cluster together, each
     /// with `extra_args`, and waits until both groups have a leader and the
@@ -323,8 +328,7 @@ impl Cluster {
 
     /// `/health` of node `id`, if it answers within a second.
     pub async fn health(&self, id: u64) -> Option<NodeHealth> {
-        let client = self.client(id);
-        tokio::time::timeout(Duration::from_secs(1), client.node_health()).await.ok()?.ok()
+        health_within_a_second(&self.client(id)).await
     }
 
     /// The leader of `group` that every answering live member agrees on
