@@ -46,7 +46,9 @@ pub struct Frontend {
     pub cache: Cache,
     /// Request counters.
     pub metrics: Metrics,
-    /// One connection pool for every call to the nodes.
+    /// Connections for the reads and writes relayed to the nodes.
+    pub calls: bazar_net::Pool,
+    /// Connections for everything else (probes, change streams).
     pub http: reqwest::Client,
     /// Cancelled at shutdown.
     pub shutdown: CancellationToken,
@@ -128,6 +130,7 @@ impl Frontend {
             replicas: Replicas::new(&config.nodes, config.balance),
             cache: Cache::new(config.cache_entries, config.cache_bytes, config.max_staleness, config.cache_enabled),
             metrics: Metrics::default(),
+            calls: bazar_net::Pool::new(bazar_net::Limits { max_idle_per_peer: 512, ..Default::default() }),
             http,
             shutdown: CancellationToken::new(),
             streams: Default::default(),

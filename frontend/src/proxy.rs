@@ -2,8 +2,11 @@
 //! forwarded to leaders.
 //!
 //! These calls relay answers as they are (status, problem documents, the
-//! `X-Bazar-*` headers), so they use `reqwest` directly rather than the typed
-//! client library, which decodes answers into values.
+//! `X-Bazar-*` headers), so they are plain HTTP calls rather than the typed
+//! client library, which decodes answers into values. They go over
+//! [`bazar_net::Pool`]'s connections, which the calling request's own task
+//! drives: a relayed request wakes no connection task on its way out and
+//! none on its way back.
 //!
 //! Retries: a read may be retried on any replica (it changes nothing). A
 //! write is retried only when it cannot have been applied twice: always for a
@@ -11,9 +14,8 @@
 //! node refused before proposing (connection refused, `not_leader`).
 
 use bazar_api::{ErrorCode, Group, Problem};
+use bazar_net::{Call, HeaderMap, Method, StatusCode};
 use bytes::Bytes;
-use reqwest::header::HeaderMap;
-use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 
 use crate::Frontend;
@@ -69,6 +71,11 @@ impl Frontend {
         query: &[(&str, String)],
         deadline: Instant,
     ) -> Result<Answer, Problem> {
+        let target = match serde_urlencoded::to_string(query) {
+            Ok(q) if q.is_empty() => path.to_string(),
+            Ok(q) => format!("{path}?{q}"),
+            Err(e) => return Err(Problem::new(ErrorCode::InvalidInput, format!("unencodable query: {e}"))),
+        };
         let mut tried = Vec::new();
         let mut last = String::from("no replica answered");
         loop {
@@ -87,22 +94,11 @@ impl Frontend {
                 return Err(unavailable(format!("no replica could serve the read in time: {last}")));
             }
             let _in_flight = replica.start();
-            let sent = self.http.get(format!("{}{path}", replica.base)).query(query).timeout(remaining).send().await;
-            match sent {
-                Ok(response) if response.status().is_server_error() => {
-                    last = format!("node {} answered {}", replica.id, response.status());
+            match self.calls.call(&replica.addr, Call::get(&target), remaining).await {
+                Ok(answer) if answer.status.is_server_error() => {
+                    last = format!("node {} answered {}", replica.id, answer.status);
                 }
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    match response.bytes().await {
-                        Ok(body) => return Ok(Answer { status, headers, body, node: replica.id }),
-                        Err(e) => {
-                            self.replicas.failed(&replica);
-                            last = format!("node {}: {e}", replica.id);
-                        }
-                    }
-                }
+                Ok(a) => return Ok(Answer { status: a.status, headers: a.headers, body: a.body, node: replica.id }),
                 Err(e) => {
                     self.replicas.failed(&replica);
                     last = format!("node {}: {e}", replica.id);
@@ -133,15 +129,13 @@ impl Frontend {
             tried.push(replica.id);
             let remaining = deadline.saturating_duration_since(Instant::now());
             let _in_flight = replica.start();
-            let sent = self
-                .http
-                .request(write.method.clone(), format!("{}{}", replica.base, write.path))
-                .headers(write.headers.clone())
-                .body(write.body.clone())
-                .timeout(remaining)
-                .send()
-                .await;
-            let response = match sent {
+            let call = Call {
+                method: write.method.clone(),
+                path: write.path,
+                headers: write.headers.clone(),
+                body: write.body.clone(),
+            };
+            let response = match self.calls.call(&replica.addr, call, remaining).await {
                 Ok(r) => r,
                 Err(e) if e.is_connect() => {
                     // Never delivered: safe to send elsewhere.
@@ -161,9 +155,7 @@ impl Frontend {
                     )));
                 }
             };
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = response.bytes().await.unwrap_or_default();
+            let bazar_net::Response { status, headers, body } = response;
             if status == StatusCode::MISDIRECTED_REQUEST {
                 // Refused before proposing: follow the hint.
                 let hint = serde_json::from_slice::<Problem>(&body).ok().filter(|p| p.code == ErrorCode::NotLeader);

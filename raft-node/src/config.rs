@@ -159,6 +159,9 @@ impl Args {
                 "the admin and cluster tokens must not be empty (--admin-token/BAZAR_ADMIN_TOKEN, --cluster-token/BAZAR_CLUSTER_TOKEN)"
             );
         }
+        if !self.cluster_token.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("the cluster token must be printable ASCII without spaces: it is sent as an HTTP bearer token");
+        }
         if self.election_timeout_min_ms == 0 || self.election_timeout_min_ms >= self.election_timeout_max_ms {
             bail!("--election-timeout-min-ms must be positive and below --election-timeout-max-ms");
         }

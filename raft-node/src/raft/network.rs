@@ -3,9 +3,11 @@
 //! Every RPC is an HTTP `POST {peer}/raft/{group}/{rpc}` with a postcard body
 //! and the cluster token as a bearer token; the answer is a postcard body
 //! (200) or a plain-text error (any other status). Both groups share one
-//! [`Peers`] table, which holds one `reqwest::Client` (one connection pool)
-//! per peer address, so a dead or slow peer cannot exhaust the connections
-//! used for the others.
+//! [`Peers`] table. RPCs go over a [`bazar_net::Pool`] of keep-alive
+//! connections per peer, each driven by the task that makes the call (no
+//! connection task to wake and be woken by); streamed snapshots and the
+//! bootstrap's calls use one `reqwest::Client` per peer address, so a dead or
+//! slow peer cannot exhaust the connections used for the others.
 //!
 //! Failures are classified for openraft: a connection that could not be
 //! opened is `Unreachable` (openraft backs off), a timeout is `Timeout`, and
@@ -16,6 +18,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bazar_net::{Call, HeaderValue, Pool, header};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
@@ -48,16 +51,24 @@ pub enum RpcFailure {
     Failed(String),
 }
 
-/// The peers of this node: one HTTP client per peer address.
+/// The peers of this node: pooled connections for RPCs, and one HTTP
+/// client per peer address for streams.
 pub struct Peers {
     token: String,
+    /// `Bearer {token}`, as sent with every RPC.
+    authorization: HeaderValue,
+    rpcs: Pool,
     clients: Mutex<HashMap<String, reqwest::Client>>,
 }
 
 impl Peers {
     /// Peers authenticated with the cluster token `token`.
     pub fn new(token: String) -> Arc<Peers> {
-        Arc::new(Peers { token, clients: Mutex::new(HashMap::new()) })
+        // The configuration checks that the token is printable ASCII.
+        let mut authorization =
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("the cluster token is printable ASCII");
+        authorization.set_sensitive(true);
+        Arc::new(Peers { token, authorization, rpcs: Pool::default(), clients: Mutex::new(HashMap::new()) })
     }
 
     /// The HTTP client for the peer at `addr` (host:port).
@@ -95,15 +106,19 @@ impl Peers {
         Resp: DeserializeOwned,
     {
         let body = encode(req).map_err(|e| RpcFailure::Failed(e.to_string()))?;
-        let request = self
-            .client(addr)
-            .post(format!("http://{addr}{path}"))
-            .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, POSTCARD)
-            .timeout(timeout)
-            .body(body);
-        let bytes = send(request, timeout).await?;
-        decode(&bytes).map_err(|e| RpcFailure::Failed(format!("undecodable answer from {addr}: {e}")))
+        let call = Call::post(path, Bytes::from(body))
+            .header(header::AUTHORIZATION, self.authorization.clone())
+            .header(header::CONTENT_TYPE, HeaderValue::from_static(POSTCARD));
+        let answer = self.rpcs.call(addr, call, timeout).await.map_err(|e| match e {
+            bazar_net::Error::Connect { .. } => RpcFailure::Unreachable(e.to_string()),
+            bazar_net::Error::Timeout { .. } => RpcFailure::Timeout(timeout),
+            e => RpcFailure::Failed(e.to_string()),
+        })?;
+        if !answer.status.is_success() {
+            let text = String::from_utf8_lossy(&answer.body);
+            return Err(RpcFailure::Failed(format!("HTTP {}: {}", answer.status, text.trim())));
+        }
+        decode(&answer.body).map_err(|e| RpcFailure::Failed(format!("undecodable answer from {addr}: {e}")))
     }
 }
 
