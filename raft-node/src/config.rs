@@ -66,8 +66,10 @@ pub struct Args {
     pub heartbeat_ms: u64,
 
     /// Build a snapshot (and purge the log behind it) every this many applied
-    /// entries, in each group unless overridden below.
-    #[arg(long, default_value_t = 20_000)]
+    /// entries, in each group unless overridden below. A snapshot copies the
+    /// whole state machine, so its cost per entry grows with the data over
+    /// this interval; the default is etcd's `--snapshot-count`.
+    #[arg(long, default_value_t = 100_000)]
     pub snapshot_logs: u64,
 
     /// Snapshot policy of the catalog group [default: --snapshot-logs]. The
