@@ -149,6 +149,13 @@ done
 HAVE_FRONTEND=0
 [[ -x "$BIN/frontend" ]] && HAVE_FRONTEND=1
 
+# The code measured: read before this run writes its own results, which are
+# not the code (and would always make the tree look changed).
+GIT_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+GIT_DIRTY=""
+if [[ -n "$(cd "$ROOT" && git status --porcelain -- . ':!docs/bench' ':!docs/benchmarks.md' 2>/dev/null)" ]]; then
+  GIT_DIRTY=", with uncommitted changes"
+fi
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 NCPU="$(nproc)"
 if awk -v l="${LOAD_BEFORE%% *}" -v n="$NCPU" 'BEGIN { exit !(l > n / 2) }'; then
@@ -479,7 +486,7 @@ if ((PROFILE)); then
       for (i = 1; i <= np; i++) if (s ~ pat[i]) hit[i] += c }
     END { for (i = 1; i <= np; i++) printf "%5.1f%%  %s\n", 100 * hit[i] / tot, label[i] }'
   INCL_PATTERNS='HTTP server connection tasks (hyper + the handlers they poll)=dispatch::Server<'
-  INCL_PATTERNS+='@@HTTP client connection tasks (reqwest: Raft RPCs, forwarding)=dispatch::Client<'
+  INCL_PATTERNS+='@@HTTP client connections (bazar-net: Raft RPCs, relayed requests)=dispatch::Client<'
   INCL_PATTERNS+='@@HTTP/1 header parsing and encoding=httparse|parse_headers|encode_headers|role::Server>::parse|role::Client>::parse'
   INCL_PATTERNS+='@@openraft core tasks=openraft::core::raft_core::RaftCore[^;]*::(do_main|runtime_loop)@@openraft replication tasks=openraft::replication::[^;]*main'
   INCL_PATTERNS+='@@openraft state-machine worker=openraft::core::sm::worker@@WAL sync thread (fdatasync)=wal::sync_loop'
@@ -658,9 +665,6 @@ ratio_rows() { # LABEL A B FIELD [OPA]: ratio A/B at every level
   echo "| $label |$cells"
 }
 
-GIT_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-GIT_DIRTY=""
-if [[ -n "$(cd "$ROOT" && git status --porcelain 2>/dev/null)" ]]; then GIT_DIRTY=", with uncommitted changes"; fi
 CPU_MODEL="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 GEN="$WORK/generated.md"
 {
