@@ -115,8 +115,7 @@ impl Peers {
             e => RpcFailure::Failed(e.to_string()),
         })?;
         if !answer.status.is_success() {
-            let text = String::from_utf8_lossy(&answer.body);
-            return Err(RpcFailure::Failed(format!("HTTP {}: {}", answer.status, text.trim())));
+            return Err(refused(answer.status, &answer.body));
         }
         decode(&answer.body).map_err(|e| RpcFailure::Failed(format!("undecodable answer from {addr}: {e}")))
     }
@@ -127,10 +126,14 @@ async fn send(request: reqwest::RequestBuilder, timeout: Duration) -> Result<Byt
     let status = response.status();
     let bytes = response.bytes().await.map_err(|e| classify(e, timeout))?;
     if !status.is_success() {
-        let text = String::from_utf8_lossy(&bytes);
-        return Err(RpcFailure::Failed(format!("HTTP {status}: {}", text.trim())));
+        return Err(refused(status, &bytes));
     }
     Ok(bytes)
+}
+
+/// A peer's non-success answer: its status and plain-text error.
+fn refused(status: impl std::fmt::Display, body: &[u8]) -> RpcFailure {
+    RpcFailure::Failed(format!("HTTP {status}: {}", String::from_utf8_lossy(body).trim()))
 }
 
 fn classify(e: reqwest::Error, timeout: Duration) -> RpcFailure {
