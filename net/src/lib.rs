@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -250,7 +250,12 @@ impl Pool {
 
     fn put_idle(&self, addr: &str, conn: Conn) {
         let mut idle = self.idle.lock().expect("pool poisoned");
-        let conns = idle.entry(addr.to_string()).or_default();
+        // The peer's list exists after its first call: no key is allocated
+        // on the way back from every later one.
+        let conns = match idle.get_mut(addr) {
+            Some(conns) => conns,
+            None => idle.entry(addr.to_string()).or_default(),
+        };
         if conns.len() < self.limits.max_idle_per_peer {
             conns.push((conn, Instant::now()));
         }
@@ -274,9 +279,12 @@ impl Pool {
 /// connection's driver in this task meanwhile.
 async fn attempt(conn: Conn, request: http::Request<Full<Bytes>>) -> Attempt {
     let Conn { mut send, driver } = conn;
-    let exchange = Box::pin(async move {
+    let exchange = pin!(async move {
         let answer = async {
-            future::poll_fn(|cx| send.poll_ready(cx)).await.map_err(Err)?;
+            // A connection that closed before taking the request never sent it.
+            if future::poll_fn(|cx| send.poll_ready(cx)).await.is_err() {
+                return Err(Ok(request));
+            }
             let response = send.try_send_request(request).await.map_err(|mut e| match e.take_message() {
                 Some(request) => Ok(request),
                 None => Err(e.into_error()),
