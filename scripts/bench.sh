@@ -393,7 +393,7 @@ cost_run() { # LABEL REQUESTS bench-args...: CPU per request of every process we
   COST+=("$row")
 }
 say "CPU cost per request, 64 clients"
-N_W=$((QUICK ? 1000 : 3000)) N_R=$((QUICK ? 5000 : 30000))
+N_W=$((QUICK ? 1000 : 10000)) N_R=$((QUICK ? 5000 : 30000))
 cost_run "buy (frontend)" "$N_W" --endpoints "$FE" --mix buy=100
 cost_run "buy (orders leader)" "$N_W" --endpoints "$(leader_of orders)" --mix buy=100
 cost_run "linearizable lookup (frontend)" "$N_R" --endpoints "$FE" --mix lookup=100 --consistency linearizable
