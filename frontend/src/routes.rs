@@ -343,16 +343,28 @@ async fn add_book(State(front): State<Arc<Frontend>>, headers: HeaderMap, body: 
     catalog_write(&front, Method::POST, "/books", &headers, body).await
 }
 
+/// Relays a write to one book (`/books/{id}` + `suffix`) after checking its id.
+async fn book_write(
+    front: &Frontend,
+    method: Method,
+    id: &str,
+    suffix: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    match parse_id(id) {
+        Ok(id) => catalog_write(front, method, &format!("/books/{id}{suffix}"), headers, body).await,
+        Err(detail) => invalid(detail),
+    }
+}
+
 async fn restock(
     State(front): State<Arc<Frontend>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match parse_id(&id) {
-        Ok(id) => catalog_write(&front, Method::POST, &format!("/books/{id}/restock"), &headers, body).await,
-        Err(detail) => invalid(detail),
-    }
+    book_write(&front, Method::POST, &id, "/restock", &headers, body).await
 }
 
 async fn update_book(
@@ -361,10 +373,7 @@ async fn update_book(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match parse_id(&id) {
-        Ok(id) => catalog_write(&front, Method::PATCH, &format!("/books/{id}"), &headers, body).await,
-        Err(detail) => invalid(detail),
-    }
+    book_write(&front, Method::PATCH, &id, "", &headers, body).await
 }
 
 async fn health(State(front): State<Arc<Frontend>>) -> Response {

@@ -62,6 +62,20 @@ fn points(series: &Series<'_>, percentiles: &[Percentile]) -> Vec<Point> {
         .collect()
 }
 
+/// Draws a chart's legend in its upper left corner, where `draw` leaves
+/// headroom for it.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 13))
+        .draw()
+}
+
 /// Draws `series` to the SVG file `path`.
 pub fn draw(path: &Path, title: &str, series: &[Series<'_>], percentiles: &[Percentile]) -> Result<(), String> {
     let percentiles = if percentiles.is_empty() { &[Percentile::P50, Percentile::P99][..] } else { percentiles };
@@ -122,14 +136,7 @@ pub fn draw(path: &Path, title: &str, series: &[Series<'_>], percentiles: &[Perc
         chart.draw_series(line.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| fail(&e))?;
     }
     if !one {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(|e| fail(&e))?;
+        draw_legend(&mut chart).map_err(|e| fail(&e))?;
     }
 
     // Latency.
@@ -181,14 +188,7 @@ pub fn draw(path: &Path, title: &str, series: &[Series<'_>], percentiles: &[Perc
             }
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(|e| fail(&e))?;
+    draw_legend(&mut chart).map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))?;
     Ok(())
 }
