@@ -18,6 +18,10 @@
 //!   proposes everything queued with one `client_write_many`, which openraft
 //!   appends, replicates and applies as one batch of entries (one entry per
 //!   write, in queue order). A single write costs one extra channel hop.
+//!   openraft also merges the calls waiting in its own queue; the proposer
+//!   usually finds one write queued, but the calls it makes in a row get
+//!   merged far more than calls from every request's own task (measured
+//!   at 64 clients: openraft's batches were a third the size without it).
 
 use std::future::Future;
 use std::mem;
