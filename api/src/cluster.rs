@@ -22,9 +22,10 @@ pub struct NodeHealth {
     /// Each group's progress on this node.
     #[serde(default)]
     pub groups: BTreeMap<Group, GroupHealth>,
-    /// Buys whose stock reservation this replica knows but whose order it
-    /// does not know to be recorded yet: buys in flight, or interrupted ones
-    /// that the orders leader will record. Zero once everything settled.
+    /// Buys this replica does not know to be settled yet: stock
+    /// reservations whose order is not known to be settled, plus pending
+    /// orders. Buys in flight, or interrupted ones that the orders leader
+    /// will settle. Zero once everything settled.
     #[serde(default)]
     pub unclaimed_buys: u64,
 }

@@ -145,7 +145,7 @@ fn json_response(status: StatusCode, body: Bytes) -> Response {
 /// `X-Bazar-*` headers.
 fn relay(answer: &Answer) -> Response {
     let mut response = (answer.status, answer.body.clone()).into_response();
-    for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+    for name in [header::CONTENT_TYPE, header::RETRY_AFTER, header::CACHE_CONTROL] {
         if let Some(v) = answer.headers.get(&name) {
             response.headers_mut().insert(name, v.clone());
         }
@@ -189,11 +189,15 @@ impl Frontend {
         match self.read_replica(&read.path, &params, self.deadline()).await {
             Ok(answer) => {
                 let index = answer.header_u64(INDEX_HEADER);
+                let no_store = answer.headers.get(header::CACHE_CONTROL).is_some_and(|v| v == "no-store");
                 if answer.status == StatusCode::OK
                     && let Some(index) = index
+                    && !no_store
                 {
                     // Any fresh-enough answer may warm the cache, whatever
-                    // consistency it was read at; the fill rules decide.
+                    // consistency it was read at; the fill rules decide. A
+                    // node marks `no-store` an answer that shows a buy in
+                    // flight (a pending order).
                     self.cache.fill(read.key, read.page, Cached { body: answer.body.clone(), index });
                 }
                 let mut response = relay(&answer);

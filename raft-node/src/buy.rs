@@ -1,39 +1,52 @@
-//! Buying: one operation across the two groups, in two commits.
+//! Buying: one operation across the two groups, settled in one round of
+//! commits.
 //!
 //! The orders leader coordinates every buy, identified by its idempotency
-//! key (the client's, or one the node makes up):
+//! key (the client's, or one the node makes up). Two proposals go out at
+//! once, one to each group, and the buy is answered when both are committed:
 //!
-//! 1. **Reserve** stock in the catalog group under the key
-//!    ([`CatalogCommand::Reserve`]). The catalog takes the copies if there
-//!    are enough, and remembers the reservation and its outcome under the key
-//!    whatever happens, so proposing it again, from any node, any number of
-//!    times, returns the first outcome and takes stock at most once. A
-//!    reservation that needs an order enters the catalog's *unclaimed* set.
-//!    This commit decides the buy.
-//! 2. **Record** the order in the orders group, directly in its final state
-//!    (`confirmed` or `rejected`), from the reservation
-//!    ([`OrdersCommand::Record`]). Recording is idempotent by key too: the
-//!    second time, it returns the order recorded the first time.
-//! 3. **Claim**, off the client's path: recorded keys are removed from the
-//!    unclaimed set in batches ([`CatalogCommand::Claim`]).
+//! - **Place** a `pending` order in the orders group
+//!   ([`OrdersCommand::Place`]), which gives the buy its order id; a key
+//!   already placed or recorded returns its order.
+//! - **Reserve** stock in the catalog group under the key
+//!   ([`CatalogCommand::Reserve`]). The catalog takes the copies if there
+//!   are enough, and remembers the reservation and its outcome under the key
+//!   whatever happens, so proposing it again, from any node, any number of
+//!   times, returns the first outcome and takes stock at most once. A
+//!   reservation that needs an order enters the catalog's *unclaimed* set.
+//!   This commit decides the buy.
 //!
-//! Why it is safe: step 1 is the only one that touches stock, once per key;
-//! step 2 derives the order from step 1's remembered outcome, once per key.
-//! So a coordinator may crash, lose its leadership, or time out at any point,
-//! and re-running the steps for a key (by a retry, or by a new leader)
-//! converges to one order and one stock change. Stock is taken once per
-//! confirmed order and never for a rejected one, which gives conservation:
-//! initial + restocks − confirmed quantities = stock, once every reservation
-//! is recorded.
+//! Then, off the client's path:
 //!
-//! Liveness: the orders leader runs [`resume_unclaimed`], which records every
-//! unclaimed reservation that no request on this node is handling, so a buy
-//! left half-done by a crash is recorded within about a second of a new
-//! leader being elected, and then claimed.
+//! - **Settle**: the reservations' outcomes are written into their orders,
+//!   many buys per [`OrdersCommand::Settle`].
+//! - **Claim**: settled keys are removed from the unclaimed set, many per
+//!   [`CatalogCommand::Claim`].
 //!
-//! A buy whose outcome is unknown to the coordinator (a timeout after step 1
-//! was proposed) is answered `503 unavailable`, never as a failure: retrying
-//! with the same `Idempotency-Key` returns the one true outcome.
+//! Until its settlement is applied, a read that meets a pending order shows
+//! it settled from the reservation under its key ([`Orders::resolve`], the
+//! same rule apply uses), reading the catalog at lease consistency or
+//! stronger, so that a buy answered `201` reads back `confirmed` at once.
+//!
+//! Why it is safe: the reservation is the only step that touches stock, once
+//! per key; the order is derived from the reservation's remembered outcome,
+//! once per key; a pending order is only a placeholder, which the
+//! reservation under its key decides. So a coordinator may crash, lose its
+//! leadership, or time out at any point, and re-running the steps for a key
+//! (by a retry, or by a new leader) converges to one order and one stock
+//! change. Stock is taken once per confirmed order and never for a rejected
+//! one, which gives conservation: initial + restocks − confirmed quantities
+//! = stock, once every buy is settled.
+//!
+//! Liveness: the orders leader runs [`resume_unsettled`], which settles
+//! every unclaimed reservation and every pending order that no request on
+//! this node is handling (reserving the stock of a pending order whose
+//! reservation was never made), so a buy left half-done by a crash is
+//! settled within about a second of a new leader being elected.
+//!
+//! A buy whose outcome is unknown to the coordinator (a timeout after a
+//! step was proposed) is answered `503 unavailable`, never as a failure:
+//! retrying with the same `Idempotency-Key` returns the one true outcome.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -46,7 +59,7 @@ use tokio::time::Instant;
 use crate::catalog::{Catalog, CatalogCommand, CatalogResponse, Reservation, ReservationOutcome};
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::orders::{Orders, OrdersCommand, OrdersResponse, Outcome};
+use crate::orders::{Orders, OrdersCommand, OrdersResponse, Settlement, settled};
 
 /// A settled buy and the log indexes that reflect it: a read of the orders
 /// group at `orders_index` or later sees the order, and a read of the catalog
@@ -82,18 +95,39 @@ pub async fn buy(node: &Node, book_id: u64, quantity: u64, key: Option<String>, 
     let unknown = |e| unknown_outcome(e, &key, client_key);
     let _claim = Settling::claim(&node.settling, &key);
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let place = OrdersCommand::Place { key: key.clone(), book_id, quantity, created_at: created_at.clone() };
     let reserve = CatalogCommand::Reserve { key: key.clone(), book_id, quantity, created_at };
-    let reserved = node.catalog.write_anywhere(reserve, deadline).await.map_err(unknown)?;
+    let (placed, reserved) =
+        futures::future::join(node.orders.write(place, deadline), node.catalog.write_anywhere(reserve, deadline)).await;
+    let reserved = reserved.map_err(unknown)?;
     let reservation = match reserved.response {
         CatalogResponse::Reservation(r) => r,
         CatalogResponse::KeyReused => return Err(key_reused(&key)),
         other => return Err(Error::Internal(format!("unexpected answer to reserve: {other:?}"))),
     };
+    let placed = placed.map_err(unknown)?;
+    let order = match placed.response {
+        OrdersResponse::Order { order, .. } => order,
+        other => return Err(Error::Internal(format!("unexpected answer to place: {other:?}"))),
+    };
+    if order.status != OrderStatus::Pending {
+        // Settled by another attempt under this key in the meantime.
+        let existing = Bought { order, orders_index: placed.index, catalog_index: reservation.index };
+        if existing.order.book_id != book_id || existing.order.quantity != quantity {
+            return Err(key_reused(&key));
+        }
+        return outcome(existing);
+    }
+    // The reservation decides the order placed under its key (even one
+    // placed for another buy by a request reusing the key): this is the
+    // order the settlement will write, and what reads show until then.
+    let settlement = Settlement::of(&key, &reservation);
+    let order = settled(order, &settlement);
+    node.settlements.push(settlement);
     if reservation.outcome == ReservationOutcome::NoSuchBook {
         return Err(Error::NotFound(format!("no book with id {book_id}")));
     }
-    let bought = record(node, &key, &reservation, deadline).await.map_err(unknown)?;
-    outcome(bought)
+    outcome(Bought { order, orders_index: placed.index, catalog_index: reservation.index })
 }
 
 /// Fails with `NotFound`, writing nothing, unless the book exists. A miss on
@@ -114,10 +148,10 @@ fn key_reused(key: &str) -> Error {
     Error::IdempotencyKeyReused(format!("Idempotency-Key {key:?} was used for a different book or quantity"))
 }
 
-/// The order already recorded under `key`, from this node's replica.
+/// The order already settled under `key`, from this node's replica.
 fn already_recorded(node: &Node, key: &str, book_id: u64, quantity: u64) -> Result<Option<Bought>> {
     let view = node.orders.view();
-    let Some(order) = Orders::by_key(&view, key)? else {
+    let Some(order) = Orders::by_key(&view, key)?.filter(|o| o.status != OrderStatus::Pending) else {
         return Ok(None);
     };
     if order.book_id != book_id || order.quantity != quantity {
@@ -160,24 +194,10 @@ fn outcome(bought: Bought) -> Result<Bought> {
     }
 }
 
-/// Step 2: records the order of reservation `r`, then queues its claim.
+/// Records the order of reservation `r` (settling the order placed under
+/// its key, if any), then queues its claim.
 pub async fn record(node: &Node, key: &str, r: &Reservation, deadline: Instant) -> Result<Bought> {
-    let outcome = match r.outcome {
-        ReservationOutcome::Reserved { unit_price_cents } => Outcome::Confirmed { unit_price_cents },
-        ReservationOutcome::OutOfStock { .. } => Outcome::Rejected { reason: "out_of_stock".into() },
-        ReservationOutcome::NoSuchBook => {
-            return Err(Error::Internal(format!("reservation {key:?} is for no book: nothing to record")));
-        }
-    };
-    let cmd = OrdersCommand::Record {
-        key: key.to_string(),
-        book_id: r.book_id,
-        quantity: r.quantity,
-        created_at: r.created_at.clone(),
-        outcome,
-        catalog_index: r.index,
-    };
-    let written = node.orders.write(cmd, deadline).await?;
+    let written = node.orders.write(Settlement::of(key, r).into_record(), deadline).await?;
     match written.response {
         OrdersResponse::Order { order, existing } => {
             node.claims.push(key.to_string());
@@ -217,42 +237,69 @@ impl Drop for Settling<'_> {
     }
 }
 
-/// Keys of recorded buys waiting to be claimed in the catalog.
-#[derive(Default)]
-pub struct Claims {
-    keys: Mutex<Vec<String>>,
+/// Work gathered for a background task to propose in batches: settlements
+/// of buys, or keys to claim.
+pub struct Queue<T> {
+    items: Mutex<Vec<T>>,
     wake: Notify,
 }
 
-impl Claims {
-    /// Queues `key` for claiming.
-    pub fn push(&self, key: String) {
-        self.keys.lock().expect("claims poisoned").push(key);
-        self.wake.notify_one();
-    }
-
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.keys.lock().expect("claims poisoned"))
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Queue { items: Mutex::new(Vec::new()), wake: Notify::new() }
     }
 }
 
-/// How long claims gather before being proposed together.
-const CLAIM_LINGER: Duration = Duration::from_millis(20);
+impl<T> Queue<T> {
+    /// Queues `item`.
+    pub fn push(&self, item: T) {
+        self.items.lock().expect("queue poisoned").push(item);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *self.items.lock().expect("queue poisoned"))
+    }
+
+    /// Waits for the first item, lets more gather for `LINGER`, then takes
+    /// them all; `None` once the node shuts down.
+    async fn next_batch(&self, node: &Node) -> Option<Vec<T>> {
+        loop {
+            tokio::select! {
+                _ = node.shutdown.cancelled() => return None,
+                _ = self.wake.notified() => {}
+            }
+            tokio::time::sleep(LINGER).await;
+            let items = self.take();
+            if !items.is_empty() {
+                return Some(items);
+            }
+        }
+    }
+}
+
+/// How long settlements and claims gather before being proposed together.
+const LINGER: Duration = Duration::from_millis(20);
+
+/// Writes queued settlements into their orders in batches, then queues their
+/// claims. Runs until the node shuts down. A batch that fails is dropped:
+/// its reservations stay unclaimed, and the resumer settles them.
+pub async fn settle_reserved(node: Arc<Node>) {
+    while let Some(records) = node.settlements.next_batch(&node).await {
+        let keys: Vec<String> = records.iter().map(|s| s.key.clone()).collect();
+        let deadline = Instant::now() + node.request_timeout();
+        match node.orders.write(OrdersCommand::Settle { records }, deadline).await {
+            Ok(_) => keys.into_iter().for_each(|k| node.claims.push(k)),
+            Err(e) => tracing::warn!(error = %e, buys = keys.len(), "settling buys failed; the resumer will retry"),
+        }
+    }
+}
 
 /// Proposes queued claims in batches. Runs until the node shuts down. A
 /// batch that fails is dropped: its keys stay unclaimed, and the resumer
-/// finds their orders recorded and queues them again.
+/// finds their orders settled and queues them again.
 pub async fn claim_recorded(node: Arc<Node>) {
-    loop {
-        tokio::select! {
-            _ = node.shutdown.cancelled() => return,
-            _ = node.claims.wake.notified() => {}
-        }
-        tokio::time::sleep(CLAIM_LINGER).await;
-        let keys = node.claims.take();
-        if keys.is_empty() {
-            continue;
-        }
+    while let Some(keys) = node.claims.next_batch(&node).await {
         let n = keys.len();
         let deadline = Instant::now() + node.request_timeout();
         if let Err(e) = node.catalog.write_anywhere(CatalogCommand::Claim { keys }, deadline).await {
@@ -261,19 +308,20 @@ pub async fn claim_recorded(node: Arc<Node>) {
     }
 }
 
-/// How long an unclaimed reservation may sit before the resumer takes it
-/// over from the request that made it.
+/// How long an unsettled buy may sit before the resumer takes it over from
+/// the request that made it.
 const GRACE: Duration = Duration::from_millis(500);
-/// How often the orders leader looks for unclaimed reservations.
+/// How often the orders leader looks for unsettled buys.
 const SCAN_EVERY: Duration = Duration::from_millis(250);
-/// Unclaimed reservations handled per scan, at most.
+/// Unclaimed reservations, and pending orders, handled per scan, at most.
 const BATCH: usize = 256;
 
-/// While this node leads the orders group, records every unclaimed
-/// reservation that no request is handling, and claims those already
-/// recorded. Runs until the node shuts down.
-pub async fn resume_unclaimed(node: Arc<Node>) {
-    // When this leader first saw each unclaimed key, by its own clock.
+/// While this node leads the orders group, settles every buy that no request
+/// is handling: records each unclaimed reservation (and claims those already
+/// settled), and reserves and settles each pending order. Runs until the
+/// node shuts down.
+pub async fn resume_unsettled(node: Arc<Node>) {
+    // When this leader first saw each unsettled key, by its own clock.
     let mut first_seen: HashMap<String, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(SCAN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -286,38 +334,94 @@ pub async fn resume_unclaimed(node: Arc<Node>) {
             first_seen.clear();
             continue;
         }
-        let unclaimed = match Catalog::unclaimed(&node.catalog.view(), BATCH) {
+        let unsettled = match unsettled(&node) {
             Ok(u) => u,
             Err(e) => {
-                tracing::error!(error = %e, "listing unclaimed reservations");
+                tracing::error!(error = %e, "listing unsettled buys");
                 continue;
             }
         };
         let now = Instant::now();
-        first_seen.retain(|k, _| unclaimed.iter().any(|(key, _)| key == k));
-        for (key, reservation) in unclaimed {
-            let seen = *first_seen.entry(key.clone()).or_insert(now);
-            let busy = node.settling.lock().expect("settling set poisoned").contains(&key);
+        first_seen.retain(|k, _| unsettled.iter().any(|u| u.key() == k));
+        for buy in unsettled {
+            let seen = *first_seen.entry(buy.key().to_string()).or_insert(now);
+            let busy = node.settling.lock().expect("settling set poisoned").contains(buy.key());
             if busy || now.duration_since(seen) < GRACE {
                 continue;
             }
-            let node = node.clone();
-            tokio::spawn(async move {
-                let Some(_claim) = Settling::claim(&node.settling, &key) else { return };
-                match Orders::by_key(&node.orders.view(), &key) {
-                    Ok(Some(_)) => node.claims.push(key),
-                    Ok(None) => {
-                        match record(&node, &key, &reservation, Instant::now() + node.request_timeout()).await {
-                            Ok(b) => {
-                                tracing::info!(order_id = b.order.order_id, status = %b.order.status, "recorded an interrupted buy")
-                            }
-                            Err(e) => tracing::warn!(error = %e, "could not record an interrupted buy yet"),
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "reading orders"),
-                }
-            });
+            tokio::spawn(resume(node.clone(), buy));
         }
+    }
+}
+
+/// A buy the resumer may have to finish.
+enum Unsettled {
+    /// A reservation not yet claimed: its order may be pending or missing.
+    Reserved(String, Reservation),
+    /// A pending order: its reservation may be missing.
+    Placed(Order),
+}
+
+impl Unsettled {
+    fn key(&self) -> &str {
+        match self {
+            Unsettled::Reserved(key, _) => key,
+            Unsettled::Placed(order) => order.idempotency_key.as_deref().unwrap_or_default(),
+        }
+    }
+}
+
+fn unsettled(node: &Node) -> Result<Vec<Unsettled>> {
+    let mut out: Vec<Unsettled> = Catalog::unclaimed(&node.catalog.view(), BATCH)?
+        .into_iter()
+        .map(|(key, r)| Unsettled::Reserved(key, r))
+        .collect();
+    let placed = Orders::pending(&node.orders.view(), BATCH)?;
+    out.extend(placed.into_iter().filter(|o| o.idempotency_key.is_some()).map(Unsettled::Placed));
+    Ok(out)
+}
+
+/// Finishes one buy, unless a request or another resumer task holds it.
+async fn resume(node: Arc<Node>, buy: Unsettled) {
+    let key = buy.key().to_string();
+    let Some(_claim) = Settling::claim(&node.settling, &key) else { return };
+    let deadline = Instant::now() + node.request_timeout();
+    let reservation = match buy {
+        Unsettled::Reserved(_, r) => r,
+        Unsettled::Placed(order) => {
+            // Reserving again is harmless: the catalog returns the first
+            // reservation under the key, if there is one.
+            let reserve = CatalogCommand::Reserve {
+                key: key.clone(),
+                book_id: order.book_id,
+                quantity: order.quantity,
+                created_at: order.created_at.clone(),
+            };
+            match node.catalog.write_anywhere(reserve, deadline).await {
+                Ok(w) => match w.response {
+                    CatalogResponse::Reservation(r) => r,
+                    // Reserved for another buy under the same key: that
+                    // reservation decides the order, once this replica has it.
+                    CatalogResponse::KeyReused => match Catalog::reservation(&node.catalog.view(), &key) {
+                        Ok(Some(r)) => r,
+                        Ok(None) => return,
+                        Err(e) => return tracing::error!(error = %e, "reading a reservation"),
+                    },
+                    other => return tracing::error!(response = ?other, "unexpected answer to reserve"),
+                },
+                Err(e) => return tracing::warn!(error = %e, "could not reserve a pending order's stock yet"),
+            }
+        }
+    };
+    match Orders::by_key(&node.orders.view(), &key) {
+        Ok(Some(o)) if o.status != OrderStatus::Pending => node.claims.push(key),
+        Ok(_) => match record(&node, &key, &reservation, deadline).await {
+            Ok(b) => {
+                tracing::info!(order_id = b.order.order_id, status = %b.order.status, "settled an interrupted buy")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not settle an interrupted buy yet"),
+        },
+        Err(e) => tracing::error!(error = %e, "reading orders"),
     }
 }
 
@@ -348,7 +452,7 @@ mod tests {
 
     #[test]
     fn claims_are_taken_in_one_batch() {
-        let claims = Claims::default();
+        let claims = Queue::<String>::default();
         claims.push("a".into());
         claims.push("b".into());
         assert_eq!(claims.take(), vec!["a".to_string(), "b".to_string()]);

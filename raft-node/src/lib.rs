@@ -97,6 +97,7 @@ pub async fn run(
         peers,
         config,
         settling: Default::default(),
+        settlements: Default::default(),
         claims: Default::default(),
         http_metrics: Default::default(),
         shutdown: CancellationToken::new(),
@@ -110,7 +111,8 @@ pub async fn run(
 
     let background = [
         tokio::spawn(bootstrap::run(node.clone())),
-        tokio::spawn(buy::resume_unclaimed(node.clone())),
+        tokio::spawn(buy::resume_unsettled(node.clone())),
+        tokio::spawn(buy::settle_reserved(node.clone())),
         tokio::spawn(buy::claim_recorded(node.clone())),
         tokio::spawn(placement::colocate_leaders(node.clone())),
     ];

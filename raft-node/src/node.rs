@@ -42,8 +42,10 @@ pub struct Node {
     /// Idempotency keys of buys some task of this node is handling right now
     /// (see [`crate::buy`]).
     pub settling: Mutex<HashSet<String>>,
-    /// Recorded buys waiting to be claimed in the catalog.
-    pub claims: crate::buy::Claims,
+    /// Reserved buys waiting to be written into their orders.
+    pub settlements: crate::buy::Queue<crate::orders::Settlement>,
+    /// Settled buys waiting to be claimed in the catalog.
+    pub claims: crate::buy::Queue<String>,
     /// Request counters and latencies.
     pub http_metrics: HttpMetrics,
     /// Cancelled when the node shuts down; long-lived streams watch it.
@@ -145,7 +147,8 @@ impl Node {
         .collect();
         let groups =
             [(Group::Catalog, self.catalog.health()), (Group::Orders, self.orders.health())].into_iter().collect();
-        let unclaimed_buys = Catalog::unclaimed_count(&self.catalog.view(), 1_000_000).unwrap_or(0);
+        let unclaimed_buys = Catalog::unclaimed_count(&self.catalog.view(), 1_000_000).unwrap_or(0)
+            + crate::orders::Orders::pending_count(&self.orders.view(), 1_000_000).unwrap_or(0);
         NodeHealth {
             status: "ok".into(),
             node_id: self.id,

@@ -1,15 +1,23 @@
 //! The orders group: the record of every buy.
 //!
 //! # Commands
-//! A buy is recorded by [`OrdersCommand::Record`] once its stock reservation
-//! in the catalog has an outcome (see [`crate::buy`]): the order is written
-//! in its final state, `confirmed` or `rejected`.
+//! A buy places its order with [`OrdersCommand::Place`] while its stock is
+//! reserved in the catalog, both at once (see [`crate::buy`]): the order is
+//! `pending` until the reservation's outcome is written into it by
+//! [`OrdersCommand::Settle`] (many buys per command, off the client's path)
+//! or [`OrdersCommand::Record`] (one buy; it also writes an order that was
+//! never placed, in its final state).
 //!
 //! # Invariants
-//! - One idempotency key maps to at most one order: `Record` with a known key
-//!   returns that order (or refuses, if the key was used for a different book
-//!   or quantity) and creates nothing.
-//! - An order's outcome never changes once recorded.
+//! - One idempotency key maps to at most one order: `Place` with a known key
+//!   returns that order and creates nothing; `Record` with a key whose order
+//!   is settled returns it (or refuses, if the key was used for a different
+//!   book or quantity).
+//! - A pending order is a placeholder for the reservation under its key: the
+//!   reservation decides its outcome, and its book and quantity too, should
+//!   another request have placed the key for a different buy. [`settled`] is
+//!   that one rule, used both by apply and by reads that meet a pending order.
+//! - An order's outcome never changes once settled.
 //! - Order ids are assigned by the state machine from a counter, so every
 //!   replica assigns the same id to the same entry.
 //!
@@ -20,7 +28,8 @@
 //! | `k` idempotency key | order id |
 //! | `h` book_id order_id | (empty): a book's order history |
 //! | `x` order_id | catalog index of the order's reservation |
-//! | `c` name | counters (`next_order_id`) |
+//! | `p` order_id | (empty): the pending orders |
+//! | `c` name | counters (`next_order_id`, `pending_floor`: every pending order's id is ≥ it) |
 
 use std::fmt;
 use std::io;
@@ -29,6 +38,7 @@ use bazar_api::events::{book_orders_key, order_key};
 use bazar_api::{Group, Order, OrderStatus};
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::{Reservation, ReservationOutcome};
 use crate::sm::{Applied, StateMachine, Txn, View};
 use crate::store::{be, from_be};
 
@@ -61,6 +71,61 @@ pub enum OrdersCommand {
         /// catalog index reflects it (read-your-writes).
         catalog_index: u64,
     },
+    /// Place a `pending` order for a buy whose reservation is being made (or
+    /// find the order placed or recorded earlier under the same key).
+    Place {
+        /// The buy's idempotency key.
+        key: String,
+        /// The book.
+        book_id: u64,
+        /// Copies.
+        quantity: u64,
+        /// When the coordinator started the buy (RFC 3339).
+        created_at: String,
+    },
+    /// Record many buys at once, each exactly as [`OrdersCommand::Record`].
+    Settle {
+        /// The buys, in order.
+        records: Vec<Settlement>,
+    },
+}
+
+/// A buy's reservation, to be written into its order: the fields of
+/// [`OrdersCommand::Record`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    /// The buy's idempotency key.
+    pub key: String,
+    /// The book reserved.
+    pub book_id: u64,
+    /// Copies reserved.
+    pub quantity: u64,
+    /// When the coordinator started the buy (RFC 3339).
+    pub created_at: String,
+    /// How the reservation ended.
+    pub outcome: Outcome,
+    /// The catalog log index at which the reservation was committed.
+    pub catalog_index: u64,
+}
+
+impl Settlement {
+    /// The settlement of the reservation made under `key`.
+    pub fn of(key: &str, r: &Reservation) -> Settlement {
+        Settlement {
+            key: key.to_string(),
+            book_id: r.book_id,
+            quantity: r.quantity,
+            created_at: r.created_at.clone(),
+            outcome: Outcome::of(&r.outcome),
+            catalog_index: r.index,
+        }
+    }
+
+    /// The command recording this one buy.
+    pub fn into_record(self) -> OrdersCommand {
+        let Settlement { key, book_id, quantity, created_at, outcome, catalog_index } = self;
+        OrdersCommand::Record { key, book_id, quantity, created_at, outcome, catalog_index }
+    }
 }
 
 impl fmt::Display for OrdersCommand {
@@ -69,6 +134,8 @@ impl fmt::Display for OrdersCommand {
             OrdersCommand::Record { book_id, quantity, outcome, .. } => {
                 write!(f, "record(book {book_id}, {quantity}, {outcome:?})")
             }
+            OrdersCommand::Place { book_id, quantity, .. } => write!(f, "place(book {book_id}, {quantity})"),
+            OrdersCommand::Settle { records } => write!(f, "settle({} buys)", records.len()),
         }
     }
 }
@@ -88,6 +155,39 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The order outcome of a reservation outcome.
+    pub fn of(r: &ReservationOutcome) -> Outcome {
+        match r {
+            ReservationOutcome::Reserved { unit_price_cents } => {
+                Outcome::Confirmed { unit_price_cents: *unit_price_cents }
+            }
+            ReservationOutcome::OutOfStock { .. } => Outcome::Rejected { reason: "out_of_stock".into() },
+            ReservationOutcome::NoSuchBook => Outcome::Rejected { reason: "not_found".into() },
+        }
+    }
+}
+
+/// `order` with the reservation `s` written into it: its outcome (status,
+/// price, total, reason), and the reservation's book, quantity and time.
+/// The one rule that settles a pending order, in apply and in reads.
+pub fn settled(mut order: Order, s: &Settlement) -> Order {
+    let (status, unit_price_cents, reason) = match &s.outcome {
+        Outcome::Confirmed { unit_price_cents } => (OrderStatus::Confirmed, *unit_price_cents, None),
+        Outcome::Rejected { reason } => (OrderStatus::Rejected, 0, Some(reason.clone())),
+    };
+    order.book_id = s.book_id;
+    order.quantity = s.quantity;
+    order.created_at = s.created_at.clone();
+    order.status = status;
+    order.unit_price_cents = unit_price_cents;
+    // Bounded by MAX_PRICE_CENTS * MAX_QUANTITY, far below u64::MAX.
+    order.total_cents = unit_price_cents.saturating_mul(s.quantity);
+    order.reason = reason;
+    order.idempotency_key = Some(s.key.clone());
+    order
+}
+
 /// What an orders command returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrdersResponse {
@@ -95,7 +195,8 @@ pub enum OrdersResponse {
     #[default]
     Done,
     /// The order after the command; `existing` when `Record` found an order
-    /// recorded earlier under the same idempotency key.
+    /// settled earlier under the same idempotency key, or `Place` found any
+    /// order under it.
     Order {
         /// The order.
         order: Order,
@@ -113,6 +214,8 @@ pub enum OrdersResponse {
 pub struct Orders;
 
 const COUNTER_NEXT_ID: &[u8] = b"cnext_order_id";
+/// Every pending order's id is at least this.
+const COUNTER_PENDING_FLOOR: &[u8] = b"cpending_floor";
 
 fn order_row(id: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
@@ -143,6 +246,13 @@ fn reservation_index_row(order_id: u64) -> Vec<u8> {
     k
 }
 
+fn pending_row(order_id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(b'p');
+    k.extend_from_slice(&be(order_id));
+    k
+}
+
 fn keys_of(order: &Order) -> Vec<String> {
     vec![order_key(order.order_id), book_orders_key(order.book_id)]
 }
@@ -154,45 +264,132 @@ impl StateMachine for Orders {
     const GROUP: Group = Group::Orders;
 
     fn apply(txn: &mut Txn<'_>, _index: u64, cmd: &OrdersCommand) -> io::Result<Applied<OrdersResponse>> {
-        let nothing = |response| Ok(Applied { response, keys: Vec::new() });
         match cmd {
             OrdersCommand::Record { key, book_id, quantity, created_at, outcome, catalog_index } => {
-                if let Some(order_id) = txn.get_value::<u64>(&key_row(key))? {
-                    let order = txn.get_value::<Order>(&order_row(order_id))?.ok_or_else(|| {
-                        io::Error::other(format!("idempotency key points at missing order {order_id}"))
-                    })?;
-                    if order.book_id != *book_id || order.quantity != *quantity {
-                        return nothing(OrdersResponse::KeyReused { order_id });
-                    }
-                    return nothing(OrdersResponse::Order { order, existing: true });
-                }
-                let order_id = txn.get_value::<u64>(COUNTER_NEXT_ID)?.unwrap_or(1);
-                let (status, unit_price_cents, reason) = match outcome {
-                    Outcome::Confirmed { unit_price_cents } => (OrderStatus::Confirmed, *unit_price_cents, None),
-                    Outcome::Rejected { reason } => (OrderStatus::Rejected, 0, Some(reason.clone())),
-                };
-                let order = Order {
-                    order_id,
+                let s = Settlement {
+                    key: key.clone(),
                     book_id: *book_id,
                     quantity: *quantity,
-                    unit_price_cents,
-                    // Bounded by MAX_PRICE_CENTS * MAX_QUANTITY, far below u64::MAX.
-                    total_cents: unit_price_cents.saturating_mul(*quantity),
-                    status,
-                    reason,
+                    created_at: created_at.clone(),
+                    outcome: outcome.clone(),
+                    catalog_index: *catalog_index,
+                };
+                let mut keys = Vec::new();
+                let response = record(txn, &s, &mut keys)?;
+                raise_pending_floor(txn)?;
+                Ok(Applied { response, keys })
+            }
+            OrdersCommand::Settle { records } => {
+                let mut keys = Vec::new();
+                for s in records {
+                    record(txn, s, &mut keys)?;
+                }
+                raise_pending_floor(txn)?;
+                Ok(Applied { response: OrdersResponse::Done, keys })
+            }
+            OrdersCommand::Place { key, book_id, quantity, created_at } => {
+                if let Some(order) = by_key(txn, key)? {
+                    return Ok(Applied { response: OrdersResponse::Order { order, existing: true }, keys: Vec::new() });
+                }
+                let order = Order {
+                    order_id: txn.get_value::<u64>(COUNTER_NEXT_ID)?.unwrap_or(1),
+                    book_id: *book_id,
+                    quantity: *quantity,
+                    unit_price_cents: 0,
+                    total_cents: 0,
+                    status: OrderStatus::Pending,
+                    reason: None,
                     created_at: created_at.clone(),
                     idempotency_key: Some(key.clone()),
                 };
-                txn.put_value(order_row(order_id), &order)?;
-                txn.put_value(key_row(key), &order_id)?;
-                txn.put(history_row(*book_id, order_id), Vec::new());
-                txn.put_value(reservation_index_row(order_id), catalog_index)?;
-                txn.put_value(COUNTER_NEXT_ID.to_vec(), &(order_id + 1))?;
-                let keys = keys_of(&order);
-                Ok(Applied { response: OrdersResponse::Order { order, existing: false }, keys })
+                insert(txn, &order)?;
+                txn.put(pending_row(order.order_id), Vec::new());
+                Ok(Applied { keys: keys_of(&order), response: OrdersResponse::Order { order, existing: false } })
             }
         }
     }
+}
+
+/// The order under idempotency key `key`, inside an apply.
+fn by_key(txn: &Txn<'_>, key: &str) -> io::Result<Option<Order>> {
+    let Some(order_id) = txn.get_value::<u64>(&key_row(key))? else {
+        return Ok(None);
+    };
+    let order = txn
+        .get_value::<Order>(&order_row(order_id))?
+        .ok_or_else(|| io::Error::other(format!("idempotency key points at missing order {order_id}")))?;
+    Ok(Some(order))
+}
+
+/// Writes a new order with the next id, and its key and history rows.
+fn insert(txn: &mut Txn<'_>, order: &Order) -> io::Result<()> {
+    txn.put_value(order_row(order.order_id), order)?;
+    if let Some(key) = &order.idempotency_key {
+        txn.put_value(key_row(key), &order.order_id)?;
+    }
+    txn.put(history_row(order.book_id, order.order_id), Vec::new());
+    txn.put_value(COUNTER_NEXT_ID.to_vec(), &(order.order_id + 1))
+}
+
+/// Moves the pending floor past the settled front of the pending orders, so
+/// that scans start after the rows settling deleted (RocksDB would otherwise
+/// step over every one of them).
+fn raise_pending_floor(txn: &mut Txn<'_>) -> io::Result<()> {
+    let next = txn.get_value::<u64>(COUNTER_NEXT_ID)?.unwrap_or(1);
+    let mut floor = txn.get_value::<u64>(COUNTER_PENDING_FLOOR)?.unwrap_or(1);
+    let start = floor;
+    while floor < next && !txn.contains(&pending_row(floor))? {
+        floor += 1;
+    }
+    if floor != start {
+        txn.put_value(COUNTER_PENDING_FLOOR.to_vec(), &floor)?;
+    }
+    Ok(())
+}
+
+/// Records one buy: settles its pending order, or writes its order in its
+/// final state when none was placed, or finds the order settled earlier.
+/// Pushes the change-event keys of what it wrote onto `keys`.
+fn record(txn: &mut Txn<'_>, s: &Settlement, keys: &mut Vec<String>) -> io::Result<OrdersResponse> {
+    let placeholder = Order {
+        order_id: 0,
+        book_id: s.book_id,
+        quantity: s.quantity,
+        unit_price_cents: 0,
+        total_cents: 0,
+        status: OrderStatus::Pending,
+        reason: None,
+        created_at: s.created_at.clone(),
+        idempotency_key: Some(s.key.clone()),
+    };
+    let order = match by_key(txn, &s.key)? {
+        Some(order) if order.status != OrderStatus::Pending => {
+            if order.book_id != s.book_id || order.quantity != s.quantity {
+                return Ok(OrdersResponse::KeyReused { order_id: order.order_id });
+            }
+            return Ok(OrdersResponse::Order { order, existing: true });
+        }
+        Some(pending) => {
+            let order = settled(pending.clone(), s);
+            if order.book_id != pending.book_id {
+                txn.delete(history_row(pending.book_id, order.order_id));
+                txn.put(history_row(order.book_id, order.order_id), Vec::new());
+                keys.push(book_orders_key(pending.book_id));
+            }
+            txn.delete(pending_row(order.order_id));
+            txn.put_value(order_row(order.order_id), &order)?;
+            order
+        }
+        None => {
+            let order_id = txn.get_value::<u64>(COUNTER_NEXT_ID)?.unwrap_or(1);
+            let order = settled(Order { order_id, ..placeholder }, s);
+            insert(txn, &order)?;
+            order
+        }
+    };
+    txn.put_value(reservation_index_row(order.order_id), &s.catalog_index)?;
+    keys.extend(keys_of(&order));
+    Ok(OrdersResponse::Order { order, existing: false })
 }
 
 /// Reads of the orders, from a consistent view.
@@ -205,6 +402,56 @@ impl Orders {
     /// The catalog index at which a resolved order's reservation was committed.
     pub fn reservation_index(view: &View<'_>, order_id: u64) -> io::Result<Option<u64>> {
         view.get(&reservation_index_row(order_id))
+    }
+
+    /// Up to `limit` pending orders, oldest first.
+    pub fn pending(view: &View<'_>, limit: usize) -> io::Result<Vec<Order>> {
+        let mut ids = Vec::new();
+        view.scan(b"p", &pending_row(Orders::pending_floor(view)?), |key, _| {
+            ids.push(from_be(&key[1..]).ok_or_else(|| io::Error::other("bad pending row"))?);
+            Ok(ids.len() < limit)
+        })?;
+        let mut orders = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(order) = Orders::order(view, id)? {
+                orders.push(order);
+            }
+        }
+        Ok(orders)
+    }
+
+    /// How many orders are pending, counting up to `limit`.
+    pub fn pending_count(view: &View<'_>, limit: u64) -> io::Result<u64> {
+        let mut n = 0;
+        view.scan(b"p", &pending_row(Orders::pending_floor(view)?), |_, _| {
+            n += 1;
+            Ok(n < limit)
+        })?;
+        Ok(n)
+    }
+
+    fn pending_floor(view: &View<'_>) -> io::Result<u64> {
+        Ok(view.get::<u64>(COUNTER_PENDING_FLOOR)?.unwrap_or(1))
+    }
+
+    /// `order` as it will be once settled, when it is pending and `catalog`
+    /// holds the reservation under its key; otherwise `order` itself. This
+    /// is how a read shows a placed buy whose reservation is committed but
+    /// not yet written into the order.
+    pub fn resolve(order: Order, catalog: &View<'_>) -> io::Result<Order> {
+        if order.status != OrderStatus::Pending {
+            return Ok(order);
+        }
+        let Some(key) = order.idempotency_key.as_deref() else {
+            return Ok(order);
+        };
+        match crate::catalog::Catalog::reservation(catalog, key)? {
+            Some(r) => {
+                let settlement = Settlement::of(key, &r);
+                Ok(settled(order, &settlement))
+            }
+            None => Ok(order),
+        }
     }
 
     /// The order made under an idempotency key.
@@ -375,6 +622,133 @@ mod tests {
         let (retry, existing) = recorded(record(&mut db, "buy-1", 1, 3, Outcome::Confirmed { unit_price_cents }));
         assert!(existing);
         assert_eq!(retry, order);
+    }
+
+    fn place(db: &mut TestDb, key: &str, book_id: u64, quantity: u64) -> (Order, bool) {
+        recorded(
+            db.apply::<Orders>(OrdersCommand::Place {
+                key: key.into(),
+                book_id,
+                quantity,
+                created_at: "2026-11-22T10:00:00.000Z".into(),
+            })
+            .response,
+        )
+    }
+
+    fn settlement(key: &str, book_id: u64, quantity: u64, outcome: Outcome) -> Settlement {
+        Settlement {
+            key: key.into(),
+            book_id,
+            quantity,
+            created_at: "2026-11-22T10:00:00.000Z".into(),
+            outcome,
+            catalog_index: 7,
+        }
+    }
+
+    fn pending_ids(db: &TestDb) -> Vec<u64> {
+        Orders::pending(&db.view::<Orders>(), 100).unwrap().iter().map(|o| o.order_id).collect()
+    }
+
+    #[test]
+    fn a_placed_order_is_pending_until_its_settlement_and_keeps_its_id() {
+        let mut db = TestDb::new();
+        let (placed, existing) = place(&mut db, "a", 3, 2);
+        assert!(!existing);
+        assert_eq!((placed.order_id, placed.status, placed.total_cents), (1, OrderStatus::Pending, 0));
+        assert_eq!(pending_ids(&db), vec![1]);
+        // Placing again (a retry) finds it.
+        assert_eq!(place(&mut db, "a", 3, 2), (placed.clone(), true));
+
+        let settle = OrdersCommand::Settle { records: vec![settlement("a", 3, 2, confirmed(250))] };
+        let applied = db.apply::<Orders>(settle);
+        assert_eq!(applied.keys, vec![order_key(1), book_orders_key(3)]);
+        let order = Orders::order(&db.view::<Orders>(), 1).unwrap().unwrap();
+        assert_eq!((order.order_id, order.status, order.total_cents), (1, OrderStatus::Confirmed, 500));
+        assert_eq!(order, settled(placed, &settlement("a", 3, 2, confirmed(250))), "apply and reads agree");
+        assert!(pending_ids(&db).is_empty());
+        assert_eq!(Orders::reservation_index(&db.view::<Orders>(), 1).unwrap(), Some(7));
+        // Settling again, and placing again, change nothing.
+        db.apply::<Orders>(OrdersCommand::Settle { records: vec![settlement("a", 3, 2, confirmed(999))] });
+        assert_eq!(place(&mut db, "a", 3, 2), (order.clone(), true));
+        assert_eq!(Orders::order(&db.view::<Orders>(), 1).unwrap(), Some(order));
+    }
+
+    #[test]
+    fn one_settle_writes_many_orders_and_records_unplaced_ones() {
+        let mut db = TestDb::new();
+        place(&mut db, "a", 1, 1);
+        place(&mut db, "b", 2, 1);
+        let records = vec![
+            settlement("b", 2, 1, Outcome::Rejected { reason: "out_of_stock".into() }),
+            settlement("a", 1, 1, confirmed(10)),
+            settlement("never-placed", 1, 3, confirmed(10)),
+        ];
+        db.apply::<Orders>(OrdersCommand::Settle { records });
+        let (orders, _) = Orders::list(&db.view::<Orders>(), None, 0, 10).unwrap();
+        let summary: Vec<_> = orders.iter().map(|o| (o.order_id, o.status, o.total_cents)).collect();
+        assert_eq!(
+            summary,
+            vec![(1, OrderStatus::Confirmed, 10), (2, OrderStatus::Rejected, 0), (3, OrderStatus::Confirmed, 30)]
+        );
+        assert!(pending_ids(&db).is_empty());
+    }
+
+    #[test]
+    fn the_reservation_decides_a_pending_order_placed_for_another_buy_under_its_key() {
+        let mut db = TestDb::new();
+        // A request reused key "k" for book 2 and placed first; the catalog
+        // reserved "k" for book 1 (another request's), which decides.
+        place(&mut db, "k", 2, 5);
+        let (order, existing) = recorded(record(&mut db, "k", 1, 1, confirmed(40)));
+        assert!(!existing);
+        assert_eq!((order.order_id, order.book_id, order.quantity, order.total_cents), (1, 1, 1, 40));
+        let view = db.view::<Orders>();
+        assert!(Orders::list(&view, Some(2), 0, 10).unwrap().0.is_empty(), "moved out of book 2's history");
+        assert_eq!(Orders::list(&view, Some(1), 0, 10).unwrap().0, vec![order]);
+    }
+
+    #[test]
+    fn a_read_shows_a_pending_order_settled_once_its_reservation_is_committed() {
+        use crate::catalog::{Catalog, CatalogCommand};
+        let mut db = TestDb::new();
+        db.apply::<Catalog>(CatalogCommand::Seed {
+            books: vec![bazar_api::Book {
+                id: 1,
+                isbn: bazar_api::isbn::from_number(1),
+                title: "B".into(),
+                topic: "t".into(),
+                price_cents: 300,
+                stock: 4,
+            }],
+        });
+        let (placed, _) = place(&mut db, "k", 1, 3);
+        let unreserved = Orders::resolve(placed.clone(), &db.view::<Catalog>()).unwrap();
+        assert_eq!(unreserved, placed, "no reservation yet: still pending");
+        let reserve =
+            CatalogCommand::Reserve { key: "k".into(), book_id: 1, quantity: 3, created_at: placed.created_at.clone() };
+        db.apply::<Catalog>(reserve);
+        let shown = Orders::resolve(placed, &db.view::<Catalog>()).unwrap();
+        assert_eq!((shown.status, shown.total_cents), (OrderStatus::Confirmed, 900));
+    }
+
+    #[test]
+    fn the_pending_floor_skips_settled_orders_and_stops_at_the_oldest_pending_one() {
+        let mut db = TestDb::new();
+        for key in ["a", "b", "c", "d"] {
+            place(&mut db, key, 1, 1);
+        }
+        let settle = |keys: &[&str]| OrdersCommand::Settle {
+            records: keys.iter().map(|k| settlement(k, 1, 1, confirmed(1))).collect(),
+        };
+        db.apply::<Orders>(settle(&["b"]));
+        assert_eq!(pending_ids(&db), vec![1, 3, 4]);
+        assert_eq!(Orders::pending_floor(&db.view::<Orders>()).unwrap(), 1, "order 1 still pending");
+        db.apply::<Orders>(settle(&["a", "c"]));
+        assert_eq!(Orders::pending_floor(&db.view::<Orders>()).unwrap(), 4);
+        assert_eq!(pending_ids(&db), vec![4]);
+        assert_eq!(Orders::pending_count(&db.view::<Orders>(), 100).unwrap(), 1);
     }
 
     #[test]

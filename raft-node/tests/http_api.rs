@@ -443,3 +443,50 @@ async fn a_node_that_has_not_joined_refuses_reads_instead_of_answering_not_found
     }
     node.stop().await;
 }
+
+/// A buy whose coordinator placed its order and was lost before its
+/// reservation was made (here the order is placed by hand, as a forwarded
+/// write) is finished by the orders leader: the stock is reserved once and
+/// the order settled, and a retry under the key finds that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_buy_with_only_its_order_placed_is_reserved_and_settled() {
+    let node = TestNode::start().await;
+    let stock = node.book(5).await.stock;
+    let place = bazar_node::orders::OrdersCommand::Place {
+        key: "lost-1".into(),
+        book_id: 5,
+        quantity: 2,
+        created_at: "2026-11-22T10:00:00.000Z".into(),
+    };
+    let body = bazar_node::store::log::encode(&place).unwrap();
+    let r = node.http.post(node.url("/raft/orders/write")).bearer_auth(CLUSTER).body(body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Read at once: pending and not to be cached, or already settled.
+    let r = node.http.get(node.url("/orders?book_id=5")).send().await.unwrap();
+    let no_store = r.headers().get("cache-control").is_some_and(|v| v == "no-store");
+    let page: bazar_api::OrderPage = r.json().await.unwrap();
+    assert_eq!(page.orders.len(), 1);
+    assert_eq!(no_store, page.orders[0].status.as_str() == "pending", "{page:?}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let order = loop {
+        let health: NodeHealth = node.http.get(node.url("/health")).send().await.unwrap().json().await.unwrap();
+        let r = node.http.get(node.url(&format!("/orders/{}", page.orders[0].order_id))).send().await.unwrap();
+        let order: Order = r.json().await.unwrap();
+        if order.status.as_str() != "pending" && health.unclaimed_buys == 0 {
+            break order;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not settled in 10 s: {order:?}, {health:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((order.status.as_str(), order.quantity, order.total_cents), ("confirmed", 2, 2 * 3500));
+    assert_eq!(node.book(5).await.stock, stock - 2, "stock reserved once");
+
+    let r = node.http.post(node.url("/books/5/buy")).header("Idempotency-Key", "lost-1").json(&json!({"quantity": 2}));
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.json::<Order>().await.unwrap(), order);
+    assert_eq!(node.book(5).await.stock, stock - 2, "the retry took nothing");
+    node.stop().await;
+}

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bazar_api::model::{parse_paging, validate_idempotency_key};
 use bazar_api::{
     Book, BookPage, BookPatch, BuyRequest, CACHE_HEADER, CATALOG_INDEX_HEADER, Consistency, INDEX_HEADER, NewBook,
-    OrderPage, RestockRequest, SERVED_BY_HEADER,
+    Order, OrderPage, OrderStatus, RestockRequest, SERVED_BY_HEADER,
 };
 use serde::Serialize;
 
@@ -152,7 +152,38 @@ pub async fn order(State(node): State<Arc<Node>>, Id(id): Id, params: Params) ->
     let view = node.orders.view();
     let index = view.applied_index()?;
     let order = Orders::order(&view, id)?.ok_or_else(|| Error::NotFound(format!("no order with id {id}")))?;
-    Ok(read_response(node.id, index, order))
+    drop(view);
+    let mut orders = resolve_pending(&node, vec![order], &params).await?;
+    let unsettled = orders.iter().any(|o| o.status == OrderStatus::Pending);
+    Ok(order_response(read_response(node.id, index, orders.remove(0)), unsettled))
+}
+
+/// Shows each pending order among `orders` as it will be settled, from the
+/// reservation under its key (see [`crate::buy`]). The catalog is read at
+/// the requested consistency but at least under the lease, whatever was
+/// asked for: a buy is answered once its reservation is committed, and a
+/// read after that answer must find it, on any replica.
+async fn resolve_pending(node: &Node, orders: Vec<Order>, params: &Params) -> Result<Vec<Order>, AppError> {
+    if orders.iter().all(|o| o.status != OrderStatus::Pending) {
+        return Ok(orders);
+    }
+    let consistency = match params.consistency()? {
+        Consistency::Linearizable => Consistency::Linearizable,
+        Consistency::Lease | Consistency::Cached => Consistency::Lease,
+    };
+    node.catalog.linearize(consistency, node.deadline()).await?;
+    let catalog = node.catalog.view();
+    Ok(orders.into_iter().map(|o| Orders::resolve(o, &catalog)).collect::<Result<_, _>>()?)
+}
+
+/// An answer about orders; one that shows an order still pending (its buy
+/// in flight) must not be cached, since the settlement that changes it may
+/// come before the cache could see it invalidated.
+fn order_response(mut response: Response, unsettled: bool) -> Response {
+    if unsettled {
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 /// `GET /orders?book_id=&limit=&cursor=`
@@ -171,8 +202,11 @@ pub async fn orders(State(node): State<Arc<Node>>, params: Params) -> Result<Res
     let view = node.orders.view();
     let index = view.applied_index()?;
     let (orders, next) = Orders::list(&view, book_id, after, limit)?;
+    drop(view);
+    let orders = resolve_pending(&node, orders, &params).await?;
+    let unsettled = orders.iter().any(|o| o.status == OrderStatus::Pending);
     let page = OrderPage { orders, next_cursor: next.map(|id| id.to_string()) };
-    Ok(read_response(node.id, index, page))
+    Ok(order_response(read_response(node.id, index, page), unsettled))
 }
 
 /// `POST /books/{id}/buy`
