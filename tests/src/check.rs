@@ -272,10 +272,11 @@ pub async fn collect_final(
 ) -> FinalState {
     let mut state = FinalState { nodes: nodes.iter().map(|(id, _)| *id).collect(), ..FinalState::default() };
     let deadline = Instant::now() + settle;
-    // A buy whose coordinator was lost between its two commits has taken
-    // stock in the catalog but has no order yet; the orders leader records
-    // it. Wait until no replica holds such a buy, so that the orders listed
-    // next account for every reservation.
+    // A buy whose coordinator was lost after one of its two commits may
+    // have taken stock in the catalog without an order, or placed an order
+    // without a reservation; the orders leader settles it. Wait until no
+    // replica holds such a buy, so that the orders listed next account for
+    // every reservation.
     loop {
         let unclaimed = unclaimed_buys(nodes).await;
         if unclaimed.is_empty() || Instant::now() > deadline {
