@@ -342,7 +342,8 @@ pub async fn resume_unsettled(node: Arc<Node>) {
             }
         };
         let now = Instant::now();
-        first_seen.retain(|k, _| unsettled.iter().any(|u| u.key() == k));
+        let keys: HashSet<&str> = unsettled.iter().map(Unsettled::key).collect();
+        first_seen.retain(|k, _| keys.contains(k.as_str()));
         for buy in unsettled {
             let seen = *first_seen.entry(buy.key().to_string()).or_insert(now);
             let busy = node.settling.lock().expect("settling set poisoned").contains(buy.key());
