@@ -351,17 +351,6 @@ fn raise_pending_floor(txn: &mut Txn<'_>) -> io::Result<()> {
 /// final state when none was placed, or finds the order settled earlier.
 /// Pushes the change-event keys of what it wrote onto `keys`.
 fn record(txn: &mut Txn<'_>, s: &Settlement, keys: &mut Vec<String>) -> io::Result<OrdersResponse> {
-    let placeholder = Order {
-        order_id: 0,
-        book_id: s.book_id,
-        quantity: s.quantity,
-        unit_price_cents: 0,
-        total_cents: 0,
-        status: OrderStatus::Pending,
-        reason: None,
-        created_at: s.created_at.clone(),
-        idempotency_key: Some(s.key.clone()),
-    };
     let order = match by_key(txn, &s.key)? {
         Some(order) if order.status != OrderStatus::Pending => {
             if order.book_id != s.book_id || order.quantity != s.quantity {
@@ -381,8 +370,21 @@ fn record(txn: &mut Txn<'_>, s: &Settlement, keys: &mut Vec<String>) -> io::Resu
             order
         }
         None => {
+            // Never placed: settle an empty order with the next id; `settled`
+            // fills in everything else from the reservation.
             let order_id = txn.get_value::<u64>(COUNTER_NEXT_ID)?.unwrap_or(1);
-            let order = settled(Order { order_id, ..placeholder }, s);
+            let blank = Order {
+                order_id,
+                book_id: 0,
+                quantity: 0,
+                unit_price_cents: 0,
+                total_cents: 0,
+                status: OrderStatus::Pending,
+                reason: None,
+                created_at: String::new(),
+                idempotency_key: None,
+            };
+            let order = settled(blank, s);
             insert(txn, &order)?;
             order
         }

@@ -177,8 +177,11 @@ async fn resolve_pending(node: &Node, orders: Vec<Order>, params: &Params) -> Re
 }
 
 /// An answer about orders; one that shows an order still pending (its buy
-/// in flight) must not be cached, since the settlement that changes it may
-/// come before the cache could see it invalidated.
+/// in flight) must not be cached: the buy's reservation may commit right
+/// after this read, which changes how the order reads without any change to
+/// the orders group, so nothing would invalidate the cached answer before
+/// the settlement, and the buyer, answered `201` meanwhile, could read its
+/// order pending from the cache.
 fn order_response(mut response: Response, unsettled: bool) -> Response {
     if unsettled {
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
