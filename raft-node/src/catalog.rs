@@ -342,18 +342,9 @@ impl StateMachine for Catalog {
                         txn.delete(unclaimed_row(seq));
                     }
                 }
-                // Move the floor past the claimed front of the set, so that
-                // scans start after the rows claims deleted (RocksDB would
-                // otherwise step over every one of them).
+                // Move the floor past the claimed front of the set.
                 let next = txn.get_value::<u64>(COUNTER_NEXT_CLAIM)?.unwrap_or(0);
-                let mut floor = txn.get_value::<u64>(COUNTER_CLAIM_FLOOR)?.unwrap_or(0);
-                let start = floor;
-                while floor < next && !txn.contains(&unclaimed_row(floor))? {
-                    floor += 1;
-                }
-                if floor != start {
-                    txn.put_value(COUNTER_CLAIM_FLOOR.to_vec(), &floor)?;
-                }
+                txn.raise_floor(COUNTER_CLAIM_FLOOR, 0, next, unclaimed_row)?;
                 nothing(CatalogResponse::Done)
             }
             CatalogCommand::Seed { books } => {

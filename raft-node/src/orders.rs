@@ -331,20 +331,10 @@ fn insert(txn: &mut Txn<'_>, order: &Order) -> io::Result<()> {
     txn.put_value(COUNTER_NEXT_ID.to_vec(), &(order.order_id + 1))
 }
 
-/// Moves the pending floor past the settled front of the pending orders, so
-/// that scans start after the rows settling deleted (RocksDB would otherwise
-/// step over every one of them).
+/// Moves the pending floor past the settled front of the pending orders.
 fn raise_pending_floor(txn: &mut Txn<'_>) -> io::Result<()> {
     let next = txn.get_value::<u64>(COUNTER_NEXT_ID)?.unwrap_or(1);
-    let mut floor = txn.get_value::<u64>(COUNTER_PENDING_FLOOR)?.unwrap_or(1);
-    let start = floor;
-    while floor < next && !txn.contains(&pending_row(floor))? {
-        floor += 1;
-    }
-    if floor != start {
-        txn.put_value(COUNTER_PENDING_FLOOR.to_vec(), &floor)?;
-    }
-    Ok(())
+    txn.raise_floor(COUNTER_PENDING_FLOOR, 1, next, pending_row)
 }
 
 /// Records one buy: settles its pending order, or writes its order in its
@@ -579,10 +569,9 @@ mod tests {
         assert_eq!(record(&mut db, "k1", 4, 2, confirmed(1)), OrdersResponse::KeyReused { order_id: 1 });
     }
 
-    #[test]
-    fn an_unrecorded_reservation_is_recorded_once_after_a_coordinator_crash() {
-        use crate::catalog::{Catalog, CatalogCommand, CatalogResponse, ReservationOutcome};
-        let mut db = TestDb::new();
+    /// Seeds the catalog with book 1: 4 copies at 300 cents.
+    fn seed_one_book(db: &mut TestDb) {
+        use crate::catalog::{Catalog, CatalogCommand};
         db.apply::<Catalog>(CatalogCommand::Seed {
             books: vec![bazar_api::Book {
                 id: 1,
@@ -593,6 +582,13 @@ mod tests {
                 stock: 4,
             }],
         });
+    }
+
+    #[test]
+    fn an_unrecorded_reservation_is_recorded_once_after_a_coordinator_crash() {
+        use crate::catalog::{Catalog, CatalogCommand, CatalogResponse, ReservationOutcome};
+        let mut db = TestDb::new();
+        seed_one_book(&mut db);
         // The old leader reserved stock for a buy, then crashed before recording it.
         let reserve =
             CatalogCommand::Reserve { key: "buy-1".into(), book_id: 1, quantity: 3, created_at: "then".into() };
@@ -715,16 +711,7 @@ mod tests {
     fn a_read_shows_a_pending_order_settled_once_its_reservation_is_committed() {
         use crate::catalog::{Catalog, CatalogCommand};
         let mut db = TestDb::new();
-        db.apply::<Catalog>(CatalogCommand::Seed {
-            books: vec![bazar_api::Book {
-                id: 1,
-                isbn: bazar_api::isbn::from_number(1),
-                title: "B".into(),
-                topic: "t".into(),
-                price_cents: 300,
-                stock: 4,
-            }],
-        });
+        seed_one_book(&mut db);
         let (placed, _) = place(&mut db, "k", 1, 3);
         let unreserved = Orders::resolve(placed.clone(), &db.view::<Catalog>()).unwrap();
         assert_eq!(unreserved, placed, "no reservation yet: still pending");

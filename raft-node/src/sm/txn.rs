@@ -74,6 +74,29 @@ impl<'a> Txn<'a> {
         self.writes.insert(key, None);
     }
 
+    /// Moves the counter at `floor_key` (`start` when absent) up past the
+    /// positions below `next` whose row, `row(position)`, is gone, and
+    /// stores it if it moved. A set of rows keyed by increasing positions
+    /// keeps such a floor so that scans start after the rows deleted from
+    /// its front (RocksDB would otherwise step over every one of them).
+    pub fn raise_floor(
+        &mut self,
+        floor_key: &[u8],
+        start: u64,
+        next: u64,
+        row: impl Fn(u64) -> Vec<u8>,
+    ) -> io::Result<()> {
+        let was = self.get_value::<u64>(floor_key)?.unwrap_or(start);
+        let mut floor = was;
+        while floor < next && !self.contains(&row(floor))? {
+            floor += 1;
+        }
+        if floor != was {
+            self.put_value(floor_key.to_vec(), &floor)?;
+        }
+        Ok(())
+    }
+
     /// Bytes written so far (approximate).
     pub fn size_bytes(&self) -> usize {
         self.bytes
