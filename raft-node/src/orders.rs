@@ -349,11 +349,12 @@ fn record(txn: &mut Txn<'_>, s: &Settlement, keys: &mut Vec<String>) -> io::Resu
             return Ok(OrdersResponse::Order { order, existing: true });
         }
         Some(pending) => {
-            let order = settled(pending.clone(), s);
-            if order.book_id != pending.book_id {
-                txn.delete(history_row(pending.book_id, order.order_id));
+            let placed_for = pending.book_id;
+            let order = settled(pending, s);
+            if order.book_id != placed_for {
+                txn.delete(history_row(placed_for, order.order_id));
                 txn.put(history_row(order.book_id, order.order_id), Vec::new());
-                keys.push(book_orders_key(pending.book_id));
+                keys.push(book_orders_key(placed_for));
             }
             txn.delete(pending_row(order.order_id));
             txn.put_value(order_row(order.order_id), &order)?;
