@@ -46,8 +46,9 @@ pub struct Frontend {
     pub cache: Cache,
     /// Request counters.
     pub metrics: Metrics,
-    /// Connections for the reads and writes relayed to the nodes.
-    pub calls: bazar_net::Pool,
+    /// Connections for the reads and writes relayed to the nodes: one
+    /// multiplexed connection per node.
+    pub calls: bazar_net::Mux,
     /// Connections for everything else (probes, change streams).
     pub http: reqwest::Client,
     /// Cancelled at shutdown.
@@ -130,7 +131,7 @@ impl Frontend {
             replicas: Replicas::new(&config.nodes, config.balance),
             cache: Cache::new(config.cache_entries, config.cache_bytes, config.max_staleness, config.cache_enabled),
             metrics: Metrics::default(),
-            calls: bazar_net::Pool::new(bazar_net::Limits { max_idle_per_peer: 512, ..Default::default() }),
+            calls: bazar_net::Mux::default(),
             http,
             shutdown: CancellationToken::new(),
             streams: Default::default(),

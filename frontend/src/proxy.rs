@@ -4,9 +4,10 @@
 //! These calls relay answers as they are (status, problem documents, the
 //! `X-Bazar-*` headers), so they are plain HTTP calls rather than the typed
 //! client library, which decodes answers into values. They go over
-//! [`bazar_net::Pool`]'s connections, which the calling request's own task
-//! drives: a relayed request wakes no connection task on its way out and
-//! none on its way back.
+//! [`bazar_net::Mux`]: one connection per node, on which the calls made at
+//! the same time leave in one write and their answers come back in one
+//! read, instead of an HTTP/1.1 exchange (two system calls and HTTP parsing
+//! on each side) per call.
 //!
 //! Retries: a read may be retried on any replica (it changes nothing). A
 //! write is retried only when it cannot have been applied twice: always for a

@@ -1,5 +1,6 @@
-//! HTTP/1.1 calls between Bazar's own processes: the frontend's calls to the
-//! nodes, and the nodes' Raft RPCs to each other.
+//! Calls between Bazar's own processes: the nodes' Raft RPCs to each other
+//! over pooled HTTP/1.1 connections ([`Pool`]), and the frontend's calls to
+//! the nodes multiplexed on one connection per node ([`mux`]).
 //!
 //! A [`Pool`] keeps idle keep-alive connections per peer address. A call
 //! takes one, and the task that makes the call drives the connection itself
@@ -22,6 +23,8 @@
 //! the peer is never sent twice here: whether that is safe is the caller's
 //! decision.
 
+pub mod mux;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -37,6 +40,8 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+pub use mux::Mux;
 
 pub use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
@@ -63,6 +68,18 @@ pub enum Error {
     /// The request could not be built (an invalid path or header).
     #[error("invalid request: {0}")]
     Request(#[from] http::Error),
+    /// The request cannot be put in a frame (see [`mux`]).
+    #[error("invalid request: {0}")]
+    Unencodable(#[from] mux::Malformed),
+    /// A multiplexed connection closed while the call waited for its
+    /// answer; the request may or may not have been processed.
+    #[error("{addr}: {reason}")]
+    Broken {
+        /// The peer.
+        addr: String,
+        /// Why the connection closed.
+        reason: String,
+    },
     /// The exchange failed after the connection was open (a reset, an
     /// unparsable answer); the request may or may not have been processed.
     #[error("{addr}: {source}")]

@@ -44,6 +44,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use bazar_api::Group;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -126,6 +127,16 @@ pub async fn run(
         stopping.hand_off_leadership().await;
         stopping.shutdown.cancel();
     };
+    // Nagle's algorithm off on every connection: the frontend's multiplexed
+    // connection (see `bazar_net::mux`) already gathers its answers into
+    // few writes, and with Nagle a write behind an unacknowledged one waits
+    // for the peer's delayed ACK (measured: the p99 of linearizable lookups
+    // through the frontend 15-17 ms with it, 8 ms without).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, http::app(node.clone())).with_graceful_shutdown(stop);
     let served = tokio::spawn(async move { server.await });
     node.shutdown.cancelled().await;

@@ -1,5 +1,6 @@
 //! The node's HTTP server: client routes, admin routes, the change stream,
-//! and both groups' Raft RPCs, on one listener.
+//! and both groups' Raft RPCs, on one listener, which also serves the same
+//! routes multiplexed on upgraded connections (`GET /mux`, the frontend's).
 //!
 //! [`app`] builds the router without binding anything, so tests can drive it
 //! with `tower::ServiceExt::oneshot`.
@@ -50,11 +51,23 @@ pub fn app(node: Arc<Node>) -> Router {
         .route("/raft/{group}/snapshot", post(raft::snapshot))
         .route("/raft/{group}/{rpc}", post(raft::rpc))
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT));
-    Router::new()
+    let shutdown = node.shutdown.clone();
+    let routes = Router::new()
         .merge(client)
         .merge(raft)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(node.clone(), metrics::track))
-        .with_state(node)
+        .with_state(node);
+    // The frontend's calls arrive multiplexed on one upgraded connection
+    // (see `bazar_net::mux`) and are served by the same routes.
+    let served = routes.clone();
+    routes.route(
+        bazar_net::mux::PATH,
+        get(move |request: axum::extract::Request| {
+            let stopping = shutdown.clone().cancelled_owned();
+            let served = served.clone();
+            async move { bazar_net::mux::accept(request, served, stopping) }
+        }),
+    )
 }

@@ -1,0 +1,785 @@
+//! Many calls at once on one connection per peer.
+//!
+//! [`Pool`](crate::Pool) makes one HTTP/1.1 exchange per connection at a
+//! time: every call costs its own write and read system calls on both sides
+//! and its own HTTP parsing. A [`Mux`] instead keeps one connection per peer
+//! and frames each call with an id, so calls made at the same time leave in
+//! one write and their answers come back in one read, in whatever order the
+//! peer finishes them.
+//!
+//! The connection starts as HTTP/1.1 (`GET /mux` with `Upgrade:
+//! bazar-mux/1`), so it needs no port of its own; after `101 Switching
+//! Protocols` both sides speak frames:
+//!
+//! ```text
+//! frame    = length:u32 id:u64 (request | response)   length counts id and what follows
+//! request  = method-len:u8 method target-len:u16 target headers body
+//! response = status:u16 headers body
+//! headers  = count:u16 (name-len:u8 name value-len:u16 value)*
+//! body     = every remaining byte of the frame
+//! ```
+//!
+//! Integers are big-endian. On the serving side ([`serve`]) each request is
+//! handed to a tower service (the node's router) as an ordinary
+//! `http::Request`, so routes, extractors, limits and middleware behave as
+//! they do over HTTP. Calls carry whole bodies both ways, like the pool's.
+//!
+//! Failures: a call whose request certainly never left is retried on a new
+//! connection; one that may have reached the peer fails with
+//! [`Error::Broken`] or [`Error::Timeout`], and whether to send it again is
+//! the caller's decision, as with the pool. A connection on which a call
+//! timed out without any answer arriving meanwhile is presumed dead (a peer
+//! that stopped, a network partition) and closed, so the next call connects
+//! afresh instead of waiting on it.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+use crate::{Call, Error, Limits, Response};
+
+/// The path a client upgrades on.
+pub const PATH: &str = "/mux";
+/// The protocol named in the `Upgrade` header.
+pub const PROTOCOL: &str = "bazar-mux/1";
+
+/// Largest frame either side accepts.
+const MAX_FRAME: usize = 64 << 20;
+/// A writer gathers queued frames up to about this many bytes per write.
+const WRITE_BATCH: usize = 256 << 10;
+/// How long a stopping server waits for the answers of calls in flight.
+const DRAIN: Duration = Duration::from_secs(5);
+/// Longest accepted answer to the upgrade request.
+const MAX_HANDSHAKE: usize = 8 << 10;
+
+/// A frame that does not follow the format.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed frame: {0}")]
+pub struct Malformed(&'static str);
+
+fn malformed(e: Malformed) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+// ---- encoding ----
+
+fn put_headers(out: &mut BytesMut, headers: &HeaderMap) -> Result<(), Malformed> {
+    let count = u16::try_from(headers.len()).map_err(|_| Malformed("more than 65535 headers"))?;
+    out.put_u16(count);
+    for (name, value) in headers {
+        let n = u8::try_from(name.as_str().len()).map_err(|_| Malformed("a header name longer than 255 bytes"))?;
+        let v = u16::try_from(value.len()).map_err(|_| Malformed("a header value longer than 65535 bytes"))?;
+        out.put_u8(n);
+        out.put_slice(name.as_str().as_bytes());
+        out.put_u16(v);
+        out.put_slice(value.as_bytes());
+    }
+    Ok(())
+}
+
+/// Starts a frame: room for its length, then the id.
+fn begin(out: &mut BytesMut, id: u64) {
+    out.put_u32(0);
+    out.put_u64(id);
+}
+
+/// Ends a frame begun at `start`: writes its length.
+fn finish(out: &mut BytesMut, start: usize) -> Result<(), Malformed> {
+    let len = out.len() - start - 4;
+    if len > MAX_FRAME {
+        return Err(Malformed("a frame larger than 64 MiB"));
+    }
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+fn encode_request(id: u64, call: &Call<'_>) -> Result<Bytes, Malformed> {
+    let method = call.method.as_str();
+    let m = u8::try_from(method.len()).map_err(|_| Malformed("a method longer than 255 bytes"))?;
+    let t = u16::try_from(call.path.len()).map_err(|_| Malformed("a target longer than 65535 bytes"))?;
+    let mut out = BytesMut::with_capacity(64 + call.path.len() + call.body.len() + 64 * call.headers.len());
+    begin(&mut out, id);
+    out.put_u8(m);
+    out.put_slice(method.as_bytes());
+    out.put_u16(t);
+    out.put_slice(call.path.as_bytes());
+    put_headers(&mut out, &call.headers)?;
+    out.put_slice(&call.body);
+    finish(&mut out, 0)?;
+    Ok(out.freeze())
+}
+
+fn encode_response(id: u64, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<Bytes, Malformed> {
+    let mut out = BytesMut::with_capacity(32 + body.len() + 48 * headers.len());
+    begin(&mut out, id);
+    out.put_u16(status.as_u16());
+    put_headers(&mut out, headers)?;
+    out.put_slice(body);
+    finish(&mut out, 0)?;
+    Ok(out.freeze())
+}
+
+// ---- decoding ----
+
+fn need(buf: &Bytes, n: usize) -> Result<(), Malformed> {
+    if buf.remaining() < n { Err(Malformed("truncated")) } else { Ok(()) }
+}
+
+fn take(buf: &mut Bytes, n: usize) -> Result<Bytes, Malformed> {
+    need(buf, n)?;
+    Ok(buf.split_to(n))
+}
+
+fn get_u8(buf: &mut Bytes) -> Result<u8, Malformed> {
+    need(buf, 1)?;
+    Ok(buf.get_u8())
+}
+
+fn get_u16(buf: &mut Bytes) -> Result<u16, Malformed> {
+    need(buf, 2)?;
+    Ok(buf.get_u16())
+}
+
+fn get_headers(buf: &mut Bytes) -> Result<HeaderMap, Malformed> {
+    let count = get_u16(buf)? as usize;
+    let mut headers = HeaderMap::with_capacity(count);
+    for _ in 0..count {
+        let n = get_u8(buf)? as usize;
+        let name = HeaderName::from_bytes(&take(buf, n)?).map_err(|_| Malformed("an invalid header name"))?;
+        let v = get_u16(buf)? as usize;
+        let value = HeaderValue::from_maybe_shared(take(buf, v)?).map_err(|_| Malformed("an invalid header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+fn decode_request(mut buf: Bytes) -> Result<http::Request<Full<Bytes>>, Malformed> {
+    let m = get_u8(&mut buf)? as usize;
+    let method = Method::from_bytes(&take(&mut buf, m)?).map_err(|_| Malformed("an invalid method"))?;
+    let t = get_u16(&mut buf)? as usize;
+    let target = http::Uri::from_maybe_shared(take(&mut buf, t)?).map_err(|_| Malformed("an invalid target"))?;
+    let headers = get_headers(&mut buf)?;
+    let mut request = http::Request::new(Full::new(buf));
+    *request.method_mut() = method;
+    *request.uri_mut() = target;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+fn decode_response(mut buf: Bytes) -> Result<Response, Malformed> {
+    let status = StatusCode::from_u16(get_u16(&mut buf)?).map_err(|_| Malformed("an invalid status"))?;
+    let headers = get_headers(&mut buf)?;
+    Ok(Response { status, headers, body: buf })
+}
+
+/// Takes the next whole frame off `buf`: its id and the rest.
+fn next_frame(buf: &mut BytesMut) -> Result<Option<(u64, Bytes)>, Malformed> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes(buf[..4].try_into().expect("four bytes")) as usize;
+    if len > MAX_FRAME {
+        return Err(Malformed("a frame larger than 64 MiB"));
+    }
+    if len < 8 {
+        return Err(Malformed("a frame without an id"));
+    }
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    let mut frame = buf.split_to(len).freeze();
+    let id = frame.get_u64();
+    Ok(Some((id, frame)))
+}
+
+/// Reads frames until the end of the stream, handing each to `on_frame`.
+/// `buf` may already hold bytes read before.
+async fn read_frames<R: AsyncRead + Unpin>(
+    mut reader: R,
+    mut buf: BytesMut,
+    mut on_frame: impl FnMut(u64, Bytes) -> Result<(), Malformed>,
+) -> io::Result<()> {
+    loop {
+        while let Some((id, frame)) = next_frame(&mut buf).map_err(malformed)? {
+            on_frame(id, frame).map_err(malformed)?;
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 << 10);
+        }
+        if reader.read_buf(&mut buf).await? == 0 {
+            return if buf.is_empty() {
+                Ok(())
+            } else {
+                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stream ended inside a frame"))
+            };
+        }
+    }
+}
+
+/// Writes the frames sent on `frames`, as many as are queued per write,
+/// until every sender is gone.
+async fn write_frames<W: AsyncWrite + Unpin>(mut writer: W, mut frames: mpsc::UnboundedReceiver<Bytes>) -> io::Result<()> {
+    let mut batch = BytesMut::new();
+    while let Some(frame) = frames.recv().await {
+        match frames.try_recv() {
+            // The common case at low load: one frame, written as it is.
+            Err(_) => writer.write_all(&frame).await?,
+            Ok(next) => {
+                batch.extend_from_slice(&frame);
+                batch.extend_from_slice(&next);
+                while batch.len() < WRITE_BATCH {
+                    match frames.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                writer.write_all(&batch).await?;
+                batch.clear();
+            }
+        }
+    }
+    writer.shutdown().await
+}
+
+// ---- the calling side ----
+
+/// One open connection to a peer.
+struct Link {
+    frames: mpsc::UnboundedSender<Bytes>,
+    state: Mutex<LinkState>,
+    /// Answers received so far (to tell a slow call from a dead link).
+    received: AtomicU64,
+}
+
+#[derive(Default)]
+struct LinkState {
+    next_id: u64,
+    waiting: HashMap<u64, oneshot::Sender<Response>>,
+    /// Why the link closed, once it has.
+    closed: Option<String>,
+}
+
+impl Link {
+    fn is_open(&self) -> bool {
+        self.state.lock().expect("link poisoned").closed.is_none()
+    }
+
+    /// A new call's id and where its answer will arrive, unless the link is
+    /// closed.
+    fn register(&self) -> Option<(u64, oneshot::Receiver<Response>)> {
+        let mut state = self.state.lock().expect("link poisoned");
+        if state.closed.is_some() {
+            return None;
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        let (tx, rx) = oneshot::channel();
+        state.waiting.insert(id, tx);
+        Some((id, rx))
+    }
+
+    fn forget(&self, id: u64) {
+        self.state.lock().expect("link poisoned").waiting.remove(&id);
+    }
+
+    fn answered(&self, id: u64, frame: Bytes) -> Result<(), Malformed> {
+        let response = decode_response(frame)?;
+        self.received.fetch_add(1, Ordering::Relaxed);
+        let waiter = self.state.lock().expect("link poisoned").waiting.remove(&id);
+        // No waiter: the call timed out and left.
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(response);
+        }
+        Ok(())
+    }
+
+    /// Closes the link: calls waiting on it fail, later ones connect anew.
+    fn close(&self, reason: String) {
+        let mut state = self.state.lock().expect("link poisoned");
+        if state.closed.is_none() {
+            state.closed = Some(reason);
+        }
+        // Dropping the senders wakes every waiting call.
+        state.waiting.clear();
+    }
+
+    fn reason(&self) -> String {
+        self.state.lock().expect("link poisoned").closed.clone().unwrap_or_else(|| "connection closed".into())
+    }
+}
+
+/// Opens a connection to `addr` and upgrades it. Every failure here happens
+/// before any call was sent.
+async fn open(addr: &str, connect_timeout: Duration) -> Result<Arc<Link>, Error> {
+    let failed = |source| Error::Connect { addr: addr.to_string(), source };
+    let handshake = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let request = format!(
+            "GET {PATH} HTTP/1.1\r\nHost: {addr}\r\nConnection: upgrade\r\nUpgrade: {PROTOCOL}\r\nContent-Length: 0\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut buf = BytesMut::with_capacity(1024);
+        let head_end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            if buf.len() > MAX_HANDSHAKE {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "the answer to the upgrade is too long"));
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during the upgrade"));
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let status_line = head.lines().next().unwrap_or_default();
+        if !status_line.starts_with("HTTP/1.1 101") {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!("the peer did not switch to {PROTOCOL}: {status_line}"),
+            ));
+        }
+        buf.advance(head_end);
+        Ok((stream, buf))
+    };
+    let (stream, leftover) = match tokio::time::timeout(connect_timeout, handshake).await {
+        Ok(done) => done.map_err(failed)?,
+        Err(_) => return Err(failed(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))),
+    };
+    let (reader, writer) = stream.into_split();
+    let (frames, queued) = mpsc::unbounded_channel();
+    let link = Arc::new(Link { frames, state: Mutex::default(), received: AtomicU64::new(0) });
+    // Both tasks hold the link weakly: once no caller and no `Mux` holds it,
+    // its frame sender is dropped, the writer ends and shuts the connection
+    // down, and the peer's close ends the read.
+    let writing = Arc::downgrade(&link);
+    tokio::spawn(async move {
+        if let Err(e) = write_frames(writer, queued).await
+            && let Some(link) = writing.upgrade()
+        {
+            link.close(format!("writing failed: {e}"));
+        }
+    });
+    let reading = Arc::downgrade(&link);
+    tokio::spawn(async move {
+        let result = read_frames(reader, leftover, |id, frame| match reading.upgrade() {
+            Some(link) => link.answered(id, frame),
+            None => Ok(()),
+        })
+        .await;
+        if let Some(link) = reading.upgrade() {
+            link.close(match result {
+                Ok(()) => "the peer closed the connection".into(),
+                Err(e) => format!("reading failed: {e}"),
+            });
+        }
+    });
+    Ok(link)
+}
+
+/// A peer's current link, and the lock that lets one call at a time open a
+/// new one.
+#[derive(Default)]
+struct Peer {
+    link: Mutex<Option<Arc<Link>>>,
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl Peer {
+    fn current(&self) -> Option<Arc<Link>> {
+        self.link.lock().expect("peer poisoned").as_ref().filter(|l| l.is_open()).cloned()
+    }
+}
+
+/// One multiplexed connection per peer address (`host:port`).
+pub struct Mux {
+    limits: Limits,
+    peers: Mutex<HashMap<String, Arc<Peer>>>,
+}
+
+impl Default for Mux {
+    fn default() -> Self {
+        Mux::new(Limits::default())
+    }
+}
+
+impl Mux {
+    /// No connections yet; of `limits`, the connect timeout applies.
+    pub fn new(limits: Limits) -> Self {
+        Mux { limits, peers: Mutex::default() }
+    }
+
+    fn peer(&self, addr: &str) -> Arc<Peer> {
+        let mut peers = self.peers.lock().expect("mux poisoned");
+        match peers.get(addr) {
+            Some(peer) => peer.clone(),
+            None => peers.entry(addr.to_string()).or_default().clone(),
+        }
+    }
+
+    async fn link(&self, addr: &str) -> Result<Arc<Link>, Error> {
+        let peer = self.peer(addr);
+        if let Some(link) = peer.current() {
+            return Ok(link);
+        }
+        let _opening = peer.opening.lock().await;
+        if let Some(link) = peer.current() {
+            return Ok(link);
+        }
+        let link = open(addr, self.limits.connect_timeout).await?;
+        *peer.link.lock().expect("peer poisoned") = Some(link.clone());
+        Ok(link)
+    }
+
+    /// Makes `call` at `addr` and waits for its whole answer, all within
+    /// `timeout`.
+    pub async fn call(&self, addr: &str, call: Call<'_>, timeout: Duration) -> Result<Response, Error> {
+        let deadline = Instant::now() + timeout;
+        let timed_out = || Error::Timeout { addr: addr.to_string(), timeout };
+        // A link that closes between being picked and taking the request has
+        // not sent it: the request goes out on a new one, once.
+        for _ in 0..2 {
+            let link = match tokio::time::timeout_at(deadline, self.link(addr)).await {
+                Ok(link) => link?,
+                Err(_) => return Err(timed_out()),
+            };
+            let Some((id, answer)) = link.register() else { continue };
+            let frame = encode_request(id, &call).map_err(|e| {
+                link.forget(id);
+                Error::Unencodable(e)
+            })?;
+            let before = link.received.load(Ordering::Relaxed);
+            if link.frames.send(frame).is_err() {
+                // The writer stopped (it failed): the request never left.
+                link.close("the connection's writer stopped".into());
+                continue;
+            }
+            return match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(_)) => Err(Error::Broken { addr: addr.to_string(), reason: link.reason() }),
+                Err(_) => {
+                    link.forget(id);
+                    if link.received.load(Ordering::Relaxed) == before {
+                        link.close(format!("no answer within {timeout:?}"));
+                    }
+                    Err(timed_out())
+                }
+            };
+        }
+        let source = io::Error::new(io::ErrorKind::ConnectionAborted, "the connection closed before the request was sent");
+        Err(Error::Connect { addr: addr.to_string(), source })
+    }
+}
+
+// ---- the serving side ----
+
+/// Answers a request for [`PATH`]: when it asks to upgrade to [`PROTOCOL`],
+/// `101 Switching Protocols`, and the upgraded connection is then served
+/// with `service` (see [`serve`]) on a task of its own; otherwise `400`.
+/// The server must support upgrades (`axum::serve` does), and should set
+/// `TCP_NODELAY` on its connections: answers leave as they are gathered,
+/// and behind Nagle's algorithm a write waits for the peer's delayed ACK
+/// whenever an earlier one is unacknowledged.
+pub fn accept<ReqB, S, B>(
+    mut request: http::Request<ReqB>,
+    service: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> http::Response<Full<Bytes>>
+where
+    S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Display,
+{
+    let asks = request.headers().get(http::header::UPGRADE).is_some_and(|v| v.as_bytes() == PROTOCOL.as_bytes());
+    if !asks {
+        let mut refused = http::Response::new(Full::new(Bytes::from(format!("expected Upgrade: {PROTOCOL}\n"))));
+        *refused.status_mut() = StatusCode::BAD_REQUEST;
+        return refused;
+    }
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => serve(TokioIo::new(upgraded), BytesMut::new(), service, shutdown).await,
+            Err(e) => tracing::debug!(error = %e, "mux upgrade failed"),
+        }
+    });
+    let mut switching = http::Response::new(Full::new(Bytes::new()));
+    *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    switching.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+    switching.headers_mut().insert(http::header::UPGRADE, HeaderValue::from_static(PROTOCOL));
+    switching
+}
+
+/// Serves calls arriving on `io` (a connection already upgraded; `read`
+/// holds whatever was read from it past the upgrade request) with
+/// `service`, each as its own task, until the caller closes the connection
+/// or `shutdown` completes; then answers the calls in flight (for at most a
+/// few seconds) and closes.
+pub async fn serve<IO, S, B>(io: IO, read: BytesMut, service: S, shutdown: impl Future<Output = ()>)
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+    S: Service<http::Request<Full<Bytes>>, Response = http::Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Display,
+{
+    let (reader, writer) = tokio::io::split(io);
+    let (frames, queued) = mpsc::unbounded_channel();
+    let mut writer = tokio::spawn(write_frames(writer, queued));
+    // The reading closure owns the only other sender: once reading stops,
+    // the writer ends as soon as every call in flight has sent its answer.
+    let reading = read_frames(reader, read, move |id, frame| {
+        let request = decode_request(frame)?;
+        let service = service.clone();
+        let frames = frames.clone();
+        tokio::spawn(async move {
+            let Ok(response) = service.oneshot(request).await;
+            let (parts, body) = response.into_parts();
+            let frame = match body.collect().await {
+                Ok(body) => encode_response(id, parts.status, &parts.headers, &body.to_bytes()),
+                Err(e) => {
+                    let detail = format!("the answer's body failed: {e}");
+                    encode_response(id, StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new(), detail.as_bytes())
+                }
+            };
+            let frame = frame.unwrap_or_else(|e| {
+                let detail = format!("the answer cannot be framed: {e}");
+                encode_response(id, StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new(), detail.as_bytes())
+                    .expect("a short answer frames")
+            });
+            // The writer is gone when the connection failed: nobody to tell.
+            let _ = frames.send(frame);
+        });
+        Ok(())
+    });
+    tokio::select! {
+        result = reading => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "mux connection ended");
+            }
+        }
+        () = shutdown => {}
+    }
+    if tokio::time::timeout(DRAIN, &mut writer).await.is_err() {
+        writer.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::Router;
+    use axum::routing::{get, post};
+    use futures::future;
+    use tokio::net::TcpListener;
+    use tokio::task::JoinHandle;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    /// A server whose routes answer `/echo` with the body (and a header),
+    /// `/slow` after a second and `/status/{n}` with status `n`, over HTTP
+    /// and multiplexed; `stop` ends its multiplexed connections.
+    async fn serve_on(listener: TcpListener, stop: CancellationToken) -> JoinHandle<()> {
+        let routes = Router::new()
+            .route("/echo", post(|body: Bytes| async move { ([("x-echo", "yes")], body) }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    "late"
+                }),
+            )
+            .route(
+                "/status/{n}",
+                get(|axum::extract::Path(n): axum::extract::Path<u16>| async move { StatusCode::from_u16(n).unwrap() }),
+            );
+        let served = routes.clone();
+        let app = routes.route(
+            PATH,
+            get(move |request: axum::extract::Request| {
+                let (served, stopping) = (served.clone(), stop.clone().cancelled_owned());
+                async move { accept(request, served, stopping) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() })
+    }
+
+    async fn server() -> (SocketAddr, JoinHandle<()>, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        (addr, serve_on(listener, stop.clone()).await, stop)
+    }
+
+    const T: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn concurrent_calls_share_one_connection_and_get_their_own_answers() {
+        let (addr, _server, _stop) = server().await;
+        let (mux, addr) = (Mux::default(), addr.to_string());
+        let calls = (0..200u32).map(|i| {
+            let (mux, addr) = (&mux, &addr);
+            async move {
+                let body = Bytes::from(i.to_string().repeat(1 + i as usize % 50));
+                let answer = mux.call(addr, Call::post("/echo", body.clone()), T).await.unwrap();
+                assert_eq!((answer.status, answer.headers["x-echo"].to_str().unwrap()), (StatusCode::OK, "yes"));
+                assert_eq!(answer.body, body);
+            }
+        });
+        future::join_all(calls).await;
+        let status = mux.call(&addr, Call::get("/status/409"), T).await.unwrap();
+        assert_eq!(status.status, StatusCode::CONFLICT);
+        assert_eq!(mux.peers.lock().unwrap().len(), 1);
+        let link = mux.peer(&addr).current().expect("an open link");
+        assert_eq!(link.received.load(Ordering::Relaxed), 201, "every call went over the one link");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_peer_breaks_its_calls_and_a_restarted_one_is_reconnected() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = serve_on(listener, stop.clone()).await;
+        let mux = Mux::default();
+        let first = mux.call(&addr.to_string(), Call::post("/echo", Bytes::from_static(b"1")), T).await.unwrap();
+        assert_eq!(first.body, "1");
+        server.abort();
+        let _ = server.await;
+        stop.cancel();
+        // The old link closes as the peer does; the next call connects anew.
+        let server = serve_on(TcpListener::bind(addr).await.unwrap(), CancellationToken::new()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let again = mux.call(&addr.to_string(), Call::post("/echo", Bytes::from_static(b"2")), T).await.unwrap();
+        assert_eq!(again.body, "2");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_call_in_flight_when_the_peer_stops_is_answered_first() {
+        let (addr, _server, stop) = server().await;
+        let mux = Mux::default();
+        let addr = addr.to_string();
+        mux.call(&addr, Call::post("/echo", Bytes::new()), T).await.unwrap();
+        let slow = mux.call(&addr, Call::get("/slow"), T);
+        let stopping = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            stop.cancel();
+        };
+        let (answer, ()) = tokio::join!(slow, stopping);
+        assert_eq!(answer.unwrap().body, "late");
+        // Then the connection closed: the next call needs a new one, which
+        // the server (still up for HTTP) upgrades again.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(mux.peer(&addr).current().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_times_out_and_its_link_is_dropped() {
+        let (addr, _server, _stop) = server().await;
+        let mux = Mux::default();
+        let addr = addr.to_string();
+        let e = mux.call(&addr, Call::get("/slow"), Duration::from_millis(100)).await.unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+        assert!(mux.peer(&addr).current().is_none(), "a link that answered nothing is presumed dead");
+        let answer = mux.call(&addr, Call::post("/echo", Bytes::from_static(b"x")), T).await.unwrap();
+        assert_eq!(answer.body, "x");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_upgrade_is_a_connect_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let plain = Router::new().route("/echo", post(|body: Bytes| async move { body }));
+        let server = tokio::spawn(async move { axum::serve(listener, plain).await.unwrap() });
+        let e = Mux::default().call(&addr.to_string(), Call::get("/echo"), T).await.unwrap_err();
+        assert!(e.is_connect(), "{e}");
+        assert!(e.to_string().contains("did not switch"), "{e}");
+        server.abort();
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let e = Mux::default().call(&closed.to_string(), Call::get("/echo"), T).await.unwrap_err();
+        assert!(e.is_connect(), "{e}");
+    }
+
+    fn call<'a>(path: &'a str, body: &'static [u8]) -> Call<'a> {
+        Call::post(path, Bytes::from_static(body))
+            .header(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(HeaderName::from_static("idempotency-key"), HeaderValue::from_static("k-1"))
+    }
+
+    #[test]
+    fn a_request_decodes_as_it_was_encoded() {
+        let frame = encode_request(42, &call("/books/3/buy?x=1", b"{\"quantity\":2}")).unwrap();
+        let mut buf = BytesMut::from(&frame[..]);
+        let (id, payload) = next_frame(&mut buf).unwrap().unwrap();
+        assert!(buf.is_empty());
+        assert_eq!(id, 42);
+        let request = decode_request(payload).unwrap();
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri(), "/books/3/buy?x=1");
+        assert_eq!(request.headers()["content-type"], "application/json");
+        assert_eq!(request.headers()["idempotency-key"], "k-1");
+    }
+
+    #[test]
+    fn frames_split_anywhere_are_taken_whole() {
+        let mut stream = BytesMut::new();
+        for id in 0..3 {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-bazar-index", HeaderValue::from(id * 10));
+            stream.extend_from_slice(&encode_response(id, StatusCode::CREATED, &headers, b"body").unwrap());
+        }
+        let whole = stream.freeze();
+        for cut in 0..whole.len() {
+            let mut buf = BytesMut::from(&whole[..cut]);
+            let mut got = Vec::new();
+            while let Some(f) = next_frame(&mut buf).unwrap() {
+                got.push(f);
+            }
+            buf.extend_from_slice(&whole[cut..]);
+            while let Some(f) = next_frame(&mut buf).unwrap() {
+                got.push(f);
+            }
+            assert_eq!(got.len(), 3, "cut at {cut}");
+            for (i, (id, payload)) in got.into_iter().enumerate() {
+                assert_eq!(id, i as u64);
+                let r = decode_response(payload).unwrap();
+                assert_eq!((r.status, &r.body[..]), (StatusCode::CREATED, &b"body"[..]));
+                assert_eq!(r.headers["x-bazar-index"], (i * 10).to_string().as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_refused() {
+        let mut huge = BytesMut::from(&((MAX_FRAME as u32) + 1).to_be_bytes()[..]);
+        assert!(next_frame(&mut huge).is_err());
+        let mut no_id = BytesMut::from(&[0u8, 0, 0, 2, 1, 2][..]);
+        assert!(next_frame(&mut no_id).is_err());
+        // A header count promising more than the frame holds.
+        let truncated = Bytes::from_static(&[0, 200, 0, 5]);
+        assert!(decode_response(truncated).is_err());
+        let bad_status = Bytes::from_static(&[0, 7, 0, 0]);
+        assert!(decode_response(bad_status).is_err());
+    }
+}
