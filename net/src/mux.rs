@@ -59,8 +59,9 @@ pub const PATH: &str = "/mux";
 /// The protocol named in the `Upgrade` header.
 pub const PROTOCOL: &str = "bazar-mux/1";
 
-/// Largest frame either side accepts.
-const MAX_FRAME: usize = 64 << 20;
+/// Largest frame either side accepts: as large as the nodes' largest Raft
+/// RPC body.
+const MAX_FRAME: usize = 512 << 20;
 /// A writer gathers queued frames up to about this many bytes per write.
 const WRITE_BATCH: usize = 256 << 10;
 /// How long a stopping server waits for the answers of calls in flight.
@@ -103,7 +104,7 @@ fn begin(out: &mut BytesMut, id: u64) {
 fn finish(out: &mut BytesMut, start: usize) -> Result<(), Malformed> {
     let len = out.len() - start - 4;
     if len > MAX_FRAME {
-        return Err(Malformed("a frame larger than 64 MiB"));
+        return Err(Malformed("a frame larger than 512 MiB"));
     }
     out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(())
@@ -195,7 +196,7 @@ fn next_frame(buf: &mut BytesMut) -> Result<Option<(u64, Bytes)>, Malformed> {
     }
     let len = u32::from_be_bytes(buf[..4].try_into().expect("four bytes")) as usize;
     if len > MAX_FRAME {
-        return Err(Malformed("a frame larger than 64 MiB"));
+        return Err(Malformed("a frame larger than 512 MiB"));
     }
     if len < 8 {
         return Err(Malformed("a frame without an id"));
@@ -452,6 +453,9 @@ impl Mux {
     /// Makes `call` at `addr` and waits for its whole answer, all within
     /// `timeout`.
     pub async fn call(&self, addr: &str, call: Call<'_>, timeout: Duration) -> Result<Response, Error> {
+        if http::uri::PathAndQuery::try_from(call.path).is_err() || !call.path.starts_with('/') {
+            return Err(Error::Unencodable(Malformed("the target is not an origin-form path and query")));
+        }
         let deadline = Instant::now() + timeout;
         let timed_out = || Error::Timeout { addr: addr.to_string(), timeout };
         // A link that closes between being picked and taking the request has
@@ -548,7 +552,16 @@ where
     // The reading closure owns the only other sender: once reading stops,
     // the writer ends as soon as every call in flight has sent its answer.
     let reading = read_frames(reader, read, move |id, frame| {
-        let request = decode_request(frame)?;
+        let request = match decode_request(frame) {
+            Ok(request) => request,
+            // A whole frame whose request is not valid HTTP: refused, and
+            // the connection carries on.
+            Err(e) => {
+                let detail = format!("{e}\n");
+                let _ = frames.send(encode_response(id, StatusCode::BAD_REQUEST, &HeaderMap::new(), detail.as_bytes())?);
+                return Ok(());
+            }
+        };
         let service = service.clone();
         let frames = frames.clone();
         tokio::spawn(async move {
@@ -704,6 +717,37 @@ mod tests {
         assert!(mux.peer(&addr).current().is_none(), "a link that answered nothing is presumed dead");
         let answer = mux.call(&addr, Call::post("/echo", Bytes::from_static(b"x")), T).await.unwrap();
         assert_eq!(answer.body, "x");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_request_is_refused_and_the_connection_carries_on() {
+        let (addr, _server, _stop) = server().await;
+        let (mux, addr) = (Mux::default(), addr.to_string());
+        let e = mux.call(&addr, Call::get("no spaces allowed"), T).await.unwrap_err();
+        assert!(matches!(e, Error::Unencodable(_)), "{e}");
+        mux.call(&addr, Call::post("/echo", Bytes::new()), T).await.unwrap();
+        // A frame that reaches the peer with an invalid header name.
+        let link = mux.peer(&addr).current().unwrap();
+        let (id, answer) = link.register().unwrap();
+        let mut frame = BytesMut::new();
+        begin(&mut frame, id);
+        frame.put_u8(3);
+        frame.put_slice(b"GET");
+        frame.put_u16(5);
+        frame.put_slice(b"/echo");
+        frame.put_u16(1);
+        frame.put_u8(3);
+        frame.put_slice(b"a b");
+        frame.put_u16(1);
+        frame.put_slice(b"x");
+        finish(&mut frame, 0).unwrap();
+        link.frames.send(frame.freeze()).unwrap();
+        let refused = answer.await.unwrap();
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(String::from_utf8_lossy(&refused.body).contains("header name"), "{refused:?}");
+        let after = mux.call(&addr, Call::post("/echo", Bytes::from_static(b"ok")), T).await.unwrap();
+        assert_eq!(after.body, "ok");
+        assert!(Arc::ptr_eq(&link, &mux.peer(&addr).current().unwrap()), "the same connection");
     }
 
     #[tokio::test]

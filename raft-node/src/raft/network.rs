@@ -3,11 +3,13 @@
 //! Every RPC is an HTTP `POST {peer}/raft/{group}/{rpc}` with a postcard body
 //! and the cluster token as a bearer token; the answer is a postcard body
 //! (200) or a plain-text error (any other status). Both groups share one
-//! [`Peers`] table. RPCs go over a [`bazar_net::Pool`] of keep-alive
-//! connections per peer, each driven by the task that makes the call (no
-//! connection task to wake and be woken by); streamed snapshots and the
-//! bootstrap's calls use one `reqwest::Client` per peer address, so a dead or
-//! slow peer cannot exhaust the connections used for the others.
+//! [`Peers`] table. RPCs go over a [`bazar_net::Mux`]: one connection per
+//! peer, on which both groups' RPCs travel as frames of the node's own HTTP
+//! routes (`GET /mux`, see `bazar_net::mux`), so the appends and heartbeats
+//! in flight to a peer at the same time share writes and reads; streamed
+//! snapshots and the bootstrap's calls use one `reqwest::Client` per peer
+//! address, so a dead or slow peer cannot exhaust the connections used for
+//! the others.
 //!
 //! Failures are classified for openraft: a connection that could not be
 //! opened is `Unreachable` (openraft backs off), a timeout is `Timeout`, and
@@ -18,7 +20,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bazar_net::{Call, HeaderValue, Pool, header};
+use bazar_net::{Call, HeaderValue, Mux, header};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
@@ -57,7 +59,7 @@ pub struct Peers {
     token: String,
     /// `Bearer {token}`, as sent with every RPC.
     authorization: HeaderValue,
-    rpcs: Pool,
+    rpcs: Mux,
     clients: Mutex<HashMap<String, reqwest::Client>>,
 }
 
@@ -68,7 +70,7 @@ impl Peers {
         let mut authorization =
             HeaderValue::from_str(&format!("Bearer {token}")).expect("the cluster token is printable ASCII");
         authorization.set_sensitive(true);
-        Arc::new(Peers { token, authorization, rpcs: Pool::default(), clients: Mutex::new(HashMap::new()) })
+        Arc::new(Peers { token, authorization, rpcs: Mux::default(), clients: Mutex::new(HashMap::new()) })
     }
 
     /// The HTTP client for the peer at `addr` (host:port).
