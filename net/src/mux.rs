@@ -1,8 +1,8 @@
 //! Many calls at once on one connection per peer.
 //!
-//! [`Pool`](crate::Pool) makes one HTTP/1.1 exchange per connection at a
-//! time: every call costs its own write and read system calls on both sides
-//! and its own HTTP parsing. A [`Mux`] instead keeps one connection per peer
+//! An HTTP/1.1 connection carries one exchange at a time: every call costs
+//! its own write and read system calls on both sides and its own HTTP
+//! parsing. A [`Mux`] instead keeps one connection per peer
 //! and frames each call with an id, so calls made at the same time leave in
 //! one write and their answers come back in one read, in whatever order the
 //! peer finishes them.
@@ -126,6 +126,12 @@ fn encode_request(id: u64, call: &Call<'_>) -> Result<Bytes, Malformed> {
     Ok(out.freeze())
 }
 
+/// An answer the serving side makes itself: `status` with a plain-text
+/// `detail` (a short frame, which always encodes).
+fn error_response(id: u64, status: StatusCode, detail: &str) -> Bytes {
+    encode_response(id, status, &HeaderMap::new(), format!("{detail}\n").as_bytes()).expect("a short answer frames")
+}
+
 fn encode_response(id: u64, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<Bytes, Malformed> {
     let mut out = BytesMut::with_capacity(32 + body.len() + 48 * headers.len());
     begin(&mut out, id);
@@ -237,7 +243,10 @@ async fn read_frames<R: AsyncRead + Unpin>(
 
 /// Writes the frames sent on `frames`, as many as are queued per write,
 /// until every sender is gone.
-async fn write_frames<W: AsyncWrite + Unpin>(mut writer: W, mut frames: mpsc::UnboundedReceiver<Bytes>) -> io::Result<()> {
+async fn write_frames<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut frames: mpsc::UnboundedReceiver<Bytes>,
+) -> io::Result<()> {
     let mut batch = BytesMut::new();
     while let Some(frame) = frames.recv().await {
         match frames.try_recv() {
@@ -488,7 +497,8 @@ impl Mux {
                 }
             };
         }
-        let source = io::Error::new(io::ErrorKind::ConnectionAborted, "the connection closed before the request was sent");
+        let source =
+            io::Error::new(io::ErrorKind::ConnectionAborted, "the connection closed before the request was sent");
         Err(Error::Connect { addr: addr.to_string(), source })
     }
 }
@@ -557,8 +567,7 @@ where
             // A whole frame whose request is not valid HTTP: refused, and
             // the connection carries on.
             Err(e) => {
-                let detail = format!("{e}\n");
-                let _ = frames.send(encode_response(id, StatusCode::BAD_REQUEST, &HeaderMap::new(), detail.as_bytes())?);
+                let _ = frames.send(error_response(id, StatusCode::BAD_REQUEST, &e.to_string()));
                 return Ok(());
             }
         };
@@ -568,17 +577,13 @@ where
             let Ok(response) = service.oneshot(request).await;
             let (parts, body) = response.into_parts();
             let frame = match body.collect().await {
-                Ok(body) => encode_response(id, parts.status, &parts.headers, &body.to_bytes()),
+                Ok(body) => encode_response(id, parts.status, &parts.headers, &body.to_bytes()).unwrap_or_else(|e| {
+                    error_response(id, StatusCode::INTERNAL_SERVER_ERROR, &format!("the answer cannot be framed: {e}"))
+                }),
                 Err(e) => {
-                    let detail = format!("the answer's body failed: {e}");
-                    encode_response(id, StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new(), detail.as_bytes())
+                    error_response(id, StatusCode::INTERNAL_SERVER_ERROR, &format!("the answer's body failed: {e}"))
                 }
             };
-            let frame = frame.unwrap_or_else(|e| {
-                let detail = format!("the answer cannot be framed: {e}");
-                encode_response(id, StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new(), detail.as_bytes())
-                    .expect("a short answer frames")
-            });
             // The writer is gone when the connection failed: nobody to tell.
             let _ = frames.send(frame);
         });
