@@ -485,8 +485,8 @@ if ((PROFILE)); then
     { c = $NF; s = substr($0, 1, length($0) - length($NF) - 1); tot += c
       for (i = 1; i <= np; i++) if (s ~ pat[i]) hit[i] += c }
     END { for (i = 1; i <= np; i++) printf "%5.1f%%  %s\n", 100 * hit[i] / tot, label[i] }'
-  INCL_PATTERNS='HTTP server connection tasks (hyper + the handlers they poll)=dispatch::Server<'
-  INCL_PATTERNS+='@@HTTP client connections (bazar-net: Raft RPCs, relayed requests)=dispatch::Client<'
+  INCL_PATTERNS='HTTP server tasks (hyper connections, multiplexed requests, the handlers they poll)=dispatch::Server<|bazar_net::mux::(serve|accept)::'
+  INCL_PATTERNS+='@@outgoing calls (bazar-net multiplexed connections: Raft RPCs, relayed requests)=dispatch::Client<|bazar_net::mux::(open|write_frames|Mux::call)'
   INCL_PATTERNS+='@@HTTP/1 header parsing and encoding=httparse|parse_headers|encode_headers|role::Server>::parse|role::Client>::parse'
   INCL_PATTERNS+='@@openraft core tasks=openraft::core::raft_core::RaftCore[^;]*::(do_main|runtime_loop)@@openraft replication tasks=openraft::replication::[^;]*main'
   INCL_PATTERNS+='@@openraft state-machine worker=openraft::core::sm::worker@@WAL sync thread (fdatasync)=wal::sync_loop'
