@@ -127,11 +127,12 @@ pub async fn run(
         stopping.hand_off_leadership().await;
         stopping.shutdown.cancel();
     };
-    // Nagle's algorithm off on every connection: the frontend's multiplexed
-    // connection (see `bazar_net::mux`) already gathers its answers into
-    // few writes, and with Nagle a write behind an unacknowledged one waits
-    // for the peer's delayed ACK (measured: the p99 of linearizable lookups
-    // through the frontend 15-17 ms with it, 8 ms without).
+    // Nagle's algorithm off on every connection: a multiplexed connection
+    // (the frontend's or a peer's, see `bazar_net::mux`) already gathers
+    // its answers into few writes, and with Nagle a write behind an
+    // unacknowledged one waits for the peer's delayed ACK (measured: the
+    // p99 of linearizable lookups through the frontend 15-17 ms with it,
+    // 8 ms without).
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");

@@ -1,6 +1,7 @@
 //! The node's HTTP server: client routes, admin routes, the change stream,
 //! and both groups' Raft RPCs, on one listener, which also serves the same
-//! routes multiplexed on upgraded connections (`GET /mux`, the frontend's).
+//! routes multiplexed on upgraded connections (`GET /mux`: the frontend's
+//! calls and the other nodes' Raft RPCs).
 //!
 //! [`app`] builds the router without binding anything, so tests can drive it
 //! with `tower::ServiceExt::oneshot`.
@@ -59,8 +60,9 @@ pub fn app(node: Arc<Node>) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(node.clone(), metrics::track))
         .with_state(node);
-    // The frontend's calls arrive multiplexed on one upgraded connection
-    // (see `bazar_net::mux`) and are served by the same routes.
+    // The frontend's calls and the peers' Raft RPCs arrive multiplexed on
+    // one upgraded connection per caller (see `bazar_net::mux`) and are
+    // served by the same routes.
     let served = routes.clone();
     routes.route(
         bazar_net::mux::PATH,
