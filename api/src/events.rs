@@ -10,7 +10,8 @@
 //! - `book/{id}`: a book's fields or stock;
 //! - `topic/{topic}`: the set or content of books under a (normalized) topic;
 //! - `order/{id}`: an order;
-//! - `book-orders/{book_id}`: the order history of a book.
+//! - `book-orders/{book_id}`: the order history of a book;
+//! - `buyer-orders/{buyer}`: the order history of a buyer.
 
 use serde::{Deserialize, Serialize};
 
@@ -65,4 +66,9 @@ pub fn order_key(id: u64) -> String {
 /// Key of the order history of a book.
 pub fn book_orders_key(book_id: u64) -> String {
     format!("book-orders/{book_id}")
+}
+
+/// Key of the order history of a buyer.
+pub fn buyer_orders_key(buyer: &str) -> String {
+    format!("buyer-orders/{buyer}")
 }

@@ -25,7 +25,9 @@ pub use cluster::{
     MemberInfo, NodeHealth, RemoveNodeRequest, TransferLeaderRequest,
 };
 pub use events::WatchEvent;
-pub use model::{Book, BookPage, BookPatch, BuyRequest, Group, NewBook, Order, OrderPage, OrderStatus, RestockRequest};
+pub use model::{
+    Book, BookPage, BookPatch, BuyRequest, Group, NewBook, Order, OrderFilter, OrderPage, OrderStatus, RestockRequest,
+};
 pub use problem::{ErrorCode, Problem};
 pub use read::Consistency;
 

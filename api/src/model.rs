@@ -4,10 +4,11 @@
 //! enters the system (frontend, node, client), so that bad input is refused
 //! with the same words everywhere and never reaches a Raft log.
 //!
-//! These types are also stored in the nodes' state machines with a compact
-//! binary encoding (postcard), so they avoid serde attributes that only make
-//! sense for self-describing formats (`skip_serializing_if`, `flatten`,
-//! `untagged`).
+//! The types stored in the nodes' state machines ([`Book`], [`Order`],
+//! [`NewBook`], [`BookPatch`]) use a compact binary encoding (postcard), so
+//! they avoid serde attributes that only make sense for self-describing
+//! formats (`skip_serializing_if`, `flatten`, `untagged`), and a field is
+//! only ever added at the end (the nodes read the shorter, older rows).
 
 use std::fmt;
 use std::str::FromStr;
@@ -28,6 +29,8 @@ pub const MAX_TITLE_CHARS: usize = 300;
 pub const MAX_TOPIC_CHARS: usize = 100;
 /// Longest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+/// Longest buyer name, in bytes.
+pub const MAX_BUYER_BYTES: usize = 64;
 /// Default page size of listings.
 pub const DEFAULT_PAGE_LIMIT: usize = 100;
 /// Largest page size of listings.
@@ -167,19 +170,63 @@ impl BookPatch {
     }
 }
 
-/// Body of `POST /books/{id}/buy`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Body of `POST /books/{id}/buy`: a JSON object whose fields may each be
+/// left out, but not given as `null` (an array, or a `null` where a number
+/// or a name belongs, is refused rather than read as a default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct BuyRequest {
     /// Copies to buy; 1 when absent.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub quantity: Option<u64>,
+    /// Who buys (see [`validate_buyer`]); an anonymous buy when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buyer: Option<String>,
 }
 
 impl BuyRequest {
     /// The quantity to buy, checked against the limits.
     pub fn quantity(&self) -> Result<u64, String> {
         validate_quantity(self.quantity.unwrap_or(1))
+    }
+
+    /// The buyer, checked, if one is named.
+    pub fn buyer(&self) -> Result<Option<String>, String> {
+        match &self.buyer {
+            None => Ok(None),
+            Some(b) => validate_buyer(b).map(|()| Some(b.clone())),
+        }
+    }
+}
+
+// Written by hand because serde's derive also accepts a struct as a JSON
+// array (`[5]` would buy five copies) and reads `null` into an `Option`.
+impl<'de> Deserialize<'de> for BuyRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = BuyRequest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a JSON object such as {"quantity": 2, "buyer": "manar"}"#)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<BuyRequest, A::Error> {
+                use serde::de::Error;
+                let mut request = BuyRequest::default();
+                while let Some(field) = map.next_key::<String>()? {
+                    match field.as_str() {
+                        "quantity" if request.quantity.is_none() => request.quantity = Some(map.next_value()?),
+                        "buyer" if request.buyer.is_none() => request.buyer = Some(map.next_value()?),
+                        "quantity" | "buyer" => return Err(A::Error::custom(format!("duplicate field `{field}`"))),
+                        other => {
+                            return Err(A::Error::custom(format!(
+                                "unknown field `{other}`, expected `quantity` or `buyer`"
+                            )));
+                        }
+                    }
+                }
+                Ok(request)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
     }
 }
 
@@ -241,6 +288,22 @@ pub fn validate_idempotency_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a buyer's name: 1 to [`MAX_BUYER_BYTES`] ASCII letters, digits,
+/// `.`, `_` and `-`, starting with a letter or digit. Names are compared
+/// exactly (`Manar` and `manar` are two buyers).
+pub fn validate_buyer(buyer: &str) -> Result<(), String> {
+    let ok_len = !buyer.is_empty() && buyer.len() <= MAX_BUYER_BYTES;
+    let ok_first = buyer.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    let ok_rest = buyer.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok_len && ok_first && ok_rest {
+        Ok(())
+    } else {
+        Err(format!(
+            "buyer must be 1 to {MAX_BUYER_BYTES} ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
+        ))
+    }
+}
+
 /// Normalizes a topic for indexing and search: trimmed and lowercased, so that
 /// `?topic=Distributed%20Systems` finds books filed under "distributed systems".
 pub fn topic_key(topic: &str) -> String {
@@ -298,6 +361,10 @@ pub struct Order {
     pub created_at: String,
     /// The idempotency key the order was created under, if any.
     pub idempotency_key: Option<String>,
+    /// Who bought, when the buy named a buyer (always null for orders placed
+    /// before buyers existed). Kept last: the nodes read orders stored
+    /// without it by its position (see the node's `compat` module).
+    pub buyer: Option<String>,
 }
 
 /// One page of books.
@@ -316,6 +383,33 @@ pub struct OrderPage {
     pub orders: Vec<Order>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
+}
+
+/// Which orders `GET /orders` lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderFilter {
+    /// Every order.
+    All,
+    /// The orders of one book (`?book_id=`).
+    Book(u64),
+    /// The orders of one buyer (`?buyer=`).
+    Buyer(String),
+}
+
+impl OrderFilter {
+    /// Parses the `book_id` and `buyer` query parameters of `GET /orders`
+    /// (an empty one counts as absent); at most one may be given.
+    pub fn parse(book_id: Option<&str>, buyer: Option<&str>) -> Result<OrderFilter, String> {
+        match (book_id.filter(|s| !s.is_empty()), buyer.filter(|s| !s.is_empty())) {
+            (None, None) => Ok(OrderFilter::All),
+            (Some(_), Some(_)) => Err("give book_id or buyer, not both".into()),
+            (Some(raw), None) => match raw.parse::<u64>() {
+                Ok(id) if id > 0 => Ok(OrderFilter::Book(id)),
+                _ => Err(format!("invalid book_id {raw:?}: expected a positive integer")),
+            },
+            (None, Some(buyer)) => validate_buyer(buyer).map(|()| OrderFilter::Buyer(buyer.to_string())),
+        }
+    }
 }
 
 /// Parses a listing's `limit` and `cursor` query parameters.
@@ -380,6 +474,40 @@ mod tests {
         assert!(validate_quantity(MAX_QUANTITY + 1).is_err());
         assert_eq!(validate_quantity(3), Ok(3));
         assert_eq!(BuyRequest::default().quantity(), Ok(1));
+    }
+
+    #[test]
+    fn buy_bodies_are_objects_without_nulls() {
+        let parse = |s: &str| serde_json::from_str::<BuyRequest>(s);
+        assert_eq!(parse(r#"{}"#).unwrap(), BuyRequest::default());
+        let full = parse(r#"{"quantity": 2, "buyer": "manar"}"#).unwrap();
+        assert_eq!((full.quantity().unwrap(), full.buyer().unwrap()), (2, Some("manar".to_string())));
+        for bad in [r#"[5]"#, r#"[]"#, r#"null"#, r#"5"#, r#"{"quantity":null}"#, r#"{"buyer":null}"#] {
+            assert!(parse(bad).is_err(), "{bad} must be refused");
+        }
+        assert!(parse(r#"{"quantity":1,"quantity":2}"#).is_err(), "duplicate fields are refused");
+    }
+
+    #[test]
+    fn order_filters_parse_one_of_book_and_buyer() {
+        assert_eq!(OrderFilter::parse(None, Some("")), Ok(OrderFilter::All));
+        assert_eq!(OrderFilter::parse(Some("3"), None), Ok(OrderFilter::Book(3)));
+        assert_eq!(OrderFilter::parse(None, Some("manar")), Ok(OrderFilter::Buyer("manar".into())));
+        assert!(OrderFilter::parse(Some("3"), Some("manar")).is_err());
+        assert!(OrderFilter::parse(Some("0"), None).is_err());
+        assert!(OrderFilter::parse(None, Some("bad name")).is_err());
+    }
+
+    #[test]
+    fn buyer_names_are_checked() {
+        for good in ["manar", "Manar", "a", "j.doe_2-x", &"b".repeat(MAX_BUYER_BYTES)] {
+            assert_eq!(validate_buyer(good), Ok(()), "{good}");
+        }
+        for bad in ["", "-lead", ".x", "has space", "é", "a/b", "a\u{0}", &"b".repeat(MAX_BUYER_BYTES + 1)] {
+            assert!(validate_buyer(bad).is_err(), "{bad:?} must be refused");
+        }
+        let request = BuyRequest { quantity: None, buyer: Some("no way".into()) };
+        assert!(request.buyer().is_err());
     }
 
     #[test]

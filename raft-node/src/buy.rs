@@ -59,7 +59,7 @@ use tokio::time::Instant;
 use crate::catalog::{Catalog, CatalogCommand, CatalogResponse, Reservation, ReservationOutcome};
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::orders::{Orders, OrdersCommand, OrdersResponse, Settlement, settled};
+use crate::orders::{Orders, OrdersCommand, OrdersResponse, Settlement, same_buy, settled};
 
 /// A settled buy and the log indexes that reflect it: a read of the orders
 /// group at `orders_index` or later sees the order, and a read of the catalog
@@ -79,24 +79,44 @@ fn new_key() -> String {
     format!("node-{:032x}", rand::random::<u128>())
 }
 
-/// Buys `quantity` copies of book `book_id` under idempotency key `key` (or a
-/// fresh one). This node must lead the orders group.
-pub async fn buy(node: &Node, book_id: u64, quantity: u64, key: Option<String>, deadline: Instant) -> Result<Bought> {
+/// What a buyer asks for: `quantity` copies of book `book_id`, for `buyer`
+/// (anonymous when `None`), under idempotency key `key` (or a fresh one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purchase {
+    /// The book.
+    pub book_id: u64,
+    /// Copies.
+    pub quantity: u64,
+    /// Who buys.
+    pub buyer: Option<String>,
+    /// The client's idempotency key, if it gave one.
+    pub key: Option<String>,
+}
+
+/// Buys as `request` asks. This node must lead the orders group.
+pub async fn buy(node: &Node, request: Purchase, deadline: Instant) -> Result<Bought> {
+    let Purchase { book_id, quantity, buyer, key } = request;
     if !node.orders.is_leader() {
         return Err(node.orders.not_leader());
     }
     let client_key = key.is_some();
     let key = key.unwrap_or_else(new_key);
     // A retry of a buy already recorded: its one outcome.
-    if let Some(bought) = already_recorded(node, &key, book_id, quantity)? {
+    if let Some(bought) = already_recorded(node, &key, book_id, quantity, buyer.as_deref())? {
         return outcome(bought);
     }
     ensure_book_exists(node, book_id, deadline).await?;
     let unknown = |e| unknown_outcome(e, &key, client_key);
     let _claim = Settling::claim(&node.settling, &key);
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let place = OrdersCommand::Place { key: key.clone(), book_id, quantity, created_at: created_at.clone() };
-    let reserve = CatalogCommand::Reserve { key: key.clone(), book_id, quantity, created_at };
+    let place = OrdersCommand::Place {
+        key: key.clone(),
+        book_id,
+        quantity,
+        created_at: created_at.clone(),
+        buyer: buyer.clone(),
+    };
+    let reserve = CatalogCommand::Reserve { key: key.clone(), book_id, quantity, created_at, buyer: buyer.clone() };
     let (placed, reserved) =
         futures::future::join(node.orders.write(place, deadline), node.catalog.write_anywhere(reserve, deadline)).await;
     let reserved = reserved.map_err(unknown)?;
@@ -113,7 +133,7 @@ pub async fn buy(node: &Node, book_id: u64, quantity: u64, key: Option<String>, 
     if order.status != OrderStatus::Pending {
         // Settled by another attempt under this key in the meantime.
         let existing = Bought { order, orders_index: placed.index, catalog_index: reservation.index };
-        if existing.order.book_id != book_id || existing.order.quantity != quantity {
+        if !same_buy(&existing.order, book_id, quantity, buyer.as_deref()) {
             return Err(key_reused(&key));
         }
         return outcome(existing);
@@ -145,16 +165,22 @@ async fn ensure_book_exists(node: &Node, book_id: u64, deadline: Instant) -> Res
 }
 
 fn key_reused(key: &str) -> Error {
-    Error::IdempotencyKeyReused(format!("Idempotency-Key {key:?} was used for a different book or quantity"))
+    Error::IdempotencyKeyReused(format!("Idempotency-Key {key:?} was used for a different book, quantity or buyer"))
 }
 
 /// The order already settled under `key`, from this node's replica.
-fn already_recorded(node: &Node, key: &str, book_id: u64, quantity: u64) -> Result<Option<Bought>> {
+fn already_recorded(
+    node: &Node,
+    key: &str,
+    book_id: u64,
+    quantity: u64,
+    buyer: Option<&str>,
+) -> Result<Option<Bought>> {
     let view = node.orders.view();
     let Some(order) = Orders::by_key(&view, key)?.filter(|o| o.status != OrderStatus::Pending) else {
         return Ok(None);
     };
-    if order.book_id != book_id || order.quantity != quantity {
+    if !same_buy(&order, book_id, quantity, buyer) {
         return Err(key_reused(key));
     }
     let catalog_index = Orders::reservation_index(&view, order.order_id)?.unwrap_or(0);
@@ -397,6 +423,7 @@ async fn resume(node: Arc<Node>, buy: Unsettled) {
                 book_id: order.book_id,
                 quantity: order.quantity,
                 created_at: order.created_at.clone(),
+                buyer: order.buyer.clone(),
             };
             match node.catalog.write_anywhere(reserve, deadline).await {
                 Ok(w) => match w.response {

@@ -39,6 +39,7 @@ use bazar_api::model::topic_key as normalize_topic;
 use bazar_api::{Book, BookPatch, Group, NewBook};
 use serde::{Deserialize, Serialize};
 
+use crate::compat::decode_reservation;
 use crate::sm::{Applied, StateMachine, Txn, View};
 use crate::store::{be, from_be};
 
@@ -50,7 +51,11 @@ openraft::declare_raft_types!(
 );
 
 /// A change to the catalog.
+///
+/// Stored as [`crate::compat::CatalogWire`], which also reads the layouts of
+/// earlier versions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "crate::compat::CatalogWire", into = "crate::compat::CatalogWire")]
 pub enum CatalogCommand {
     /// Add a book (already validated); the catalog assigns its id.
     AddBook(NewBook),
@@ -79,6 +84,8 @@ pub enum CatalogCommand {
         /// When the coordinator started the buy (RFC 3339), kept so that the
         /// order can be recorded from the reservation alone after a crash.
         created_at: String,
+        /// Who buys, kept for the same reason.
+        buyer: Option<String>,
     },
     /// Remove recorded buys from the unclaimed set.
     Claim {
@@ -141,6 +148,9 @@ pub struct Reservation {
     pub index: u64,
     /// Its place in the unclaimed set, when it needs an order.
     pub claim_seq: Option<u64>,
+    /// Who buys. Kept last: rows stored before buyers existed end before it
+    /// (see [`crate::compat`]).
+    pub buyer: Option<String>,
 }
 
 /// What a catalog command returns.
@@ -162,7 +172,7 @@ pub enum CatalogResponse {
     StockOverflow,
     /// The reservation (the first one, when re-applied).
     Reservation(Reservation),
-    /// The idempotency key was used for a different book or quantity.
+    /// The idempotency key was used for a different book, quantity or buyer.
     KeyReused,
     /// How many seed books were inserted.
     Seeded {
@@ -298,10 +308,10 @@ impl StateMachine for Catalog {
                 txn.put_value(book_row(book.id), &book)?;
                 Ok(Applied { response: CatalogResponse::Book(book), keys })
             }
-            CatalogCommand::Reserve { key, book_id, quantity, created_at } => {
+            CatalogCommand::Reserve { key, book_id, quantity, created_at, buyer } => {
                 let row = reservation_row(key);
-                if let Some(first) = txn.get_value::<Reservation>(&row)? {
-                    if first.book_id != *book_id || first.quantity != *quantity {
+                if let Some(first) = txn.get_with(&row, decode_reservation)? {
+                    if first.book_id != *book_id || first.quantity != *quantity || first.buyer != *buyer {
                         return nothing(CatalogResponse::KeyReused);
                     }
                     return nothing(CatalogResponse::Reservation(first));
@@ -332,13 +342,16 @@ impl StateMachine for Catalog {
                     outcome,
                     index,
                     claim_seq,
+                    buyer: buyer.clone(),
                 };
                 txn.put_value(row, &reservation)?;
                 Ok(Applied { response: CatalogResponse::Reservation(reservation), keys })
             }
             CatalogCommand::Claim { keys } => {
                 for key in keys {
-                    if let Some(seq) = txn.get_value::<Reservation>(&reservation_row(key))?.and_then(|r| r.claim_seq) {
+                    if let Some(seq) =
+                        txn.get_with(&reservation_row(key), decode_reservation)?.and_then(|r| r.claim_seq)
+                    {
                         txn.delete(unclaimed_row(seq));
                     }
                 }
@@ -424,7 +437,7 @@ impl Catalog {
 
     /// The reservation made under `key`.
     pub fn reservation(view: &View<'_>, key: &str) -> io::Result<Option<Reservation>> {
-        view.get(&reservation_row(key))
+        view.get_with(&reservation_row(key), decode_reservation)
     }
 
     /// How many reservations are unclaimed, counting up to `limit`.
@@ -493,7 +506,8 @@ mod tests {
 
     fn reserve(db: &mut TestDb, key: &str, book_id: u64, quantity: u64) -> CatalogResponse {
         let created_at = "2026-11-21T10:00:00.000Z".to_string();
-        db.apply::<Catalog>(CatalogCommand::Reserve { key: key.into(), book_id, quantity, created_at }).response
+        db.apply::<Catalog>(CatalogCommand::Reserve { key: key.into(), book_id, quantity, created_at, buyer: None })
+            .response
     }
 
     /// The outcome of a reservation answer.
@@ -521,8 +535,13 @@ mod tests {
     fn out_of_stock_changes_nothing_but_still_needs_an_order() {
         let mut db = seeded(vec![book(1, 5)]);
         let created_at = String::from("t");
-        let applied =
-            db.apply::<Catalog>(CatalogCommand::Reserve { key: "k1".into(), book_id: 1, quantity: 6, created_at });
+        let applied = db.apply::<Catalog>(CatalogCommand::Reserve {
+            key: "k1".into(),
+            book_id: 1,
+            quantity: 6,
+            created_at,
+            buyer: None,
+        });
         assert_eq!(outcome(&applied.response), ReservationOutcome::OutOfStock { available: 5 });
         assert!(applied.keys.is_empty(), "no change, no event");
         assert_eq!(stock(&db, 1), 5);
@@ -551,7 +570,31 @@ mod tests {
         reserve(&mut db, "k", 1, 1);
         assert_eq!(reserve(&mut db, "k", 1, 2), CatalogResponse::KeyReused);
         assert_eq!(reserve(&mut db, "k", 2, 1), CatalogResponse::KeyReused);
+        let by_another = CatalogCommand::Reserve {
+            key: "k".into(),
+            book_id: 1,
+            quantity: 1,
+            created_at: "t".into(),
+            buyer: Some("manar".into()),
+        };
+        assert_eq!(db.apply::<Catalog>(by_another).response, CatalogResponse::KeyReused, "another buyer");
         assert_eq!((stock(&db, 1), stock(&db, 2)), (4, 5));
+    }
+
+    #[test]
+    fn a_reservation_remembers_its_buyer() {
+        let mut db = seeded(vec![book(1, 5)]);
+        let reserve = CatalogCommand::Reserve {
+            key: "k".into(),
+            book_id: 1,
+            quantity: 1,
+            created_at: "t".into(),
+            buyer: Some("manar".into()),
+        };
+        let CatalogResponse::Reservation(first) = db.apply::<Catalog>(reserve.clone()).response else { panic!() };
+        assert_eq!(first.buyer.as_deref(), Some("manar"));
+        assert_eq!(db.apply::<Catalog>(reserve).response, CatalogResponse::Reservation(first.clone()));
+        assert_eq!(Catalog::reservation(&db.view::<Catalog>(), "k").unwrap(), Some(first));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! Where to find what:
 //! - [`store`]: RocksDB, column families, the durable Raft log with group commit;
 //! - [`sm`]: the state-machine contract, write batching, snapshots;
-//! - [`catalog`], [`orders`]: the two state machines;
+//! - [`catalog`], [`orders`]: the two state machines; [`compat`]: reading what earlier versions stored;
 //! - [`raft`]: a group on this node, its network, leader forwarding and follower reads;
 //! - [`buy`]: the buy protocol across the two groups and recovery of interrupted buys;
 //! - [`placement`]: keeping the catalog's leadership with the orders leader;
@@ -26,6 +26,7 @@
 pub mod bootstrap;
 pub mod buy;
 pub mod catalog;
+pub mod compat;
 pub mod config;
 pub mod error;
 pub mod http;

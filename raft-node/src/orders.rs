@@ -18,6 +18,9 @@
 //!   another request have placed the key for a different buy. [`settled`] is
 //!   that one rule, used both by apply and by reads that meet a pending order.
 //! - An order's outcome never changes once settled.
+//! - An order's buyer is the one its reservation names, like its book and
+//!   quantity: a key reused with another buyer is refused like one reused
+//!   with another quantity, and a settled order's buyer never changes.
 //! - Order ids are assigned by the state machine from a counter, so every
 //!   replica assigns the same id to the same entry.
 //!
@@ -29,16 +32,18 @@
 //! | `h` book_id order_id | (empty): a book's order history |
 //! | `x` order_id | catalog index of the order's reservation |
 //! | `p` order_id | (empty): the pending orders |
+//! | `b` buyer 0x00 order_id | (empty): a buyer's order history |
 //! | `c` name | counters (`next_order_id`, `pending_floor`: every pending order's id is ≥ it) |
 
 use std::fmt;
 use std::io;
 
-use bazar_api::events::{book_orders_key, order_key};
-use bazar_api::{Group, Order, OrderStatus};
+use bazar_api::events::{book_orders_key, buyer_orders_key, order_key};
+use bazar_api::{Group, Order, OrderFilter, OrderStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Reservation, ReservationOutcome};
+use crate::compat::decode_order;
 use crate::sm::{Applied, StateMachine, Txn, View};
 use crate::store::{be, from_be};
 
@@ -50,7 +55,11 @@ openraft::declare_raft_types!(
 );
 
 /// A change to the orders.
+///
+/// Stored as [`crate::compat::OrdersWire`], which also reads the layouts of
+/// earlier versions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "crate::compat::OrdersWire", into = "crate::compat::OrdersWire")]
 pub enum OrdersCommand {
     /// Record a buy whose reservation has an outcome (or find the order
     /// recorded earlier under the same idempotency key).
@@ -70,6 +79,8 @@ pub enum OrdersCommand {
         /// so that any later answer about this order can tell a client which
         /// catalog index reflects it (read-your-writes).
         catalog_index: u64,
+        /// Who bought, as the reservation names it.
+        buyer: Option<String>,
     },
     /// Place a `pending` order for a buy whose reservation is being made (or
     /// find the order placed or recorded earlier under the same key).
@@ -82,6 +93,8 @@ pub enum OrdersCommand {
         quantity: u64,
         /// When the coordinator started the buy (RFC 3339).
         created_at: String,
+        /// Who buys.
+        buyer: Option<String>,
     },
     /// Record many buys at once, each exactly as [`OrdersCommand::Record`].
     Settle {
@@ -106,6 +119,8 @@ pub struct Settlement {
     pub outcome: Outcome,
     /// The catalog log index at which the reservation was committed.
     pub catalog_index: u64,
+    /// Who bought, as the reservation names it.
+    pub buyer: Option<String>,
 }
 
 impl Settlement {
@@ -118,13 +133,14 @@ impl Settlement {
             created_at: r.created_at.clone(),
             outcome: Outcome::of(&r.outcome),
             catalog_index: r.index,
+            buyer: r.buyer.clone(),
         }
     }
 
     /// The command recording this one buy.
     pub fn into_record(self) -> OrdersCommand {
-        let Settlement { key, book_id, quantity, created_at, outcome, catalog_index } = self;
-        OrdersCommand::Record { key, book_id, quantity, created_at, outcome, catalog_index }
+        let Settlement { key, book_id, quantity, created_at, outcome, catalog_index, buyer } = self;
+        OrdersCommand::Record { key, book_id, quantity, created_at, outcome, catalog_index, buyer }
     }
 }
 
@@ -169,7 +185,8 @@ impl Outcome {
 }
 
 /// `order` with the reservation `s` written into it: its outcome (status,
-/// price, total, reason), and the reservation's book, quantity and time.
+/// price, total, reason), and the reservation's book, quantity, buyer and
+/// time.
 /// The one rule that settles a pending order, in apply and in reads.
 pub fn settled(mut order: Order, s: &Settlement) -> Order {
     let (status, unit_price_cents, reason) = match &s.outcome {
@@ -185,7 +202,14 @@ pub fn settled(mut order: Order, s: &Settlement) -> Order {
     order.total_cents = unit_price_cents.saturating_mul(s.quantity);
     order.reason = reason;
     order.idempotency_key = Some(s.key.clone());
+    order.buyer = s.buyer.clone();
     order
+}
+
+/// Whether a settled `order` was made for the buy `s` describes: the same
+/// book, quantity and buyer. Otherwise the buy reuses the order's key.
+pub fn same_buy(order: &Order, book_id: u64, quantity: u64, buyer: Option<&str>) -> bool {
+    order.book_id == book_id && order.quantity == quantity && order.buyer.as_deref() == buyer
 }
 
 /// What an orders command returns.
@@ -203,7 +227,7 @@ pub enum OrdersResponse {
         /// Whether it existed before this command.
         existing: bool,
     },
-    /// The idempotency key was used for a different book or quantity.
+    /// The idempotency key was used for a different book, quantity or buyer.
     KeyReused {
         /// The order made under that key.
         order_id: u64,
@@ -253,8 +277,33 @@ fn pending_row(order_id: u64) -> Vec<u8> {
     k
 }
 
+fn buyer_row(buyer: &str, order_id: u64) -> Vec<u8> {
+    let mut k = buyer_prefix(buyer);
+    k.extend_from_slice(&be(order_id));
+    k
+}
+
+/// Buyer names never contain 0x00 (see `bazar_api::validate_buyer`), so the
+/// separator keeps one buyer's rows apart from those of a longer name.
+fn buyer_prefix(buyer: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(buyer.len() + 10);
+    k.push(b'b');
+    k.extend_from_slice(buyer.as_bytes());
+    k.push(0);
+    k
+}
+
 fn keys_of(order: &Order) -> Vec<String> {
-    vec![order_key(order.order_id), book_orders_key(order.book_id)]
+    let mut keys = vec![order_key(order.order_id), book_orders_key(order.book_id)];
+    if let Some(buyer) = &order.buyer {
+        keys.push(buyer_orders_key(buyer));
+    }
+    keys
+}
+
+/// The order row `id`, in any layout a version wrote.
+fn get_order(txn: &Txn<'_>, id: u64) -> io::Result<Option<Order>> {
+    txn.get_with(&order_row(id), decode_order)
 }
 
 impl StateMachine for Orders {
@@ -265,7 +314,7 @@ impl StateMachine for Orders {
 
     fn apply(txn: &mut Txn<'_>, _index: u64, cmd: &OrdersCommand) -> io::Result<Applied<OrdersResponse>> {
         match cmd {
-            OrdersCommand::Record { key, book_id, quantity, created_at, outcome, catalog_index } => {
+            OrdersCommand::Record { key, book_id, quantity, created_at, outcome, catalog_index, buyer } => {
                 let s = Settlement {
                     key: key.clone(),
                     book_id: *book_id,
@@ -273,6 +322,7 @@ impl StateMachine for Orders {
                     created_at: created_at.clone(),
                     outcome: outcome.clone(),
                     catalog_index: *catalog_index,
+                    buyer: buyer.clone(),
                 };
                 let mut keys = Vec::new();
                 let response = record(txn, &s, &mut keys)?;
@@ -287,7 +337,7 @@ impl StateMachine for Orders {
                 raise_pending_floor(txn)?;
                 Ok(Applied { response: OrdersResponse::Done, keys })
             }
-            OrdersCommand::Place { key, book_id, quantity, created_at } => {
+            OrdersCommand::Place { key, book_id, quantity, created_at, buyer } => {
                 if let Some(order) = by_key(txn, key)? {
                     return Ok(Applied { response: OrdersResponse::Order { order, existing: true }, keys: Vec::new() });
                 }
@@ -301,6 +351,7 @@ impl StateMachine for Orders {
                     reason: None,
                     created_at: created_at.clone(),
                     idempotency_key: Some(key.clone()),
+                    buyer: buyer.clone(),
                 };
                 insert(txn, &order)?;
                 txn.put(pending_row(order.order_id), Vec::new());
@@ -315,8 +366,7 @@ fn by_key(txn: &Txn<'_>, key: &str) -> io::Result<Option<Order>> {
     let Some(order_id) = txn.get_value::<u64>(&key_row(key))? else {
         return Ok(None);
     };
-    let order = txn
-        .get_value::<Order>(&order_row(order_id))?
+    let order = get_order(txn, order_id)?
         .ok_or_else(|| io::Error::other(format!("idempotency key points at missing order {order_id}")))?;
     Ok(Some(order))
 }
@@ -328,6 +378,9 @@ fn insert(txn: &mut Txn<'_>, order: &Order) -> io::Result<()> {
         txn.put_value(key_row(key), &order.order_id)?;
     }
     txn.put(history_row(order.book_id, order.order_id), Vec::new());
+    if let Some(buyer) = &order.buyer {
+        txn.put(buyer_row(buyer, order.order_id), Vec::new());
+    }
     txn.put_value(COUNTER_NEXT_ID.to_vec(), &(order.order_id + 1))
 }
 
@@ -343,18 +396,28 @@ fn raise_pending_floor(txn: &mut Txn<'_>) -> io::Result<()> {
 fn record(txn: &mut Txn<'_>, s: &Settlement, keys: &mut Vec<String>) -> io::Result<OrdersResponse> {
     let order = match by_key(txn, &s.key)? {
         Some(order) if order.status != OrderStatus::Pending => {
-            if order.book_id != s.book_id || order.quantity != s.quantity {
+            if !same_buy(&order, s.book_id, s.quantity, s.buyer.as_deref()) {
                 return Ok(OrdersResponse::KeyReused { order_id: order.order_id });
             }
             return Ok(OrdersResponse::Order { order, existing: true });
         }
         Some(pending) => {
             let placed_for = pending.book_id;
+            let placed_by = pending.buyer.clone();
             let order = settled(pending, s);
             if order.book_id != placed_for {
                 txn.delete(history_row(placed_for, order.order_id));
                 txn.put(history_row(order.book_id, order.order_id), Vec::new());
                 keys.push(book_orders_key(placed_for));
+            }
+            if order.buyer != placed_by {
+                if let Some(buyer) = &placed_by {
+                    txn.delete(buyer_row(buyer, order.order_id));
+                    keys.push(buyer_orders_key(buyer));
+                }
+                if let Some(buyer) = &order.buyer {
+                    txn.put(buyer_row(buyer, order.order_id), Vec::new());
+                }
             }
             txn.delete(pending_row(order.order_id));
             txn.put_value(order_row(order.order_id), &order)?;
@@ -374,6 +437,7 @@ fn record(txn: &mut Txn<'_>, s: &Settlement, keys: &mut Vec<String>) -> io::Resu
                 reason: None,
                 created_at: String::new(),
                 idempotency_key: None,
+                buyer: None,
             };
             let order = settled(blank, s);
             insert(txn, &order)?;
@@ -389,7 +453,7 @@ fn record(txn: &mut Txn<'_>, s: &Settlement, keys: &mut Vec<String>) -> io::Resu
 impl Orders {
     /// The order with id `id`.
     pub fn order(view: &View<'_>, id: u64) -> io::Result<Option<Order>> {
-        view.get(&order_row(id))
+        view.get_with(&order_row(id), decode_order)
     }
 
     /// The catalog index at which a resolved order's reservation was committed.
@@ -455,26 +519,33 @@ impl Orders {
         }
     }
 
-    /// Up to `limit` orders with ids above `after`, in id order, of one book
-    /// (all orders when `None`), and the cursor of the next page if any.
+    /// Up to `limit` orders with ids above `after`, in id order, of those
+    /// `which` selects, and the cursor of the next page if any. A book's or
+    /// a buyer's orders come from their index, never a scan of all orders.
     pub fn list(
         view: &View<'_>,
-        book_id: Option<u64>,
+        which: &OrderFilter,
         after: u64,
         limit: usize,
     ) -> io::Result<(Vec<Order>, Option<u64>)> {
         let mut orders = Vec::with_capacity(limit.min(1024));
         let mut more = false;
-        match book_id {
-            Some(book_id) => {
-                let prefix = history_row(book_id, 0)[..9].to_vec();
+        let indexed = match which {
+            OrderFilter::All => None,
+            OrderFilter::Book(book_id) => {
+                Some((history_row(*book_id, 0)[..9].to_vec(), history_row(*book_id, after.saturating_add(1))))
+            }
+            OrderFilter::Buyer(buyer) => Some((buyer_prefix(buyer), buyer_row(buyer, after.saturating_add(1)))),
+        };
+        match indexed {
+            Some((prefix, from)) => {
                 let mut ids = Vec::new();
-                view.scan(&prefix, &history_row(book_id, after.saturating_add(1)), |key, _| {
+                view.scan(&prefix, &from, |key, _| {
                     if ids.len() == limit {
                         more = true;
                         return Ok(false);
                     }
-                    ids.push(from_be(&key[9..]).ok_or_else(|| io::Error::other("bad history row"))?);
+                    ids.push(from_be(&key[prefix.len()..]).ok_or_else(|| io::Error::other("bad order index row"))?);
                     Ok(true)
                 })?;
                 for id in ids {
@@ -489,7 +560,7 @@ impl Orders {
                         more = true;
                         return Ok(false);
                     }
-                    orders.push(crate::store::log::decode(value)?);
+                    orders.push(decode_order(value)?);
                     Ok(true)
                 })?;
             }
@@ -512,6 +583,7 @@ mod tests {
             created_at: "2026-11-21T10:00:00.000Z".into(),
             outcome,
             catalog_index: 42,
+            buyer: None,
         })
         .response
     }
@@ -558,7 +630,11 @@ mod tests {
         let (again, existing) = recorded(record(&mut db, "k1", 3, 2, confirmed(999)));
         assert!(existing);
         assert_eq!(again, first);
-        assert_eq!(Orders::list(&db.view::<Orders>(), None, 0, 10).unwrap().0.len(), 1, "one order per key");
+        assert_eq!(
+            Orders::list(&db.view::<Orders>(), &OrderFilter::All, 0, 10).unwrap().0.len(),
+            1,
+            "one order per key"
+        );
         assert_eq!(Orders::by_key(&db.view::<Orders>(), "k1").unwrap(), Some(first));
     }
 
@@ -591,8 +667,13 @@ mod tests {
         let mut db = TestDb::new();
         seed_one_book(&mut db);
         // The old leader reserved stock for a buy, then crashed before recording it.
-        let reserve =
-            CatalogCommand::Reserve { key: "buy-1".into(), book_id: 1, quantity: 3, created_at: "then".into() };
+        let reserve = CatalogCommand::Reserve {
+            key: "buy-1".into(),
+            book_id: 1,
+            quantity: 3,
+            created_at: "then".into(),
+            buyer: None,
+        };
         let CatalogResponse::Reservation(first) = db.apply::<Catalog>(reserve.clone()).response else { panic!() };
 
         // The new leader finds it unclaimed and records it from the reservation alone.
@@ -607,6 +688,7 @@ mod tests {
                 created_at: first.created_at.clone(),
                 outcome: Outcome::Confirmed { unit_price_cents },
                 catalog_index: first.index,
+                buyer: None,
             })
             .response,
         );
@@ -630,6 +712,7 @@ mod tests {
                 book_id,
                 quantity,
                 created_at: "2026-11-22T10:00:00.000Z".into(),
+                buyer: None,
             })
             .response,
         )
@@ -643,6 +726,7 @@ mod tests {
             created_at: "2026-11-22T10:00:00.000Z".into(),
             outcome,
             catalog_index: 7,
+            buyer: None,
         }
     }
 
@@ -685,7 +769,7 @@ mod tests {
             settlement("never-placed", 1, 3, confirmed(10)),
         ];
         db.apply::<Orders>(OrdersCommand::Settle { records });
-        let (orders, _) = Orders::list(&db.view::<Orders>(), None, 0, 10).unwrap();
+        let (orders, _) = Orders::list(&db.view::<Orders>(), &OrderFilter::All, 0, 10).unwrap();
         let summary: Vec<_> = orders.iter().map(|o| (o.order_id, o.status, o.total_cents)).collect();
         assert_eq!(
             summary,
@@ -704,8 +788,11 @@ mod tests {
         assert!(!existing);
         assert_eq!((order.order_id, order.book_id, order.quantity, order.total_cents), (1, 1, 1, 40));
         let view = db.view::<Orders>();
-        assert!(Orders::list(&view, Some(2), 0, 10).unwrap().0.is_empty(), "moved out of book 2's history");
-        assert_eq!(Orders::list(&view, Some(1), 0, 10).unwrap().0, vec![order]);
+        assert!(
+            Orders::list(&view, &OrderFilter::Book(2), 0, 10).unwrap().0.is_empty(),
+            "moved out of book 2's history"
+        );
+        assert_eq!(Orders::list(&view, &OrderFilter::Book(1), 0, 10).unwrap().0, vec![order]);
     }
 
     #[test]
@@ -716,8 +803,13 @@ mod tests {
         let (placed, _) = place(&mut db, "k", 1, 3);
         let unreserved = Orders::resolve(placed.clone(), &db.view::<Catalog>()).unwrap();
         assert_eq!(unreserved, placed, "no reservation yet: still pending");
-        let reserve =
-            CatalogCommand::Reserve { key: "k".into(), book_id: 1, quantity: 3, created_at: placed.created_at.clone() };
+        let reserve = CatalogCommand::Reserve {
+            key: "k".into(),
+            book_id: 1,
+            quantity: 3,
+            created_at: placed.created_at.clone(),
+            buyer: None,
+        };
         db.apply::<Catalog>(reserve);
         let shown = Orders::resolve(placed, &db.view::<Catalog>()).unwrap();
         assert_eq!((shown.status, shown.total_cents), (OrderStatus::Confirmed, 900));
@@ -748,9 +840,119 @@ mod tests {
             recorded(record(&mut db, &format!("k{i}"), book, 1, confirmed(1)));
         }
         let view = db.view::<Orders>();
-        let (page, next) = Orders::list(&view, Some(1), 0, 2).unwrap();
+        let (page, next) = Orders::list(&view, &OrderFilter::Book(1), 0, 2).unwrap();
         assert_eq!(page.iter().map(|o| o.order_id).collect::<Vec<_>>(), vec![1, 3]);
-        let (page, next) = Orders::list(&view, Some(1), next.unwrap(), 2).unwrap();
+        let (page, next) = Orders::list(&view, &OrderFilter::Book(1), next.unwrap(), 2).unwrap();
         assert_eq!((page.iter().map(|o| o.order_id).collect::<Vec<_>>(), next), (vec![4], None));
+    }
+
+    fn place_by(db: &mut TestDb, key: &str, book_id: u64, buyer: &str) -> Order {
+        recorded(
+            db.apply::<Orders>(OrdersCommand::Place {
+                key: key.into(),
+                book_id,
+                quantity: 1,
+                created_at: "2026-12-04T10:00:00.000Z".into(),
+                buyer: Some(buyer.into()),
+            })
+            .response,
+        )
+        .0
+    }
+
+    fn by(buyer: &str, s: Settlement) -> Settlement {
+        Settlement { buyer: Some(buyer.into()), ..s }
+    }
+
+    fn ids(orders: &[Order]) -> Vec<u64> {
+        orders.iter().map(|o| o.order_id).collect()
+    }
+
+    #[test]
+    fn a_buyers_orders_are_listed_from_their_index_in_pages() {
+        let mut db = TestDb::new();
+        for (i, buyer) in ["manar", "ali", "manar", "manar.x", "manar"].into_iter().enumerate() {
+            let key = format!("k{i}");
+            let placed = place_by(&mut db, &key, 1, buyer);
+            assert_eq!(placed.buyer.as_deref(), Some(buyer));
+            db.apply::<Orders>(OrdersCommand::Settle {
+                records: vec![by(buyer, settlement(&key, 1, 1, confirmed(5)))],
+            });
+        }
+        let view = db.view::<Orders>();
+        let manar = OrderFilter::Buyer("manar".into());
+        let (page, next) = Orders::list(&view, &manar, 0, 2).unwrap();
+        assert_eq!((ids(&page), next), (vec![1, 3], Some(3)));
+        assert!(page.iter().all(|o| o.buyer.as_deref() == Some("manar") && o.status == OrderStatus::Confirmed));
+        let (page, next) = Orders::list(&view, &manar, 3, 2).unwrap();
+        assert_eq!((ids(&page), next), (vec![5], None), "not the orders of manar.x");
+        assert!(Orders::list(&view, &OrderFilter::Buyer("nobody".into()), 0, 10).unwrap().0.is_empty());
+        assert_eq!(ids(&Orders::list(&view, &OrderFilter::Buyer("manar.x".into()), 0, 10).unwrap().0), vec![4]);
+    }
+
+    #[test]
+    fn a_key_reused_by_another_buyer_is_refused_and_the_buyer_never_changes() {
+        let mut db = TestDb::new();
+        let first =
+            recorded(db.apply::<Orders>(by("manar", settlement("k", 1, 1, confirmed(5))).into_record()).response).0;
+        assert_eq!(first.buyer.as_deref(), Some("manar"));
+        let other = db.apply::<Orders>(by("ali", settlement("k", 1, 1, confirmed(5))).into_record()).response;
+        assert_eq!(other, OrdersResponse::KeyReused { order_id: 1 });
+        let anonymous = db.apply::<Orders>(settlement("k", 1, 1, confirmed(5)).into_record()).response;
+        assert_eq!(anonymous, OrdersResponse::KeyReused { order_id: 1 });
+        let (again, existing) =
+            recorded(db.apply::<Orders>(by("manar", settlement("k", 1, 1, confirmed(5))).into_record()).response);
+        assert!(existing);
+        assert_eq!(again, first);
+    }
+
+    #[test]
+    fn the_reservations_buyer_decides_a_pending_order_and_moves_it_between_buyers() {
+        let mut db = TestDb::new();
+        place_by(&mut db, "k", 1, "ali");
+        let applied = db
+            .apply::<Orders>(OrdersCommand::Settle { records: vec![by("manar", settlement("k", 1, 1, confirmed(5)))] });
+        assert!(applied.keys.contains(&buyer_orders_key("ali")) && applied.keys.contains(&buyer_orders_key("manar")));
+        let view = db.view::<Orders>();
+        assert!(Orders::list(&view, &OrderFilter::Buyer("ali".into()), 0, 10).unwrap().0.is_empty());
+        let (manar, _) = Orders::list(&view, &OrderFilter::Buyer("manar".into()), 0, 10).unwrap();
+        assert_eq!((ids(&manar), manar[0].buyer.as_deref()), (vec![1], Some("manar")));
+    }
+
+    #[test]
+    fn orders_stored_before_buyers_existed_still_read_page_and_settle() {
+        use crate::compat::OrderV1;
+        let mut db = TestDb::new();
+        // Two orders as version 1 wrote them, one settled, one pending.
+        for (id, status) in [(1, OrderStatus::Confirmed), (2, OrderStatus::Pending)] {
+            let v1 = OrderV1 {
+                order_id: id,
+                book_id: 1,
+                quantity: 1,
+                unit_price_cents: if status == OrderStatus::Confirmed { 5 } else { 0 },
+                total_cents: if status == OrderStatus::Confirmed { 5 } else { 0 },
+                status,
+                reason: None,
+                created_at: "2026-11-01T10:00:00.000Z".into(),
+                idempotency_key: Some(format!("old-{id}")),
+            };
+            db.put_raw::<Orders>(order_row(id), crate::store::log::encode(&v1).unwrap());
+            db.put_raw::<Orders>(key_row(&format!("old-{id}")), crate::store::log::encode(&id).unwrap());
+            db.put_raw::<Orders>(history_row(1, id), Vec::new());
+        }
+        db.put_raw::<Orders>(COUNTER_NEXT_ID.to_vec(), crate::store::log::encode(&3u64).unwrap());
+        let view = db.view::<Orders>();
+        let (all, _) = Orders::list(&view, &OrderFilter::All, 0, 10).unwrap();
+        assert_eq!((ids(&all), all[0].buyer.clone()), (vec![1, 2], None));
+        assert_eq!(ids(&Orders::list(&view, &OrderFilter::Book(1), 0, 1).unwrap().0), vec![1]);
+        drop(view);
+        // A retry of the old settled buy finds it; the old pending one settles.
+        let (again, existing) = recorded(record(&mut db, "old-1", 1, 1, confirmed(5)));
+        assert!(existing && again.order_id == 1);
+        db.apply::<Orders>(OrdersCommand::Settle { records: vec![settlement("old-2", 1, 1, confirmed(5))] });
+        let settled = Orders::order(&db.view::<Orders>(), 2).unwrap().unwrap();
+        assert_eq!((settled.status, settled.buyer), (OrderStatus::Confirmed, None));
+        let (new, _) = recorded(record(&mut db, "new", 1, 1, confirmed(5)));
+        assert_eq!(new.order_id, 3);
     }
 }

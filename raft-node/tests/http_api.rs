@@ -167,6 +167,63 @@ async fn buy_confirms_once_per_idempotency_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buy_records_its_buyer_and_each_buyer_pages_through_their_orders() {
+    let node = TestNode::start().await;
+    let buy = |key: &'static str, book: u64, buyer: Option<&'static str>| {
+        let body = match buyer {
+            Some(b) => json!({ "quantity": 1, "buyer": b }),
+            None => json!({ "quantity": 1 }),
+        };
+        node.http.post(node.url(&format!("/books/{book}/buy"))).header("Idempotency-Key", key).json(&body).send()
+    };
+    let mut manar = Vec::new();
+    for (key, book, buyer) in [
+        ("b1", 1, Some("manar")),
+        ("b2", 2, Some("ali")),
+        ("b3", 3, Some("manar")),
+        ("b4", 3, None),
+        ("b5", 4, Some("manar")),
+    ] {
+        let r = buy(key, book, buyer).await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{key}");
+        let order: Order = r.json().await.unwrap();
+        assert_eq!(order.buyer.as_deref(), buyer, "{key}");
+        if buyer == Some("manar") {
+            manar.push(order);
+        }
+    }
+    // A retry with the same key and buyer is the same order; another buyer is refused.
+    let r = buy("b1", 1, Some("manar")).await.unwrap();
+    assert_eq!(r.json::<Order>().await.unwrap(), manar[0]);
+    for other in [Some("ali"), None] {
+        let r = buy("b1", 1, other).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{other:?}");
+        assert_eq!(r.json::<Problem>().await.unwrap().code.as_str(), "idempotency_key_reused");
+    }
+
+    // Manar's orders, two per page, from the buyer index; nobody else's.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let url = node.url(&format!("/orders?buyer=manar&limit=2&consistency=linearizable{cursor}"));
+        let page: bazar_api::OrderPage = node.http.get(url).send().await.unwrap().json().await.unwrap();
+        assert!(page.orders.len() <= 2);
+        seen.extend(page.orders);
+        match page.next_cursor {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, manar);
+    let r = node.http.get(node.url(&format!("/orders/{}", manar[1].order_id))).send().await.unwrap();
+    assert_eq!(r.json::<Order>().await.unwrap().buyer.as_deref(), Some("manar"));
+    let nobody: bazar_api::OrderPage =
+        node.http.get(node.url("/orders?buyer=nobody")).send().await.unwrap().json().await.unwrap();
+    assert!(nobody.orders.is_empty() && nobody.next_cursor.is_none());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_stock_buy_is_a_409_that_takes_nothing() {
     let node = TestNode::start().await;
     let r = node.http.post(node.url("/books/7/buy")).json(&json!({"quantity": 1001})).send().await.unwrap();
@@ -307,6 +364,13 @@ async fn bad_input_is_refused_with_a_problem_and_changes_nothing() {
         ),
         ("buy unknown book", h.post(u("/books/999/buy")), 404, "not_found"),
         ("bad idempotency key", h.post(u("/books/1/buy")).header("Idempotency-Key", "has space"), 400, "invalid_input"),
+        ("array body", h.post(u("/books/1/buy")).json(&json!([5])), 400, "invalid_input"),
+        ("empty array body", h.post(u("/books/1/buy")).json(&json!([])), 400, "invalid_input"),
+        ("null quantity", h.post(u("/books/1/buy")).json(&json!({"quantity": null})), 400, "invalid_input"),
+        ("bad buyer", h.post(u("/books/1/buy")).json(&json!({"buyer": "no spaces"})), 400, "invalid_input"),
+        ("null buyer", h.post(u("/books/1/buy")).json(&json!({"buyer": null})), 400, "invalid_input"),
+        ("bad buyer filter", h.get(u("/orders?buyer=a%2Fb")), 400, "invalid_input"),
+        ("book and buyer filters", h.get(u("/orders?buyer=a&book_id=1")), 400, "invalid_input"),
         ("add without token", h.post(u("/books")).json(&json!({})), 401, "unauthorized"),
         ("add with wrong token", h.post(u("/books")).bearer_auth("nope").json(&json!({})), 401, "unauthorized"),
         (
@@ -457,6 +521,7 @@ async fn an_interrupted_buy_with_only_its_order_placed_is_reserved_and_settled()
         book_id: 5,
         quantity: 2,
         created_at: "2026-11-22T10:00:00.000Z".into(),
+        buyer: Some("manar".into()),
     };
     let body = bazar_node::store::log::encode(&place).unwrap();
     let r = node.http.post(node.url("/raft/orders/write")).bearer_auth(CLUSTER).body(body).send().await.unwrap();
@@ -481,9 +546,11 @@ async fn an_interrupted_buy_with_only_its_order_placed_is_reserved_and_settled()
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!((order.status.as_str(), order.quantity, order.total_cents), ("confirmed", 2, 2 * 3500));
+    assert_eq!(order.buyer.as_deref(), Some("manar"), "the resumer's reservation keeps the buyer");
     assert_eq!(node.book(5).await.stock, stock - 2, "stock reserved once");
 
-    let r = node.http.post(node.url("/books/5/buy")).header("Idempotency-Key", "lost-1").json(&json!({"quantity": 2}));
+    let r = node.http.post(node.url("/books/5/buy")).header("Idempotency-Key", "lost-1");
+    let r = r.json(&json!({"quantity": 2, "buyer": "manar"}));
     let r = r.send().await.unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.json::<Order>().await.unwrap(), order);

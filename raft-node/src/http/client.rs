@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use bazar_api::model::{parse_paging, validate_idempotency_key};
 use bazar_api::{
     Book, BookPage, BookPatch, BuyRequest, CACHE_HEADER, CATALOG_INDEX_HEADER, Consistency, INDEX_HEADER, NewBook,
-    Order, OrderPage, OrderStatus, RestockRequest, SERVED_BY_HEADER,
+    Order, OrderFilter, OrderPage, OrderStatus, RestockRequest, SERVED_BY_HEADER,
 };
 use serde::Serialize;
 
@@ -189,22 +189,14 @@ fn order_response(mut response: Response, unsettled: bool) -> Response {
     response
 }
 
-/// `GET /orders?book_id=&limit=&cursor=`
+/// `GET /orders?book_id=|buyer=&limit=&cursor=`
 pub async fn orders(State(node): State<Arc<Node>>, params: Params) -> Result<Response, AppError> {
     let (limit, after) = params.paging()?;
-    let book_id = match params.get("book_id") {
-        None | Some("") => None,
-        Some(s) => Some(
-            s.parse::<u64>()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| AppError::invalid(format!("invalid book_id {s:?}")))?,
-        ),
-    };
+    let which = OrderFilter::parse(params.get("book_id"), params.get("buyer")).map_err(AppError::invalid)?;
     prepare_read(&node, &node.orders, &params).await?;
     let view = node.orders.view();
     let index = view.applied_index()?;
-    let (orders, next) = Orders::list(&view, book_id, after, limit)?;
+    let (orders, next) = Orders::list(&view, &which, after, limit)?;
     drop(view);
     let orders = resolve_pending(&node, orders, &params).await?;
     let unsettled = orders.iter().any(|o| o.status == OrderStatus::Pending);
@@ -220,6 +212,7 @@ pub async fn buy(
     OptionalJsonBody(body): OptionalJsonBody<BuyRequest>,
 ) -> Result<Response, AppError> {
     let quantity = body.quantity().map_err(AppError::invalid)?;
+    let buyer = body.buyer().map_err(AppError::invalid)?;
     let key = match headers.get(bazar_api::IDEMPOTENCY_KEY_HEADER) {
         None => None,
         Some(v) => {
@@ -228,7 +221,8 @@ pub async fn buy(
             Some(key.to_string())
         }
     };
-    let bought = buy::buy(&node, id, quantity, key, node.deadline()).await?;
+    let purchase = buy::Purchase { book_id: id, quantity, buyer, key };
+    let bought = buy::buy(&node, purchase, node.deadline()).await?;
     let mut response = (StatusCode::CREATED, Json(bought.order)).into_response();
     let headers = response.headers_mut();
     headers.insert(INDEX_HEADER, HeaderValue::from(bought.orders_index));

@@ -291,6 +291,13 @@ pub(crate) mod testing {
             applied
         }
 
+        /// Writes raw bytes at `key` of `S`'s state machine, as an earlier
+        /// version may have left them.
+        pub fn put_raw<S: StateMachine>(&mut self, key: Vec<u8>, value: Vec<u8>) {
+            let cf = self.store.cf(S::GROUP, Purpose::Sm);
+            self.store.db().put_cf(cf, key, value).expect("put");
+        }
+
         /// A view of group `S`.
         pub fn view<S: StateMachine>(&self) -> View<'_> {
             View::new(&self.store, S::GROUP)

@@ -55,6 +55,19 @@ impl<'a> Txn<'a> {
         }
     }
 
+    /// The value at `key`, decoded by `decode`: for rows stored in more than
+    /// one layout over the versions (see [`crate::compat`]).
+    pub fn get_with<T>(&self, key: &[u8], decode: impl FnOnce(&[u8]) -> io::Result<T>) -> io::Result<Option<T>> {
+        match self.writes.get(key) {
+            Some(Some(v)) => decode(v).map(Some),
+            Some(None) => Ok(None),
+            None => match self.db.get_pinned_cf(self.cf, key).map_err(io_err)? {
+                Some(v) => decode(&v).map(Some),
+                None => Ok(None),
+            },
+        }
+    }
+
     /// Stores raw bytes at `key`.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.bytes += key.len() + value.len();

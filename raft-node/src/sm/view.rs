@@ -48,6 +48,14 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The value at `key`, decoded by `decode` (see [`super::Txn::get_with`]).
+    pub fn get_with<T>(&self, key: &[u8], decode: impl FnOnce(&[u8]) -> io::Result<T>) -> io::Result<Option<T>> {
+        match self.snap.get_pinned_cf(self.cf, key).map_err(io_err)? {
+            Some(v) => decode(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// SHA-256 over every key and value of the state machine, in key order
     /// (each length-prefixed), as hex. Replicas at the same applied index
     /// have the same digest.
