@@ -30,11 +30,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bazar_api::model::{MAX_PAGE_LIMIT, validate_idempotency_key, validate_quantity};
+use bazar_api::model::{MAX_PAGE_LIMIT, validate_buyer, validate_idempotency_key, validate_quantity};
 use bazar_api::{
     AddLearnerRequest, Book, BookPage, BookPatch, BuyRequest, CACHE_HEADER, ChangeMembershipRequest, ClusterStatus,
-    Consistency, Digest, ErrorCode, Group, IDEMPOTENCY_KEY_HEADER, INDEX_HEADER, NewBook, NodeHealth, Order, OrderPage,
-    Problem, RemoveNodeRequest, RestockRequest, SERVED_BY_HEADER, TransferLeaderRequest,
+    Consistency, Digest, ErrorCode, Group, IDEMPOTENCY_KEY_HEADER, INDEX_HEADER, NewBook, NodeHealth, Order,
+    OrderFilter, OrderPage, Problem, RemoveNodeRequest, RestockRequest, SERVED_BY_HEADER, TransferLeaderRequest,
 };
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
@@ -268,8 +268,24 @@ impl Client {
     /// `idempotency_key` to learn what happened; without a key a retry may
     /// buy twice.
     pub async fn buy(&self, id: u64, quantity: u64, idempotency_key: Option<&str>) -> Result<Order> {
+        self.buy_as(id, quantity, None, idempotency_key).await
+    }
+
+    /// [`Client::buy`] for a named buyer (anonymous when `None`): the order
+    /// records the buyer, and lists under `GET /orders?buyer=`.
+    pub async fn buy_as(
+        &self,
+        id: u64,
+        quantity: u64,
+        buyer: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Order> {
         validate_quantity(quantity).map_err(ClientError::Invalid)?;
-        let mut call = Call::post(format!("/books/{id}/buy")).json(&BuyRequest { quantity: Some(quantity) })?;
+        if let Some(buyer) = buyer {
+            validate_buyer(buyer).map_err(ClientError::Invalid)?;
+        }
+        let body = BuyRequest { quantity: Some(quantity), buyer: buyer.map(str::to_string) };
+        let mut call = Call::post(format!("/books/{id}/buy")).json(&body)?;
         if let Some(key) = idempotency_key {
             validate_idempotency_key(key).map_err(ClientError::Invalid)?;
             call.idempotency_key = Some(key.to_string());
@@ -309,27 +325,33 @@ impl Client {
         self.read(Call::get(format!("/orders/{order_id}")).consistency(consistency)).await
     }
 
-    /// `GET /orders`: one page of orders, all or those of one book.
+    /// `GET /orders`: one page of orders, all or those of one book or buyer.
     pub async fn orders(
         &self,
-        book_id: Option<u64>,
+        which: &OrderFilter,
         limit: Option<usize>,
         cursor: Option<&str>,
         consistency: Option<Consistency>,
     ) -> Result<Read<OrderPage>> {
         let mut call = Call::get("/orders").paging(limit, cursor)?.consistency(consistency);
-        if let Some(book_id) = book_id {
-            call = call.query("book_id", book_id);
+        match which {
+            OrderFilter::All => {}
+            OrderFilter::Book(book_id) => call = call.query("book_id", book_id),
+            OrderFilter::Buyer(buyer) => {
+                validate_buyer(buyer).map_err(ClientError::Invalid)?;
+                call = call.query("buyer", buyer);
+            }
         }
         self.read(call).await
     }
 
-    /// Every order (of one book, or all), following `next_cursor` to the end.
-    pub async fn list_all_orders(&self, book_id: Option<u64>, consistency: Option<Consistency>) -> Result<Vec<Order>> {
+    /// Every order (all, or of one book or buyer), following `next_cursor`
+    /// to the end.
+    pub async fn list_all_orders(&self, which: &OrderFilter, consistency: Option<Consistency>) -> Result<Vec<Order>> {
         let mut orders = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let page = self.orders(book_id, Some(MAX_PAGE_LIMIT), cursor.as_deref(), consistency).await?.value;
+            let page = self.orders(which, Some(MAX_PAGE_LIMIT), cursor.as_deref(), consistency).await?.value;
             orders.extend(page.orders);
             match page.next_cursor {
                 Some(next) if cursor.as_ref() != Some(&next) => cursor = Some(next),

@@ -75,6 +75,7 @@ fn store_app(store: Arc<Store>) -> Router {
             reason: None,
             created_at: "2024-01-01T00:00:00Z".into(),
             idempotency_key: None,
+            buyer: None,
         };
         (StatusCode::CREATED, Json(order)).into_response()
     }

@@ -65,6 +65,7 @@ fn leader_app() -> Router {
             reason: None,
             created_at: "2024-01-01T00:00:00Z".into(),
             idempotency_key: key,
+            buyer: body.buyer,
         };
         (StatusCode::CREATED, Json(order)).into_response()
     }
@@ -97,6 +98,9 @@ async fn not_leader_answers_are_followed_to_the_leader() {
     assert_eq!(order.quantity, 2);
     assert_eq!(order.total_cents, 3998);
     assert_eq!(order.idempotency_key.as_deref(), Some("key-1"), "key re-sent to the leader");
+
+    let order = client.buy_as(3, 1, Some("manar"), Some("key-2")).await.unwrap();
+    assert_eq!(order.buyer.as_deref(), Some("manar"), "the buyer is sent in the body");
 }
 
 #[tokio::test]
@@ -214,6 +218,8 @@ async fn invalid_arguments_never_reach_the_server() {
     for err in [
         client.buy(1, 0, None).await.unwrap_err(),
         client.buy(1, 1, Some("has space")).await.unwrap_err(),
+        client.buy_as(1, 1, Some("no spaces"), None).await.unwrap_err(),
+        client.orders(&bazar_api::OrderFilter::Buyer("a/b".into()), None, None, None).await.unwrap_err(),
         client.restock(1, bazar_api::model::MAX_QUANTITY + 1).await.unwrap_err(),
         client.update_book(1, bazar_api::BookPatch::default()).await.unwrap_err(),
     ] {

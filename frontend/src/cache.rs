@@ -56,7 +56,9 @@ pub enum CacheKey {
     Order(u64),
     /// `GET /orders?book_id=B` pages.
     BookOrders(u64),
-    /// `GET /orders` pages without a book.
+    /// `GET /orders?buyer=NAME` pages.
+    BuyerOrders(String),
+    /// `GET /orders` pages without a book or buyer.
     AllOrders,
 }
 
@@ -65,7 +67,9 @@ impl CacheKey {
     pub fn group(&self) -> Group {
         match self {
             CacheKey::Book(_) | CacheKey::Topic(_) | CacheKey::AllBooks => Group::Catalog,
-            CacheKey::Order(_) | CacheKey::BookOrders(_) | CacheKey::AllOrders => Group::Orders,
+            CacheKey::Order(_) | CacheKey::BookOrders(_) | CacheKey::BuyerOrders(_) | CacheKey::AllOrders => {
+                Group::Orders
+            }
         }
     }
 }
@@ -119,6 +123,7 @@ fn affected(key: &str) -> Option<Vec<CacheKey>> {
         "topic" => Some(vec![CacheKey::Topic(rest.to_string())]),
         "order" => rest.parse().ok().map(|id| vec![CacheKey::Order(id), CacheKey::AllOrders]),
         "book-orders" => rest.parse().ok().map(|id| vec![CacheKey::BookOrders(id)]),
+        "buyer-orders" => Some(vec![CacheKey::BuyerOrders(rest.to_string())]),
         _ => None,
     }
 }
@@ -566,6 +571,19 @@ mod tests {
         assert_eq!(cache.lookup(&key, Some((5, 0))), Lookup::Miss { min_index: 10 });
         cache.applied(Group::Catalog, 11, &["book/9".into(), "topic/ds".into()]);
         assert_eq!(cache.lookup(&key, Some((2, 0))), Lookup::Miss { min_index: 11 });
+    }
+
+    #[test]
+    fn a_buyers_order_history_is_invalidated_by_its_own_key_only() {
+        let cache = fresh_cache(10);
+        cache.heartbeat(Group::Orders, 3, &[CommitSample { term: 1, commit: 3, at: Instant::now() }]);
+        let manar = CacheKey::BuyerOrders("manar".into());
+        let ali = CacheKey::BuyerOrders("ali".into());
+        assert!(cache.fill(manar.clone(), Some((10, 0)), cached("m", 3)));
+        assert!(cache.fill(ali.clone(), Some((10, 0)), cached("a", 3)));
+        cache.applied(Group::Orders, 4, &["order/9".into(), "book-orders/1".into(), "buyer-orders/manar".into()]);
+        assert_eq!(cache.lookup(&manar, Some((10, 0))), Lookup::Miss { min_index: 4 });
+        assert_eq!(cache.lookup(&ali, Some((10, 0))), Lookup::Hit(cached("a", 3)));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use bazar_api::model::{parse_paging, topic_key};
 use bazar_api::{
     CACHE_HEADER, CATALOG_INDEX_HEADER, Consistency, ErrorCode, Group, IDEMPOTENCY_KEY_HEADER, INDEX_HEADER,
-    MIN_INDEX_PARAM, PROBLEM_CONTENT_TYPE, Problem, SERVED_BY_HEADER,
+    MIN_INDEX_PARAM, OrderFilter, PROBLEM_CONTENT_TYPE, Problem, SERVED_BY_HEADER,
 };
 use tokio::time::Instant;
 
@@ -295,14 +295,16 @@ async fn orders(State(front): State<Arc<Frontend>>, RawQuery(q): RawQuery) -> Re
         if after > 0 {
             params.push(("cursor", after.to_string()));
         }
-        let key = match q.get("book_id").map(String::as_str).filter(|s| !s.is_empty()) {
-            Some(raw) => {
-                let book =
-                    raw.parse::<u64>().ok().filter(|b| *b > 0).ok_or_else(|| format!("invalid book_id {raw:?}"))?;
+        let key = match OrderFilter::parse(q.get("book_id").map(String::as_str), q.get("buyer").map(String::as_str))? {
+            OrderFilter::Book(book) => {
                 params.push(("book_id", book.to_string()));
                 CacheKey::BookOrders(book)
             }
-            None => CacheKey::AllOrders,
+            OrderFilter::Buyer(buyer) => {
+                params.push(("buyer", buyer.clone()));
+                CacheKey::BuyerOrders(buyer)
+            }
+            OrderFilter::All => CacheKey::AllOrders,
         };
         Ok::<_, String>((Read { key, page: Some((limit, after)), path: "/orders".into(), params }, level))
     })();

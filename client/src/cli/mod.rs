@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bazar_api::{BookPatch, Consistency, Group, NewBook, NodeHealth};
+use bazar_api::{BookPatch, Consistency, Group, NewBook, NodeHealth, OrderFilter};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use serde::Serialize;
@@ -137,12 +137,19 @@ pub enum Command {
         /// Idempotency key (1 to 128 visible ASCII characters).
         #[arg(long, short = 'k', value_name = "KEY")]
         key: Option<String>,
+        /// Buy as this buyer (1 to 64 letters, digits, '.', '_', '-'); the
+        /// order is listed by `orders --buyer NAME`.
+        #[arg(long = "as", value_name = "NAME")]
+        buyer: Option<String>,
     },
     /// List orders, oldest first.
     Orders {
         /// Only the orders of this book.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", conflicts_with = "buyer")]
         book: Option<u64>,
+        /// Only the orders of this buyer.
+        #[arg(long, value_name = "NAME")]
+        buyer: Option<String>,
         #[command(flatten)]
         page: PageArgs,
         #[command(flatten)]
@@ -457,9 +464,9 @@ async fn execute(command: &Command, client: &Client, out: &Output) -> Result<(),
             out.value_or(&res.value, || render::books_table(std::slice::from_ref(&res.value)));
             out.meta(&res.meta);
         }
-        Command::Buy { id, quantity, key } => {
+        Command::Buy { id, quantity, key, buyer } => {
             let key = key.clone().unwrap_or_else(random_idempotency_key);
-            match client.buy(*id, *quantity, Some(&key)).await {
+            match client.buy_as(*id, *quantity, buyer.as_deref(), Some(&key)).await {
                 Ok(order) => {
                     out.value_or(&order, || render::order_summary(&order));
                     out.note(&format!("idempotency key {key}"));
@@ -476,8 +483,13 @@ async fn execute(command: &Command, client: &Client, out: &Output) -> Result<(),
                 Err(error) => return Err(error.into()),
             }
         }
-        Command::Orders { book, page, read } => {
-            let res = client.orders(*book, page.limit, page.cursor.as_deref(), read.level()).await?;
+        Command::Orders { book, buyer, page, read } => {
+            let which = match (book, buyer) {
+                (Some(book), _) => OrderFilter::Book(*book),
+                (None, Some(buyer)) => OrderFilter::Buyer(buyer.clone()),
+                (None, None) => OrderFilter::All,
+            };
+            let res = client.orders(&which, page.limit, page.cursor.as_deref(), read.level()).await?;
             if out.json {
                 out.json(&res.value);
             } else if res.value.orders.is_empty() {
@@ -662,7 +674,16 @@ mod tests {
             .unwrap();
         assert!(cli.json);
         assert_eq!(cli.frontend, "h:1");
-        assert!(matches!(cli.command, Command::Buy { id: 3, quantity: 2, key: Some(ref k) } if k == "k1"));
+        assert!(matches!(cli.command, Command::Buy { id: 3, quantity: 2, key: Some(ref k), buyer: None } if k == "k1"));
+    }
+
+    #[test]
+    fn buy_as_and_orders_by_buyer_parse() {
+        let cli = Cli::try_parse_from(["bazar", "buy", "3", "--as", "manar"]).unwrap();
+        assert!(matches!(cli.command, Command::Buy { id: 3, buyer: Some(ref b), .. } if b == "manar"));
+        let cli = Cli::try_parse_from(["bazar", "orders", "--buyer", "manar"]).unwrap();
+        assert!(matches!(cli.command, Command::Orders { book: None, buyer: Some(ref b), .. } if b == "manar"));
+        assert!(Cli::try_parse_from(["bazar", "orders", "--buyer", "manar", "--book", "2"]).is_err());
     }
 
     #[test]

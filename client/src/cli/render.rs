@@ -132,12 +132,13 @@ pub fn books_table(books: &[Book]) -> String {
 
 /// Orders as a table.
 pub fn orders_table(orders: &[Order]) -> String {
-    let mut table =
-        Table::new(&["ORDER", "BOOK", "QTY", "UNIT", "TOTAL", "STATUS", "REASON", "CREATED"]).right(&[0, 1, 2, 3, 4]);
+    let mut table = Table::new(&["ORDER", "BOOK", "BUYER", "QTY", "UNIT", "TOTAL", "STATUS", "REASON", "CREATED"])
+        .right(&[0, 1, 3, 4, 5]);
     for o in orders {
         table.row(vec![
             o.order_id.to_string(),
             o.book_id.to_string(),
+            or_dash(o.buyer.as_deref()),
             o.quantity.to_string(),
             dollars(o.unit_price_cents),
             dollars(o.total_cents),
@@ -161,6 +162,9 @@ pub fn order_summary(o: &Order) -> String {
         dollars(o.unit_price_cents),
         dollars(o.total_cents)
     );
+    if let Some(buyer) = &o.buyer {
+        line.push_str(&format!(" for {buyer}"));
+    }
     if let Some(reason) = &o.reason {
         line.push_str(&format!(" ({reason})"));
     }
