@@ -73,7 +73,7 @@ pub async fn converged(cluster: &mut Cluster, group: Group, timeout: Duration) -
 pub async fn all_orders(cluster: &mut Cluster) -> Result<Vec<Order>, String> {
     let mut errors = Vec::new();
     for id in cluster.live_ids() {
-        match cluster.client(id).list_all_orders(None, Some(Consistency::Linearizable)).await {
+        match cluster.client(id).list_all_orders(&bazar_api::OrderFilter::All, Some(Consistency::Linearizable)).await {
             Ok(o) => return Ok(o),
             Err(e) => errors.push(format!("node {id}: {e}")),
         }
@@ -177,7 +177,8 @@ pub fn state_problems(initial: &BTreeMap<u64, u64>, ledger: &Ledger, orders: &[O
                 if o.book_id != acked.book_id
                     || o.quantity != acked.quantity
                     || o.unit_price_cents != acked.unit_price_cents
-                    || o.idempotency_key != acked.idempotency_key =>
+                    || o.idempotency_key != acked.idempotency_key
+                    || o.buyer != acked.buyer =>
             {
                 problem(3, format!("order {} differs from its acknowledgement: {o:?} vs {acked:?}", o.order_id))
             }
@@ -290,7 +291,7 @@ pub async fn collect_final(
         let (_, client) = &nodes[n % nodes.len()];
         n += 1;
         let start = history.now();
-        match client.list_all_orders(None, Some(Consistency::Linearizable)).await {
+        match client.list_all_orders(&bazar_api::OrderFilter::All, Some(Consistency::Linearizable)).await {
             Ok(orders) => {
                 let settled = orders.iter().all(|o| o.status != OrderStatus::Pending);
                 if settled || Instant::now() > deadline {
@@ -384,6 +385,7 @@ mod tests {
             reason: None,
             created_at: "2026-11-21T00:00:00Z".into(),
             idempotency_key: Some(key.into()),
+            buyer: None,
         }
     }
 
@@ -406,6 +408,16 @@ mod tests {
         let ledger = Ledger { acked: vec![o], ..Default::default() };
         let err = check_state(&initial, &ledger, &[], &[book(1, 10)]).unwrap_err();
         assert!(err.contains("lost"), "{err}");
+    }
+
+    #[test]
+    fn an_acknowledged_order_found_with_another_buyer_is_caught() {
+        let initial = BTreeMap::from([(1, 10)]);
+        let acked = Order { buyer: Some("manar".into()), ..order(1, 1, 3, OrderStatus::Confirmed, "a") };
+        let found = Order { buyer: Some("ali".into()), ..acked.clone() };
+        let ledger = Ledger { acked: vec![acked], ..Default::default() };
+        let err = check_state(&initial, &ledger, &[found], &[book(1, 7)]).unwrap_err();
+        assert!(err.contains("differs from its acknowledgement"), "{err}");
     }
 
     #[test]

@@ -437,6 +437,7 @@ struct Buy {
     key: String,
     book: u64,
     quantity: u64,
+    buyer: Option<String>,
     call: Nanos,
     /// First definite answer: when, and the order (confirmed) or the rejected order id.
     definite: Option<(Nanos, Result<Order, Option<u64>>)>,
@@ -518,16 +519,17 @@ pub fn check_history(records: &[Record], config: &CheckConfig) -> Report {
     // ---- buys, one per key ---------------------------------------------
     let mut buys: BTreeMap<String, Buy> = BTreeMap::new();
     for (i, op) in ops.iter().enumerate() {
-        let Call::Buy { book, quantity, key, .. } = &op.call else { continue };
+        let Call::Buy { book, quantity, key, buyer, .. } = &op.call else { continue };
         let buy = buys.entry(key.clone()).or_insert_with(|| Buy {
             key: key.clone(),
             book: *book,
             quantity: *quantity,
+            buyer: buyer.clone(),
             call: op.invoke,
             definite: None,
             attempts: Vec::new(),
         });
-        if (buy.book, buy.quantity) != (*book, *quantity) {
+        if (buy.book, buy.quantity, &buy.buyer) != (*book, *quantity, buyer) {
             violation(checks::HISTORY, format!("key {key} was sent for two different buys: {}", op.describe()));
         }
         buy.call = buy.call.min(op.invoke);
@@ -599,11 +601,11 @@ pub fn check_history(records: &[Record], config: &CheckConfig) -> Report {
             None => {
                 violation(checks::ONE_ORDER, format!("order {} has key {key}, which nobody sent: {o:?}", o.order_id))
             }
-            Some(b) if (b.book, b.quantity) != (o.book_id, o.quantity) => violation(
+            Some(b) if (b.book, b.quantity, &b.buyer) != (o.book_id, o.quantity, &o.buyer) => violation(
                 checks::ONE_ORDER,
                 format!(
-                    "order {} is for book {} × {}, but key {key} asked for book {} × {}",
-                    o.order_id, o.book_id, o.quantity, b.book, b.quantity
+                    "order {} is for book {} × {} by {:?}, but key {key} asked for book {} × {} by {:?}",
+                    o.order_id, o.book_id, o.quantity, o.buyer, b.book, b.quantity, b.buyer
                 ),
             ),
             Some(_) => {}
@@ -678,8 +680,8 @@ pub fn check_history(records: &[Record], config: &CheckConfig) -> Report {
         match &op.done {
             Some((_, Done::Ok { answer: Answer::Order(read) })) => {
                 if let Some(fo) = final_by_id.get(order_id) {
-                    let contradicts = (read.book_id, read.quantity, &read.idempotency_key)
-                        != (fo.book_id, fo.quantity, &fo.idempotency_key)
+                    let contradicts = (read.book_id, read.quantity, &read.idempotency_key, &read.buyer)
+                        != (fo.book_id, fo.quantity, &fo.idempotency_key, &fo.buyer)
                         || (read.status != OrderStatus::Pending && read.status != fo.status);
                     if contradicts {
                         violation(
@@ -824,10 +826,12 @@ fn same_outcome(a: &Result<Order, Option<u64>>, b: &Result<Order, Option<u64>>) 
 fn answer_problem(op: &Op) -> Option<String> {
     let (_, done) = op.done.as_ref()?;
     match (done, &op.call) {
-        (Done::Ok { answer: Answer::Order(o) }, Call::Buy { book, quantity, key, .. }) => {
+        (Done::Ok { answer: Answer::Order(o) }, Call::Buy { book, quantity, key, buyer, .. }) => {
             if o.status != OrderStatus::Confirmed {
                 Some(format!("a 201 carried a {} order", o.status))
-            } else if (o.book_id, o.quantity, o.idempotency_key.as_deref()) != (*book, *quantity, Some(key.as_str())) {
+            } else if (o.book_id, o.quantity, o.idempotency_key.as_deref(), &o.buyer)
+                != (*book, *quantity, Some(key.as_str()), buyer)
+            {
                 Some(format!("the order is not the one asked for: {o:?}"))
             } else if o.total_cents != o.quantity * o.unit_price_cents {
                 Some(format!("total {} is not {} × {}", o.total_cents, o.quantity, o.unit_price_cents))
@@ -1046,8 +1050,12 @@ mod tests {
             reason: (status == OrderStatus::Rejected).then(|| "out_of_stock".into()),
             created_at: "2026-11-21T00:00:00Z".into(),
             idempotency_key: Some(key.into()),
+            buyer: Some(BUYER.into()),
         }
     }
+
+    /// The buyer of every buy a [`Script`] makes.
+    const BUYER: &str = "manar";
 
     fn failure(code: &str) -> Failure {
         Failure { code: code.into(), status: None, order_id: None, detail: code.into() }
@@ -1096,7 +1104,12 @@ mod tests {
         }
 
         fn buy(&mut self, key: &str, quantity: u64, from: u64, to: u64, then: Then) -> &mut Script {
-            self.op(Call::Buy { book: 1, quantity, key: key.into(), attempt: 1 }, from, to, then)
+            self.op(
+                Call::Buy { book: 1, quantity, key: key.into(), attempt: 1, buyer: Some(BUYER.into()) },
+                from,
+                to,
+                then,
+            )
         }
 
         fn restock(&mut self, quantity: u64, from: u64, to: u64, then: Then) -> &mut Script {
@@ -1189,6 +1202,31 @@ mod tests {
         // No order: it never happened, so it cannot have taken stock.
         let report = Script::new(10).buy("k1", 2, 10, 20, Then::Info("timeout")).finally(8, vec![]).check();
         assert_eq!(failed(&report), vec![checks::CONSERVATION, checks::LINEARIZABLE_BOOKS], "{}", report.table());
+    }
+
+    #[test]
+    fn an_acknowledged_order_whose_buyer_changed_is_caught() {
+        let o1 = confirmed(1, 2, "k1");
+        let changed = Order { buyer: Some("someone-else".into()), ..o1.clone() };
+        let report = Script::new(10).buy("k1", 2, 10, 20, ok_order(&o1)).finally(8, vec![changed.clone()]).check();
+        let failed = failed(&report);
+        assert!(failed.contains(&checks::DURABLE), "{}", report.table());
+        assert!(failed.contains(&checks::ONE_ORDER), "{}", report.table());
+        // And an answer naming another buyer than the one asked for.
+        let report = Script::new(10).buy("k1", 2, 10, 20, ok_order(&changed)).finally(8, vec![changed]).check();
+        assert!(report.violations().iter().any(|v| v.contains("not the one asked for")), "{}", report.table());
+    }
+
+    #[test]
+    fn an_order_read_with_another_buyer_than_it_ends_with_is_caught() {
+        let o1 = confirmed(1, 2, "k1");
+        let read = Order { buyer: None, ..o1.clone() };
+        let report = Script::new(10)
+            .buy("k1", 2, 10, 20, ok_order(&o1))
+            .op(Call::ReadOrder { order_id: 1, consistency: Consistency::Linearizable }, 30, 40, ok_order(&read))
+            .finally(8, vec![o1])
+            .check();
+        assert_eq!(failed(&report), vec![checks::ORDER_READS], "{}", report.table());
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub enum Call {
         key: String,
         /// Which attempt of this key.
         attempt: u32,
+        /// Who buys (every attempt of a key names the same buyer); absent
+        /// in histories recorded before buyers existed.
+        #[serde(default)]
+        buyer: Option<String>,
     },
     /// `POST /books/{book}/restock` (no idempotency key: never re-sent after
     /// an unknown outcome).
@@ -403,7 +407,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.jsonl");
         let history = History::to_file(Clock::start(), &path).unwrap();
-        let call = Call::Buy { book: 2, quantity: 1, key: "c1-1".into(), attempt: 1 };
+        let call = Call::Buy { book: 2, quantity: 1, key: "c1-1".into(), attempt: 1, buyer: Some("c1".into()) };
         history.record(Record::Invoke { time: 5, process: 1, op: 1, call, endpoint: "http://n1".into() });
         let failure =
             Failure { code: "timeout".into(), status: None, order_id: None, detail: "no answer in 1s".into() };

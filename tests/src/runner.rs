@@ -49,6 +49,9 @@ use tokio::time::Instant;
 use crate::history::{Answer, Call, Failure, History, Record};
 use crate::{Error, Result};
 
+/// The buyer the prober's buys name.
+pub const PROBER: &str = "prober";
+
 /// Relative weights of the operations a client picks from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mix {
@@ -183,7 +186,7 @@ pub async fn setup(config: &RunnerConfig, history: &History, timeout: Duration) 
         books.push(read.await?);
     }
     let orders = retrying(&clients, deadline, "list orders", |c| async move {
-        c.list_all_orders(None, Some(Consistency::Linearizable)).await
+        c.list_all_orders(&bazar_api::OrderFilter::All, Some(Consistency::Linearizable)).await
     })
     .await?;
     history.record(Record::Setup { time: history.now(), books, orders });
@@ -424,7 +427,7 @@ impl Worker {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
-    /// The prober: one-attempt buys of one copy with a fresh key each, under
+    /// The prober: one-attempt buys, as buyer [`PROBER`], of one copy with a fresh key each, under
     /// `deadline`; an unknown outcome is left to the checker (the final
     /// state decides it).
     async fn probe(&mut self, stop: Instant, deadline: Duration) {
@@ -434,8 +437,9 @@ impl Worker {
             let c = &self.shared.config;
             let book = c.books[self.rng.random_range(0..c.books.len())];
             let key = format!("{}-probe-{}", self.shared.tag, self.n);
-            let op = self.invoke(Call::Buy { book, quantity: 1, key: key.clone(), attempt: 1 }, self.endpoint);
-            match prober[self.endpoint].buy(book, 1, Some(&key)).await {
+            let buyer = Some(PROBER.to_string());
+            let op = self.invoke(Call::Buy { book, quantity: 1, key: key.clone(), attempt: 1, buyer }, self.endpoint);
+            match prober[self.endpoint].buy_as(book, 1, Some(PROBER), Some(&key)).await {
                 Ok(order) => self.complete(op, Completion::Ok(Answer::Order(order), None, None)),
                 Err(e) => {
                     self.complete(op, complete_err(&e));
@@ -458,9 +462,13 @@ impl Worker {
         endpoint: usize,
         impatient: bool,
     ) -> bazar_client::Result<Order> {
-        let op = self.invoke(Call::Buy { book, quantity, key: key.to_string(), attempt }, endpoint);
+        // Each client process buys as its own buyer, so that the checker
+        // can tell whether an order keeps the buyer it was acknowledged for.
+        let buyer = format!("client-{}", self.process);
+        let call = Call::Buy { book, quantity, key: key.to_string(), attempt, buyer: Some(buyer.clone()) };
+        let op = self.invoke(call, endpoint);
         let clients = if impatient { &self.shared.impatient } else { &self.shared.clients };
-        let result = clients[endpoint].buy(book, quantity, Some(key)).await;
+        let result = clients[endpoint].buy_as(book, quantity, Some(&buyer), Some(key)).await;
         match &result {
             Ok(order) => {
                 self.complete(op, Completion::Ok(Answer::Order(order.clone()), None, None));

@@ -269,7 +269,10 @@ impl Containers {
     /// Everything the database holds, read linearizably: every order and every book.
     async fn contents(&self) -> (Vec<bazar_api::Order>, Vec<bazar_api::Book>) {
         let client = self.client(1, Duration::from_secs(10));
-        let orders = client.list_all_orders(None, Some(Consistency::Linearizable)).await.expect("listing orders");
+        let orders = client
+            .list_all_orders(&bazar_api::OrderFilter::All, Some(Consistency::Linearizable))
+            .await
+            .expect("listing orders");
         let books = client.list_all_books(None, Some(Consistency::Linearizable)).await.expect("listing books");
         (orders, books)
     }

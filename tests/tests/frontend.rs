@@ -84,7 +84,7 @@ async fn every_read_level_answers_with_its_headers() {
     assert!(matches!(first.meta.cache.as_deref(), Some("hit" | "miss")));
     assert_eq!((second.meta.cache.as_deref(), second.meta.served_by.as_deref()), (Some("hit"), Some("cache")));
     assert_eq!(first.value, second.value);
-    let orders = c.orders(None, None, None, None).await.unwrap();
+    let orders = c.orders(&bazar_api::OrderFilter::All, None, None, None).await.unwrap();
     assert!(orders.meta.cache.is_some());
 }
 
