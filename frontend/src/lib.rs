@@ -23,6 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use bazar_api::Group;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -127,11 +128,14 @@ impl Frontend {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(512)
             .build()?;
+        let mut authorization = bazar_net::HeaderValue::from_str(&format!("Bearer {}", config.frontend_token))
+            .context("the frontend token is not a valid header value")?;
+        authorization.set_sensitive(true);
         Ok(Frontend {
             replicas: Replicas::new(&config.nodes, config.balance),
             cache: Cache::new(config.cache_entries, config.cache_bytes, config.max_staleness, config.cache_enabled),
             metrics: Metrics::default(),
-            calls: bazar_net::Mux::default(),
+            calls: bazar_net::Mux::default().with_authorization(authorization),
             http,
             shutdown: CancellationToken::new(),
             streams: Default::default(),
