@@ -5,7 +5,8 @@
 //! - [`stream`] follows each group's change stream to invalidate it;
 //! - [`replicas`] tracks health, leaders, read load and commit samples;
 //! - [`proxy`] spreads reads over replicas and forwards writes to leaders;
-//! - [`routes`] is the public HTTP API;
+//! - [`routes`] is the public HTTP API; [`conn`] makes the HTTP parser's
+//!   own refusals problem documents too;
 //! - [`metrics`] renders `/metrics`.
 //!
 //! Several frontends can run at once: each keeps its own cache fresh from
@@ -13,6 +14,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod conn;
 pub mod metrics;
 pub mod proxy;
 pub mod replicas;
@@ -252,7 +254,7 @@ pub async fn run(
         tracing::info!("shutting down");
         token.cancel();
     };
-    axum::serve(listener, routes::app(front.clone())).with_graceful_shutdown(stop).await?;
+    axum::serve(conn::ProblemListener(listener), routes::app(front.clone())).with_graceful_shutdown(stop).await?;
     front.shutdown.cancel();
     for t in tasks {
         let _ = t.await;

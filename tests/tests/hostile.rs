@@ -286,6 +286,16 @@ async fn hostile_bytes_neither_crash_nor_starve_nor_bloat_a_node_or_a_frontend()
     assert!(r.status().is_client_error(), "{}", r.status());
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     assert!(t.elapsed() < Duration::from_secs(1));
+    // Heads the HTTP parser itself refuses: problem documents from the frontend too.
+    for (head, status) in [
+        ("GARBAGE\r\n\r\n".to_string(), "400"),
+        (format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)), "414"),
+        (format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "X-A: b\r\n".repeat(150)), "431"),
+    ] {
+        let back = raw(&fe.addr, head.as_bytes()).await;
+        assert!(back.starts_with(&format!("HTTP/1.1 {status} ")), "{back}");
+        assert!(back.contains("content-type: application/problem+json"), "{back}");
+    }
     let r = http.post(format!("http://{}/books/1/buy", fe.addr)).body(vec![b' '; 100 << 10]).send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.headers()["content-type"].to_str().unwrap()), (413, "application/problem+json"));
     // Let the node settle what the flood left in flight.
