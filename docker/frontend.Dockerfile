@@ -12,5 +12,7 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
   CMD ["/usr/local/bin/bazar", "--timeout", "2", "--frontend", "http://127.0.0.1:8080", "health"]
 ENTRYPOINT ["/usr/local/bin/frontend"]
-# Compose adds --nodes with the raft nodes' addresses.
+# Compose adds --nodes with the raft nodes' addresses; the token that opens the
+# nodes' /mux comes from the BAZAR_FRONTEND_TOKEN environment variable. The
+# health check fails while no node answers the frontend's probes (503).
 CMD ["--listen", "0.0.0.0:8080"]

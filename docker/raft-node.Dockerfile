@@ -21,5 +21,5 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
   CMD ["/usr/local/bin/bazar", "--timeout", "2", "--frontend", "http://127.0.0.1:7101", "health"]
 ENTRYPOINT ["/usr/local/bin/raft-node"]
 # Compose adds --id, --advertise and --initial-cluster; tokens come from the
-# BAZAR_ADMIN_TOKEN and BAZAR_CLUSTER_TOKEN environment variables.
+# BAZAR_ADMIN_TOKEN, BAZAR_CLUSTER_TOKEN and BAZAR_FRONTEND_TOKEN environment variables.
 CMD ["--listen", "0.0.0.0:7101", "--data-dir", "/data"]

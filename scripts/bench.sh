@@ -202,7 +202,8 @@ stop_frontend() {
 start_frontend() { cluster "$BZ_DATA" "$PORT_BASE" "$FE_ADDR" up >>"$WORK/cluster-up.log" 2>&1 || die "the frontend did not restart"; }
 NC_PID=""
 start_nocache_frontend() {
-  start_bg "$WORK/frontend-nocache.log" "$BIN/frontend" --listen "$FE_NC_ADDR" --nodes "$NODES_ARG" --no-cache
+  BAZAR_FRONTEND_TOKEN="$(sed -n 's/^BAZAR_FRONTEND_TOKEN=//p' "$BZ_DATA/tokens.env" | tail -n 1)" \
+    start_bg "$WORK/frontend-nocache.log" "$BIN/frontend" --listen "$FE_NC_ADDR" --nodes "$NODES_ARG" --no-cache
   NC_PID="$LAST_PID"
   local t
   for ((t = 0; t < 100; t++)); do

@@ -13,8 +13,9 @@
 #
 # Environment:
 #   BAZAR_DATA            data folder (default ./data): node-i/, logs, pid files, tokens.env
-#   BAZAR_ADMIN_TOKEN     admin token   } used when set; otherwise read from
-#   BAZAR_CLUSTER_TOKEN   cluster token } <data>/tokens.env, or generated into it
+#   BAZAR_ADMIN_TOKEN     admin token    } used when set; otherwise read from
+#   BAZAR_CLUSTER_TOKEN   cluster token  } <data>/tokens.env, or generated into it
+#   BAZAR_FRONTEND_TOKEN  frontend token } (the frontend opens the nodes' /mux with it)
 #   BAZAR_NODES           number of raft nodes (default 3)
 #   BAZAR_PORT_BASE       node i listens on 127.0.0.1:(BASE+i) (default 7100)
 #   BAZAR_FRONTEND_ADDR   frontend address (default 127.0.0.1:8080)

@@ -26,8 +26,9 @@
 #
 # Environment:
 #   BAZAR_DATA                  folder of tokens.env and docker/<project>.env (default ./data)
-#   BAZAR_ADMIN_TOKEN           admin token   } used when set; otherwise read from
-#   BAZAR_CLUSTER_TOKEN         cluster token } <data>/tokens.env, or generated into it
+#   BAZAR_ADMIN_TOKEN           admin token    } used when set; otherwise read from
+#   BAZAR_CLUSTER_TOKEN         cluster token  } <data>/tokens.env, or generated into it
+#   BAZAR_FRONTEND_TOKEN        frontend token } (the frontend opens the nodes' /mux with it)
 #   BAZAR_DOCKER_PROJECT        compose project, prefix of container, network and volume
 #                               names (default bazar)
 #   BAZAR_DOCKER_SUBNET         the private network, a /24 (default 172.28.0.0/24): frontend
@@ -222,6 +223,7 @@ BAZAR_NODE_IMAGE=$NODE_IMAGE
 BAZAR_FRONTEND_IMAGE=$FRONTEND_IMAGE
 BAZAR_ADMIN_TOKEN=$BAZAR_ADMIN_TOKEN
 BAZAR_CLUSTER_TOKEN=$BAZAR_CLUSTER_TOKEN
+BAZAR_FRONTEND_TOKEN=$BAZAR_FRONTEND_TOKEN
 EOF
   )
   export COMPOSE_PROFILES="$profiles"

@@ -28,15 +28,24 @@ ensure_cargo() {
   command -v cargo >/dev/null || { echo "cargo is not installed: install Rust from https://rustup.rs" >&2; return 1; }
 }
 
-# Makes the admin and cluster tokens available as exported BAZAR_ADMIN_TOKEN
-# and BAZAR_CLUSTER_TOKEN: taken from the environment when both are set,
-# otherwise read from DIR/tokens.env, otherwise generated into it (mode 600;
-# the `bazar` CLI reads the admin token from there). Says which on stderr,
-# prefixed by WHO.
+# Makes the admin, cluster and frontend tokens available as exported
+# BAZAR_ADMIN_TOKEN, BAZAR_CLUSTER_TOKEN and BAZAR_FRONTEND_TOKEN: taken from
+# the environment when the first two are set, otherwise read from
+# DIR/tokens.env, otherwise generated into it (mode 600; the `bazar` CLI reads
+# the admin token from there). A frontend token missing from both is taken
+# from the file, or generated and added to it (files written before it
+# existed). Says which on stderr, prefixed by WHO.
 ensure_tokens_file() {
   local dir="$1" who="$2" file="$1/tokens.env"
   if [[ -n "${BAZAR_ADMIN_TOKEN:-}" && -n "${BAZAR_CLUSTER_TOKEN:-}" ]]; then
-    export BAZAR_ADMIN_TOKEN BAZAR_CLUSTER_TOKEN
+    if [[ -z "${BAZAR_FRONTEND_TOKEN:-}" && -f "$file" ]]; then
+      BAZAR_FRONTEND_TOKEN="$(sed -n 's/^BAZAR_FRONTEND_TOKEN=//p' "$file" | tail -n 1)"
+    fi
+    if [[ -z "${BAZAR_FRONTEND_TOKEN:-}" ]]; then
+      BAZAR_FRONTEND_TOKEN="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+      [[ -f "$file" ]] && (umask 077 && printf 'BAZAR_FRONTEND_TOKEN=%s\n' "$BAZAR_FRONTEND_TOKEN" >> "$file")
+    fi
+    export BAZAR_ADMIN_TOKEN BAZAR_CLUSTER_TOKEN BAZAR_FRONTEND_TOKEN
     return 0
   fi
   mkdir -p "$dir" || return 1
@@ -45,12 +54,19 @@ ensure_tokens_file() {
     source "$file"
     [[ -n "${BAZAR_ADMIN_TOKEN:-}" && -n "${BAZAR_CLUSTER_TOKEN:-}" ]] \
       || { echo "$who: $file does not set BAZAR_ADMIN_TOKEN and BAZAR_CLUSTER_TOKEN" >&2; return 1; }
+    if [[ -z "${BAZAR_FRONTEND_TOKEN:-}" ]]; then
+      BAZAR_FRONTEND_TOKEN="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+      printf 'BAZAR_FRONTEND_TOKEN=%s\n' "$BAZAR_FRONTEND_TOKEN" >> "$file" || return 1
+      echo "$who: added a frontend token to $file" >&2
+    fi
   else
     BAZAR_ADMIN_TOKEN="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
     BAZAR_CLUSTER_TOKEN="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-    (umask 077 && printf 'BAZAR_ADMIN_TOKEN=%s\nBAZAR_CLUSTER_TOKEN=%s\n' "$BAZAR_ADMIN_TOKEN" "$BAZAR_CLUSTER_TOKEN" > "$file") || return 1
+    BAZAR_FRONTEND_TOKEN="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+    (umask 077 && printf 'BAZAR_ADMIN_TOKEN=%s\nBAZAR_CLUSTER_TOKEN=%s\nBAZAR_FRONTEND_TOKEN=%s\n' \
+      "$BAZAR_ADMIN_TOKEN" "$BAZAR_CLUSTER_TOKEN" "$BAZAR_FRONTEND_TOKEN" > "$file") || return 1
     echo "$who: generated tokens in $file" >&2
   fi
-  export BAZAR_ADMIN_TOKEN BAZAR_CLUSTER_TOKEN
+  export BAZAR_ADMIN_TOKEN BAZAR_CLUSTER_TOKEN BAZAR_FRONTEND_TOKEN
   echo "$who: tokens: $file" >&2
 }

@@ -70,7 +70,7 @@ BAZAR_NODE_ARGS="--generate-books $BOOKS --snapshot-keep-logs 100" BAZAR_UP_TIME
   "$ROOT/scripts/cluster.sh" up >"$WORK/up.log" 2>&1 || { tail -20 "$WORK/up.log" >&2; exit 1; }
 BOOT="$(elapsed "$t0")"
 source "$WORK/tokens.env"
-export BAZAR_ADMIN_TOKEN BAZAR_CLUSTER_TOKEN
+export BAZAR_ADMIN_TOKEN BAZAR_CLUSTER_TOKEN BAZAR_FRONTEND_TOKEN
 say "ready after $BOOT s"
 
 declare -A RSS DISK

@@ -51,6 +51,13 @@ pub struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Token presented to the nodes to open the multiplexed connection that
+    /// carries the frontend's calls (`GET /mux`); the nodes must be given the
+    /// same `--frontend-token`. It grants nothing else: admin calls still
+    /// need the client's admin token, which the frontend passes on.
+    #[arg(long, env = "BAZAR_FRONTEND_TOKEN", hide_env_values = true)]
+    pub frontend_token: String,
 }
 
 /// Read load-balancing policy.
@@ -92,6 +99,8 @@ pub struct FrontendConfig {
     pub balance: Balance,
     /// Probe interval.
     pub probe_interval: Duration,
+    /// Token for the nodes' `/mux`.
+    pub frontend_token: String,
 }
 
 impl Args {
@@ -116,6 +125,9 @@ impl Args {
         if self.max_staleness_ms == 0 || self.request_timeout_ms == 0 || self.probe_interval_ms == 0 {
             bail!("--max-staleness-ms, --request-timeout-ms and --probe-interval-ms must be positive");
         }
+        if self.frontend_token.trim().is_empty() || !self.frontend_token.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("--frontend-token/BAZAR_FRONTEND_TOKEN must be printable ASCII without spaces, and not empty");
+        }
         if self.cache_entries == 0 || self.cache_bytes == 0 {
             bail!("--cache-entries and --cache-bytes must be positive (use --no-cache to turn the cache off)");
         }
@@ -129,6 +141,7 @@ impl Args {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             balance: self.balance,
             probe_interval: Duration::from_millis(self.probe_interval_ms),
+            frontend_token: self.frontend_token,
         })
     }
 }

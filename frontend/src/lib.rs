@@ -5,7 +5,8 @@
 //! - [`stream`] follows each group's change stream to invalidate it;
 //! - [`replicas`] tracks health, leaders, read load and commit samples;
 //! - [`proxy`] spreads reads over replicas and forwards writes to leaders;
-//! - [`routes`] is the public HTTP API;
+//! - [`routes`] is the public HTTP API; [`conn`] makes the HTTP parser's
+//!   own refusals problem documents too;
 //! - [`metrics`] renders `/metrics`.
 //!
 //! Several frontends can run at once: each keeps its own cache fresh from
@@ -13,6 +14,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod conn;
 pub mod metrics;
 pub mod proxy;
 pub mod replicas;
@@ -23,6 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use bazar_api::Group;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -127,11 +130,14 @@ impl Frontend {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(512)
             .build()?;
+        let mut authorization = bazar_net::HeaderValue::from_str(&format!("Bearer {}", config.frontend_token))
+            .context("the frontend token is not a valid header value")?;
+        authorization.set_sensitive(true);
         Ok(Frontend {
             replicas: Replicas::new(&config.nodes, config.balance),
             cache: Cache::new(config.cache_entries, config.cache_bytes, config.max_staleness, config.cache_enabled),
             metrics: Metrics::default(),
-            calls: bazar_net::Mux::default(),
+            calls: bazar_net::Mux::default().with_authorization(authorization),
             http,
             shutdown: CancellationToken::new(),
             streams: Default::default(),
@@ -248,7 +254,7 @@ pub async fn run(
         tracing::info!("shutting down");
         token.cancel();
     };
-    axum::serve(listener, routes::app(front.clone())).with_graceful_shutdown(stop).await?;
+    axum::serve(conn::ProblemListener(listener), routes::app(front.clone())).with_graceful_shutdown(stop).await?;
     front.shutdown.cancel();
     for t in tasks {
         let _ = t.await;

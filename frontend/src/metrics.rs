@@ -2,7 +2,10 @@
 //! counters, replica health and load, change streams.
 //!
 //! Counters are plain atomics indexed by route, so recording a request on the
-//! cache-hit path costs a few relaxed increments, no lock.
+//! cache-hit path costs a few relaxed increments, no lock. Every label set is
+//! fixed, whatever clients send: a request is counted under one of the
+//! [`Route`]s (a made-up method or path is `other`) and a status class; the
+//! other labels name groups and the configured nodes.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

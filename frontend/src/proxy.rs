@@ -12,7 +12,10 @@
 //! Retries: a read may be retried on any replica (it changes nothing). A
 //! write is retried only when it cannot have been applied twice: always for a
 //! buy (it carries an idempotency key), and for other writes only when the
-//! node refused before proposing (connection refused, `not_leader`).
+//! node refused before proposing (connection refused, `not_leader`). A buy
+//! whose leader stops answering is not left waiting for the deadline: once
+//! the probes find that node silent and another leading, the buy is sent to
+//! the new leader under the same key.
 
 use bazar_api::{ErrorCode, Group, Problem};
 use bazar_net::{Call, HeaderMap, Method, StatusCode};
@@ -20,6 +23,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::Frontend;
+use crate::replicas::Replica;
 
 /// A node's answer.
 #[derive(Debug)]
@@ -58,12 +62,26 @@ pub struct Write<'a> {
 }
 
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+/// How often a write in flight checks whether its leader was superseded.
+const SUPERSEDED_CHECK: std::time::Duration = std::time::Duration::from_millis(25);
 
 fn unavailable(detail: impl Into<String>) -> Problem {
     Problem::unavailable(detail, 1)
 }
 
 impl Frontend {
+    /// Resolves once `replica` fails its probes and another node is known to
+    /// lead `group`; never otherwise.
+    async fn superseded(&self, group: Group, replica: &Replica) {
+        loop {
+            tokio::time::sleep(SUPERSEDED_CHECK).await;
+            let other_leads = self.replicas.leader(group).is_some_and(|l| l.id != replica.id);
+            if !replica.is_healthy() && other_leads {
+                return;
+            }
+        }
+    }
+
     /// `GET path?query` on a replica, trying others when one fails or is
     /// unavailable, until `deadline`.
     pub async fn read_replica(
@@ -100,6 +118,10 @@ impl Frontend {
                     last = format!("node {} answered {}", replica.id, answer.status);
                 }
                 Ok(a) => return Ok(Answer { status: a.status, headers: a.headers, body: a.body, node: replica.id }),
+                // No node could take it: refused at once, not retried.
+                Err(e @ bazar_net::Error::Unencodable(_)) => {
+                    return Err(Problem::new(ErrorCode::InvalidInput, e.to_string()));
+                }
                 Err(e) => {
                     self.replicas.failed(&replica);
                     last = format!("node {}: {e}", replica.id);
@@ -136,8 +158,28 @@ impl Frontend {
                 headers: write.headers.clone(),
                 body: write.body.clone(),
             };
-            let response = match self.calls.call(&replica.addr, call, remaining).await {
+            let sent = self.calls.call(&replica.addr, call, remaining);
+            let answered = if write.idempotent {
+                // A leader that stops answering (paused, cut off) would hold
+                // the write until the deadline although another leads within
+                // an election: once probes find it silent and another node
+                // leading, the write is sent there, under the same key.
+                tokio::select! {
+                    answered = sent => answered,
+                    () = self.superseded(write.group, &replica) => {
+                        last = format!("node {} stopped answering and another node leads", replica.id);
+                        continue;
+                    }
+                }
+            } else {
+                sent.await
+            };
+            let response = match answered {
                 Ok(r) => r,
+                // No node could take it (never sent): refused at once.
+                Err(e @ bazar_net::Error::Unencodable(_)) => {
+                    return Err(Problem::new(ErrorCode::InvalidInput, e.to_string()));
+                }
                 Err(e) if e.is_connect() => {
                     // Never delivered: safe to send elsewhere.
                     self.replicas.failed(&replica);

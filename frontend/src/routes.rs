@@ -5,6 +5,13 @@
 //! replica (`miss`, or `bypass` at `lease`/`linearizable` or while the cache
 //! is stale). Writes are relayed to the leader of their group; their bodies
 //! are validated by the node, the single authority on input.
+//!
+//! What the frontend checks itself, before relaying anything: the request
+//! target (at most [`MAX_TARGET`] bytes, else `414`), each header value (at
+//! most [`MAX_HEADER_VALUE`], else `431`), the body (64 KiB, else `413`), and
+//! a read's `consistency` and `min_index` (else `400`). Every error answer
+//! it makes is a problem document, the framework's own refusals included.
+//! `GET /health` is `503` while no replica answers the probes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +38,11 @@ use crate::proxy::{Answer, Write};
 
 /// Largest request body relayed to a node.
 const BODY_LIMIT: usize = 64 * 1024;
+/// Longest header value accepted (an idempotency key, a token): `431`
+/// beyond, before anything is relayed.
+pub const MAX_HEADER_VALUE: usize = 8 * 1024;
+/// Longest request target (path and query) accepted: `414` beyond.
+pub const MAX_TARGET: usize = 8 * 1024;
 
 /// The frontend's routes.
 pub fn app(front: Arc<Frontend>) -> Router {
@@ -49,8 +61,57 @@ pub fn app(front: Arc<Frontend>) -> Router {
             problem(&Problem::new(ErrorCode::InvalidInput, "method not allowed on this route").with_status(405))
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(as_problems))
         .layer(axum::middleware::from_fn_with_state(front.clone(), track))
         .with_state(front)
+}
+
+/// Refuses oversized targets (`414`) and header values (`431`) before any
+/// handler runs, and turns every other error answer that is not a problem
+/// document yet (the framework's own refusals: `413` for a body over the
+/// limit, `400` for an undecodable path, `415`...) into one, keeping its
+/// status.
+async fn as_problems(req: Request, next: Next) -> Response {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_TARGET {
+        let detail = format!("the request target is {target} bytes long, at most {MAX_TARGET} are accepted");
+        return problem(&Problem::new(ErrorCode::InvalidInput, detail).with_status(414));
+    }
+    if let Some((name, value)) = req.headers().iter().find(|(_, v)| v.len() > MAX_HEADER_VALUE) {
+        let detail = format!("header {name} is {} bytes long, at most {MAX_HEADER_VALUE} are accepted", value.len());
+        return problem(&Problem::new(ErrorCode::InvalidInput, detail).with_status(431));
+    }
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let detail = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("refused").to_string(),
+        t => t.to_string(),
+    };
+    let code = match status {
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::CONFLICT => ErrorCode::Conflict,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::InvalidInput,
+    };
+    let mut answer = problem(&Problem::new(code, detail).with_status(status.as_u16()));
+    for name in [header::RETRY_AFTER, header::ALLOW] {
+        if let Some(v) = parts.headers.get(&name) {
+            answer.headers_mut().insert(name, v.clone());
+        }
+    }
+    answer
 }
 
 /// Renders a problem document.
@@ -114,6 +175,19 @@ fn consistency(q: &HashMap<String, String>) -> Result<Consistency, String> {
     }
 }
 
+/// The client's `min_index` (as the node parses it): 0 when absent.
+fn min_index(q: &HashMap<String, String>) -> Result<u64, String> {
+    match q.get(MIN_INDEX_PARAM).map(String::as_str) {
+        None | Some("") => Ok(0),
+        Some(s) => s.parse().map_err(|_| format!("invalid min_index {s:?}")),
+    }
+}
+
+/// Consistency and `min_index` of a read's query.
+fn read_params(q: &HashMap<String, String>) -> Result<(Consistency, u64), String> {
+    Ok((consistency(q)?, min_index(q)?))
+}
+
 fn paging(q: &HashMap<String, String>) -> Result<Page, String> {
     parse_paging(q.get("limit").map(String::as_str), q.get("cursor").map(String::as_str))
 }
@@ -124,6 +198,9 @@ struct Read {
     page: Option<Page>,
     path: String,
     params: Vec<(&'static str, String)>,
+    /// The client's `min_index`: the answer must reflect at least this
+    /// index of the read's group.
+    min_index: u64,
 }
 
 fn read_headers(response: &mut Response, cache: &'static str, served_by: HeaderValue, index: Option<u64>) {
@@ -163,11 +240,19 @@ impl Frontend {
         Instant::now() + self.config.request_timeout
     }
 
-    /// Serves a read at `consistency`, from the cache when it may.
+    /// Serves a read at `consistency`, from the cache when it may. A
+    /// client's `min_index` is honoured as a node honours it: a cached
+    /// answer read at an older index is not served, and the replica read
+    /// waits until it has applied that index (or answers 503 at the
+    /// deadline).
     async fn read(&self, read: Read, consistency: Consistency) -> Response {
         let group = read.key.group();
+        let wanted = read.min_index;
         let (level, min_index, cache_label) = match consistency {
             Consistency::Cached => match self.cache.lookup(&read.key, read.page) {
+                Lookup::Hit(c) if c.index < wanted => {
+                    ("cached", wanted.max(self.cache.status(group).ryw_floor), "miss")
+                }
                 Lookup::Hit(c) => {
                     let mut response = json_response(StatusCode::OK, c.body);
                     read_headers(&mut response, "hit", HeaderValue::from_static("cache"), Some(c.index));
@@ -181,6 +266,7 @@ impl Frontend {
             Consistency::Lease => ("lease", 0, "bypass"),
             Consistency::Linearizable => ("linearizable", 0, "bypass"),
         };
+        let min_index = min_index.max(wanted);
         let mut params = read.params.clone();
         params.push(("consistency", level.to_string()));
         if min_index > 0 {
@@ -246,7 +332,7 @@ fn write_headers(headers: &HeaderMap) -> HeaderMap {
 async fn search(State(front): State<Arc<Frontend>>, RawQuery(q): RawQuery) -> Response {
     let result = (|| {
         let q = parse_query(q)?;
-        let level = consistency(&q)?;
+        let (level, min_index) = read_params(&q)?;
         let (limit, after) = paging(&q)?;
         let topic = q.get("topic").map(|t| t.trim()).filter(|t| !t.is_empty());
         let mut params = vec![("limit", limit.to_string())];
@@ -260,7 +346,7 @@ async fn search(State(front): State<Arc<Frontend>>, RawQuery(q): RawQuery) -> Re
             }
             None => CacheKey::AllBooks,
         };
-        Ok::<_, String>((Read { key, page: Some((limit, after)), path: "/books".into(), params }, level))
+        Ok::<_, String>((Read { key, page: Some((limit, after)), path: "/books".into(), params, min_index }, level))
     })();
     match result {
         Ok((read, level)) => front.read(read, level).await,
@@ -269,27 +355,29 @@ async fn search(State(front): State<Arc<Frontend>>, RawQuery(q): RawQuery) -> Re
 }
 
 async fn lookup(State(front): State<Arc<Frontend>>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
-    let (id, level) = match parse_id(&id).and_then(|id| Ok((id, consistency(&parse_query(q)?)?))) {
+    let (id, (level, min_index)) = match parse_id(&id).and_then(|id| Ok((id, read_params(&parse_query(q)?)?))) {
         Ok(v) => v,
         Err(detail) => return invalid(detail),
     };
-    let read = Read { key: CacheKey::Book(id), page: None, path: format!("/books/{id}"), params: Vec::new() };
+    let read =
+        Read { key: CacheKey::Book(id), page: None, path: format!("/books/{id}"), params: Vec::new(), min_index };
     front.read(read, level).await
 }
 
 async fn order(State(front): State<Arc<Frontend>>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
-    let (id, level) = match parse_id(&id).and_then(|id| Ok((id, consistency(&parse_query(q)?)?))) {
+    let (id, (level, min_index)) = match parse_id(&id).and_then(|id| Ok((id, read_params(&parse_query(q)?)?))) {
         Ok(v) => v,
         Err(detail) => return invalid(detail),
     };
-    let read = Read { key: CacheKey::Order(id), page: None, path: format!("/orders/{id}"), params: Vec::new() };
+    let read =
+        Read { key: CacheKey::Order(id), page: None, path: format!("/orders/{id}"), params: Vec::new(), min_index };
     front.read(read, level).await
 }
 
 async fn orders(State(front): State<Arc<Frontend>>, RawQuery(q): RawQuery) -> Response {
     let result = (|| {
         let q = parse_query(q)?;
-        let level = consistency(&q)?;
+        let (level, min_index) = read_params(&q)?;
         let (limit, after) = paging(&q)?;
         let mut params = vec![("limit", limit.to_string())];
         if after > 0 {
@@ -306,7 +394,7 @@ async fn orders(State(front): State<Arc<Frontend>>, RawQuery(q): RawQuery) -> Re
             }
             OrderFilter::All => CacheKey::AllOrders,
         };
-        Ok::<_, String>((Read { key, page: Some((limit, after)), path: "/orders".into(), params }, level))
+        Ok::<_, String>((Read { key, page: Some((limit, after)), path: "/orders".into(), params, min_index }, level))
     })();
     match result {
         Ok((read, level)) => front.read(read, level).await,
@@ -382,11 +470,22 @@ async fn update_book(
     book_write(&front, Method::PATCH, &id, "", &headers, body).await
 }
 
+/// `GET /health`: `200` while at least one replica answers probes;
+/// otherwise `503` with an `unavailable` problem (the frontend is up but can
+/// serve nothing the cache does not hold).
 async fn health(State(front): State<Arc<Frontend>>) -> Response {
+    let healthy = front.replicas.all().iter().filter(|r| r.is_healthy()).count();
+    if healthy == 0 {
+        let total = front.replicas.all().len();
+        return problem(&Problem::unavailable(
+            format!("no healthy replica: none of the {total} nodes answers this frontend's probes"),
+            1,
+        ));
+    }
     let body = serde_json::json!({
         "status": "ok",
         "role": "frontend",
-        "replicas_healthy": front.replicas.all().iter().filter(|r| r.is_healthy()).count(),
+        "replicas_healthy": healthy,
         "cache_fresh": Group::ALL.iter().map(|g| (g.as_str(), front.cache.is_fresh(*g))).collect::<HashMap<_, _>>(),
     });
     json_response(StatusCode::OK, Bytes::from(body.to_string()))
@@ -400,4 +499,102 @@ async fn metrics(State(front): State<Arc<Frontend>>) -> Response {
     let mut response = Body::from(crate::metrics::render(&front)).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+    use clap::Parser;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::Args;
+
+    /// A frontend whose one node listens nowhere: it has no healthy replica.
+    fn lonely() -> Router {
+        let args = Args::parse_from([
+            "frontend",
+            "--nodes",
+            "1=127.0.0.1:1",
+            "--frontend-token",
+            "t",
+            "--request-timeout-ms",
+            "300",
+        ]);
+        let front = Arc::new(Frontend::new(args.resolve().unwrap()).unwrap());
+        // As after a failed probe.
+        for replica in front.replicas.all().iter() {
+            front.replicas.failed(replica);
+        }
+        app(front)
+    }
+
+    async fn call(app: Router, request: axum::http::Request<Body>) -> (StatusCode, String, Problem) {
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type =
+            response.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let problem =
+            serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{status}: not a problem ({e}): {body:?}"));
+        (status, content_type, problem)
+    }
+
+    fn get(uri: &str) -> axum::http::Request<Body> {
+        axum::http::Request::get(uri).body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn health_without_a_healthy_replica_is_503() {
+        let (status, content_type, problem) = call(lonely(), get("/health")).await;
+        assert_eq!((status, content_type.as_str()), (StatusCode::SERVICE_UNAVAILABLE, PROBLEM_CONTENT_TYPE));
+        assert_eq!(problem.code, ErrorCode::Unavailable);
+        assert!(problem.detail.contains("no healthy replica"), "{problem:?}");
+    }
+
+    #[tokio::test]
+    async fn oversized_input_is_refused_at_once_with_a_problem() {
+        let started = std::time::Instant::now();
+        let long_key = "k".repeat(MAX_HEADER_VALUE + 1);
+        let buy = axum::http::Request::post("/books/1/buy")
+            .header(IDEMPOTENCY_KEY_HEADER, &long_key)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{\"quantity\":1}"))
+            .unwrap();
+        let (status, content_type, problem) = call(lonely(), buy).await;
+        assert_eq!((status.as_u16(), content_type.as_str()), (431, PROBLEM_CONTENT_TYPE));
+        assert_eq!((problem.status, problem.code), (431, ErrorCode::InvalidInput));
+        let token = axum::http::Request::post("/books")
+            .header(header::AUTHORIZATION, format!("Bearer {}", "t".repeat(70_000)))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(lonely(), token).await.0.as_u16(), 431);
+        let long_target = format!("/books?topic={}", "a".repeat(MAX_TARGET));
+        let (status, content_type, _) = call(lonely(), get(&long_target)).await;
+        assert_eq!((status.as_u16(), content_type.as_str()), (414, PROBLEM_CONTENT_TYPE));
+        let big = axum::http::Request::post("/books/1/buy")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(vec![b' '; BODY_LIMIT + 1]))
+            .unwrap();
+        let (status, content_type, problem) = call(lonely(), big).await;
+        assert_eq!((status.as_u16(), content_type.as_str()), (413, PROBLEM_CONTENT_TYPE));
+        assert_eq!(problem.status, 413);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "refused at once");
+    }
+
+    #[tokio::test]
+    async fn a_garbage_min_index_is_400() {
+        for uri in ["/books/1?min_index=abc", "/books?min_index=-1", "/orders?min_index=1.5", "/orders/1?min_index=x"] {
+            let (status, _, problem) = call(lonely(), get(uri)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert!(problem.detail.contains("min_index"), "{uri}: {problem:?}");
+        }
+    }
+
+    #[test]
+    fn made_up_methods_and_paths_are_counted_as_other() {
+        let method = Method::from_bytes(b"M123").unwrap();
+        assert_eq!(route_of(&method, "/books"), Route::Other);
+        assert_eq!(route_of(&Method::GET, "/no/such/route/at/all"), Route::Other);
+    }
 }

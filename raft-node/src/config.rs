@@ -45,6 +45,11 @@ pub struct Args {
     #[arg(long, env = "BAZAR_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: String,
 
+    /// Token frontends present to open a multiplexed connection (`GET /mux`);
+    /// it grants nothing else. Without it, only other nodes may open one.
+    #[arg(long, env = "BAZAR_FRONTEND_TOKEN", hide_env_values = true)]
+    pub frontend_token: Option<String>,
+
     /// Load the initial catalog from a JSON or CSV file instead of the seven classic books.
     #[arg(long, conflicts_with = "generate_books")]
     pub catalog_file: Option<PathBuf>,
@@ -132,6 +137,8 @@ pub struct NodeConfig {
     pub admin_token: String,
     /// Cluster token.
     pub cluster_token: String,
+    /// Frontend token (admits a frontend's multiplexed connection), if any.
+    pub frontend_token: Option<String>,
     /// Where the initial catalog comes from.
     pub seed: SeedSource,
     /// Election timeout range and heartbeat, milliseconds.
@@ -163,6 +170,15 @@ impl Args {
         }
         if !self.cluster_token.bytes().all(|b| b.is_ascii_graphic()) {
             bail!("the cluster token must be printable ASCII without spaces: it is sent as an HTTP bearer token");
+        }
+        let frontend_token = self.frontend_token.filter(|t| !t.trim().is_empty());
+        if let Some(t) = &frontend_token {
+            if !t.bytes().all(|b| b.is_ascii_graphic()) {
+                bail!("the frontend token must be printable ASCII without spaces: it is sent as an HTTP bearer token");
+            }
+            if *t == self.cluster_token || *t == self.admin_token {
+                bail!("the frontend token must differ from the cluster and admin tokens");
+            }
         }
         if self.election_timeout_min_ms == 0 || self.election_timeout_min_ms >= self.election_timeout_max_ms {
             bail!("--election-timeout-min-ms must be positive and below --election-timeout-max-ms");
@@ -219,6 +235,7 @@ impl Args {
             initial_cluster,
             admin_token: self.admin_token,
             cluster_token: self.cluster_token,
+            frontend_token,
             seed,
             election_timeout_ms: (self.election_timeout_min_ms, self.election_timeout_max_ms),
             heartbeat_ms: self.heartbeat_ms,

@@ -102,6 +102,7 @@ pub async fn run(
         settlements: Default::default(),
         claims: Default::default(),
         http_metrics: Default::default(),
+        unclaimed: Default::default(),
         shutdown: CancellationToken::new(),
     });
     tracing::info!(

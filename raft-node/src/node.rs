@@ -48,6 +48,8 @@ pub struct Node {
     pub claims: crate::buy::Queue<String>,
     /// Request counters and latencies.
     pub http_metrics: HttpMetrics,
+    /// The last count of unsettled buys, for `/health`.
+    pub unclaimed: tokio::sync::Mutex<Option<(Instant, u64)>>,
     /// Cancelled when the node shuts down; long-lived streams watch it.
     pub shutdown: CancellationToken,
 }
@@ -66,6 +68,12 @@ impl Node {
     /// Whether the admin token matches (in constant time).
     pub fn is_admin_token(&self, presented: &str) -> bool {
         constant_time_eq(presented.as_bytes(), self.config.admin_token.as_bytes())
+    }
+
+    /// Whether `presented` is the frontend token (in constant time); never
+    /// when the node has none.
+    pub fn is_frontend_token(&self, presented: &str) -> bool {
+        self.config.frontend_token.as_ref().is_some_and(|t| constant_time_eq(presented.as_bytes(), t.as_bytes()))
     }
 
     /// Whether the cluster token matches (in constant time).
@@ -134,11 +142,34 @@ impl Node {
         futures::future::join(hand_off(Group::Catalog), hand_off(Group::Orders)).await;
     }
 
-    /// `GET /health`.
-    pub async fn health(&self) -> NodeHealth {
+    /// Buys not known to be settled (`unclaimed_buys` of `/health`): a count
+    /// at most [`UNCLAIMED_MAX_AGE`] old unless `fresh`. Counting scans
+    /// both groups' sets, so unauthenticated probes, however many, scan at
+    /// most a few times a second; concurrent callers share one scan. A
+    /// storage error is an error, never a count.
+    pub async fn unclaimed_buys(&self, fresh: bool) -> Result<u64> {
+        let mut last = self.unclaimed.lock().await;
+        if let Some((at, count)) = *last
+            && !fresh
+            && at.elapsed() < UNCLAIMED_MAX_AGE
+        {
+            return Ok(count);
+        }
+        let unavailable =
+            |e: std::io::Error| crate::error::Error::Unavailable(format!("cannot count unsettled buys: {e}"));
+        let count = Catalog::unclaimed_count(&self.catalog.view(), 1_000_000).map_err(unavailable)?
+            + Orders::pending_count(&self.orders.view(), 1_000_000).map_err(unavailable)?;
+        *last = Some((Instant::now(), count));
+        Ok(count)
+    }
+
+    /// `GET /health`; a storage error is an error (`503`), not a healthy
+    /// answer with made-up values. `fresh`: see [`Node::unclaimed_buys`].
+    pub async fn health(&self, fresh: bool) -> Result<NodeHealth> {
         let initialized = self.catalog.raft().is_initialized().await.unwrap_or(false)
             && self.orders.raft().is_initialized().await.unwrap_or(false);
-        let catalog_seeded = Catalog::is_seeded(&self.catalog.view()).unwrap_or(false);
+        let catalog_seeded = Catalog::is_seeded(&self.catalog.view())
+            .map_err(|e| crate::error::Error::Unavailable(format!("cannot read whether the catalog is seeded: {e}")))?;
         let leaders = [
             (Group::Catalog, self.catalog.leader().map(|(id, _)| id)),
             (Group::Orders, self.orders.leader().map(|(id, _)| id)),
@@ -147,9 +178,8 @@ impl Node {
         .collect();
         let groups =
             [(Group::Catalog, self.catalog.health()), (Group::Orders, self.orders.health())].into_iter().collect();
-        let unclaimed_buys = Catalog::unclaimed_count(&self.catalog.view(), 1_000_000).unwrap_or(0)
-            + crate::orders::Orders::pending_count(&self.orders.view(), 1_000_000).unwrap_or(0);
-        NodeHealth {
+        let unclaimed_buys = self.unclaimed_buys(fresh).await?;
+        Ok(NodeHealth {
             status: "ok".into(),
             node_id: self.id,
             initialized,
@@ -157,9 +187,12 @@ impl Node {
             leaders,
             groups,
             unclaimed_buys,
-        }
+        })
     }
 }
+
+/// Oldest count of unsettled buys `/health` answers with.
+pub const UNCLAIMED_MAX_AGE: Duration = Duration::from_millis(250);
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

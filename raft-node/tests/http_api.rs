@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 const ADMIN: &str = "admin-secret";
 const CLUSTER: &str = "cluster-secret";
+const FRONTEND: &str = "frontend-secret";
 
 struct TestNode {
     base: String,
@@ -42,6 +43,7 @@ impl TestNode {
             format!("--data-dir={}", dir.path().display()),
             format!("--admin-token={ADMIN}"),
             format!("--cluster-token={CLUSTER}"),
+            format!("--frontend-token={FRONTEND}"),
             "--request-timeout-ms=2000".to_string(),
         ];
         args.extend(extra(&addr.to_string()));
@@ -555,5 +557,62 @@ async fn an_interrupted_buy_with_only_its_order_placed_is_reserved_and_settled()
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.json::<Order>().await.unwrap(), order);
     assert_eq!(node.book(5).await.stock, stock - 2, "the retry took nothing");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mux_needs_the_cluster_or_the_frontend_token() {
+    let node = TestNode::start().await;
+    let upgrade = |token: Option<&str>| {
+        let mut request =
+            node.http.get(node.url("/mux")).header("connection", "upgrade").header("upgrade", bazar_net::mux::PROTOCOL);
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        request.send()
+    };
+    for token in [None, Some("wrong"), Some(ADMIN)] {
+        let r = upgrade(token).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{token:?}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let p: Problem = r.json().await.unwrap();
+        assert_eq!(p.code, bazar_api::ErrorCode::Unauthorized);
+    }
+    let addr = node.base.trim_start_matches("http://").to_string();
+    let t = Duration::from_secs(5);
+    let e = bazar_net::Mux::default().call(&addr, bazar_net::Call::get("/books/1"), t).await.unwrap_err();
+    assert!(e.is_connect() && e.to_string().contains("401"), "{e}");
+    for token in [FRONTEND, CLUSTER] {
+        let mux = bazar_net::Mux::default()
+            .with_authorization(bazar_net::HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+        let answer = mux.call(&addr, bazar_net::Call::get("/books/1"), t).await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    // The frontend token opens the connection, not the Raft routes on it.
+    let mux = bazar_net::Mux::default()
+        .with_authorization(bazar_net::HeaderValue::from_str(&format!("Bearer {FRONTEND}")).unwrap());
+    let vote = mux.call(&addr, bazar_net::Call::post("/raft/catalog/vote", bytes::Bytes::new()), t).await.unwrap();
+    assert_eq!(vote.status, StatusCode::UNAUTHORIZED);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_do_not_grow_the_metrics_and_health_is_cheap() {
+    let node = TestNode::start().await;
+    for i in 0..300 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{i}").as_bytes()).unwrap();
+        let _ = node.http.request(method, node.url("/books")).send().await.unwrap();
+    }
+    let metrics = node.http.get(node.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("MADEUP"), "a made-up method became a label");
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+    // A fresh count of unsettled buys needs the admin token.
+    let r = node.http.get(node.url("/health?fresh=true")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = node.http.get(node.url("/health?fresh=true")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<NodeHealth>().await.unwrap().unclaimed_buys, 0);
+    let r = node.http.get(node.url("/health?fresh=maybe")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     node.stop().await;
 }

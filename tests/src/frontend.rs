@@ -6,7 +6,7 @@ use std::time::Duration;
 use bazar_client::Client;
 use tokio::time::Instant;
 
-use crate::{ADMIN_TOKEN, Cluster, binary, free_port};
+use crate::{ADMIN_TOKEN, Cluster, FRONTEND_TOKEN, binary, free_port};
 
 /// A running `frontend` process; killed when dropped.
 pub struct FrontendProc {
@@ -29,6 +29,7 @@ impl FrontendProc {
             .arg("--nodes")
             .arg(nodes)
             .args(extra)
+            .env("BAZAR_FRONTEND_TOKEN", FRONTEND_TOKEN)
             .env("RUST_LOG", std::env::var("BAZAR_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -43,6 +44,11 @@ impl FrontendProc {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         fe
+    }
+
+    /// The frontend's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// A client for this frontend, with the admin token.

@@ -43,6 +43,8 @@ use tokio::time::Instant;
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// Cluster token of test clusters.
 pub const CLUSTER_TOKEN: &str = "test-cluster-token";
+/// Frontend token of test clusters (what a frontend presents on `/mux`).
+pub const FRONTEND_TOKEN: &str = "test-frontend-token";
 
 /// Errors of the test tooling (the tests themselves panic with messages).
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +207,7 @@ impl Cluster {
             .args(&self.extra_args)
             .env("BAZAR_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("BAZAR_CLUSTER_TOKEN", CLUSTER_TOKEN)
+            .env("BAZAR_FRONTEND_TOKEN", FRONTEND_TOKEN)
             .env("RUST_LOG", std::env::var("BAZAR_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))

@@ -266,3 +266,103 @@ async fn bad_input_gets_the_same_problem_as_from_a_node() {
     let err: ClientError = fe.client().restock(99, 1).await.unwrap_err();
     assert!(err.is_code(ErrorCode::NotFound), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_frontend_honours_min_index_as_a_node_does() {
+    let cluster = Cluster::start(1, &[]).await;
+    let fe = FrontendProc::start(&cluster, "frontend", &["--request-timeout-ms", "1000"]).await;
+    fe.wait_fresh(Duration::from_secs(10)).await;
+    let http = reqwest::Client::new();
+    let read = |query: String| {
+        let http = http.clone();
+        let url = format!("http://{}/books/1{query}", fe.addr);
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            let header = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+            let (cache, index) = (header("x-bazar-cache"), header("x-bazar-index").parse::<u64>().unwrap_or(0));
+            let status = r.status().as_u16();
+            let book = r.json::<serde_json::Value>().await.unwrap();
+            (status, cache, index, book)
+        }
+    };
+    let _ = read(String::new()).await;
+    let (status, cache, cached_at, _) = read(String::new()).await;
+    assert_eq!((status, cache.as_str()), (200, "hit"));
+    // Garbage is refused, as a node refuses it.
+    for bad in ["abc", "-1", "1.5"] {
+        assert_eq!(read(format!("?min_index={bad}")).await.0, 400, "{bad}");
+    }
+    // An index the cluster has not reached is never answered from the cache:
+    // the replica waits for it, and the deadline passes.
+    let started = Instant::now();
+    let (status, ..) = read(format!("?min_index={}", cached_at + 1_000_000)).await;
+    assert_eq!(status, 503);
+    assert!(started.elapsed() >= Duration::from_millis(900), "answered at once: {:?}", started.elapsed());
+    // One it has reached may be.
+    assert_eq!(read(format!("?min_index={cached_at}")).await.0, 200);
+    // A write straight to the node, which this frontend did not see: a read
+    // at its index reflects it, whatever the cache holds.
+    let before = read(String::new()).await.3["stock"].as_u64().unwrap();
+    let r = http
+        .post(format!("http://{}/books/1/restock", cluster.addr(1)))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"quantity": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let written_at: u64 = r.headers()["x-bazar-index"].to_str().unwrap().parse().unwrap();
+    let (status, _, index, book) = read(format!("?min_index={written_at}")).await;
+    assert_eq!(status, 200);
+    assert!(index >= written_at, "answered at {index}, asked for {written_at}");
+    assert_eq!(book["stock"].as_u64().unwrap(), before + 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_without_a_healthy_replica_reports_it_and_bazar_health_fails() {
+    let mut cluster = Cluster::start(1, &[]).await;
+    let fe = FrontendProc::start(&cluster, "frontend", &["--probe-interval-ms", "100"]).await;
+    let bazar = || {
+        std::process::Command::new(bazar_tests::bin_dir().join("bazar"))
+            .args(["--frontend", &fe.addr, "--timeout", "2", "health"])
+            .output()
+            .expect("running bazar")
+    };
+    assert!(bazar().status.success());
+    cluster.kill(1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let http = reqwest::Client::new();
+    loop {
+        let r = http.get(format!("http://{}/health", fe.addr)).send().await.unwrap();
+        if r.status() == 503 {
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+            let p: Problem = r.json().await.unwrap();
+            assert_eq!(p.code, ErrorCode::Unavailable);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {} with no node running", r.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = bazar();
+    assert!(!out.status.success(), "bazar health exited 0: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_buy_moves_to_the_new_leader_when_the_old_one_stops_answering() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let fe = FrontendProc::start(&cluster, "frontend", &[]).await;
+    fe.wait_fresh(Duration::from_secs(10)).await;
+    let client = fe.client();
+    client.buy(1, 1, Some("before-the-pause")).await.unwrap();
+    let old = cluster.wait_leader(Group::Orders, None, Duration::from_secs(10)).await;
+    cluster.pause(old);
+    let started = Instant::now();
+    let order = client.buy(1, 1, Some("through-the-pause")).await;
+    let took = started.elapsed();
+    cluster.resume(old);
+    let order = order.unwrap_or_else(|e| panic!("the buy failed after {took:?}: {e}"));
+    assert!(took < Duration::from_secs(4), "the buy waited {took:?} for the paused leader");
+    // The same key again: the same order, not a second one.
+    let again = client.buy(1, 1, Some("through-the-pause")).await.unwrap();
+    assert_eq!(again.order_id, order.order_id);
+}

@@ -24,9 +24,26 @@ use crate::node::Node;
 use crate::raft::RaftGroup;
 use crate::sm::StateMachine;
 
-/// `GET /health`: liveness, and whether the cluster is formed and seeded.
-pub async fn health(State(node): State<Arc<Node>>) -> Json<NodeHealth> {
-    Json(node.health().await)
+/// `GET /health`: liveness, and whether the cluster is formed and seeded;
+/// `503` when the node cannot read its storage. `unclaimed_buys` is at most
+/// a quarter second old; `?fresh=true` (admin token) counts it now.
+pub async fn health(
+    State(node): State<Arc<Node>>,
+    admin: Result<Admin, AppError>,
+    params: Params,
+) -> Result<Json<NodeHealth>, AppError> {
+    let fresh = match params.0.get("fresh").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") if admin.is_ok() => true,
+        Some("true") => {
+            return Err(AppError::from_problem(bazar_api::Problem::new(
+                bazar_api::ErrorCode::Unauthorized,
+                "?fresh=true needs Authorization: Bearer <admin token>",
+            )));
+        }
+        Some(other) => return Err(AppError::invalid(format!("fresh must be true or false, not {other:?}"))),
+    };
+    Ok(Json(node.health(fresh).await?))
 }
 
 /// `GET /cluster`: both groups as this node sees them.

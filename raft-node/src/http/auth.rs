@@ -3,7 +3,9 @@
 //! `Admin` guards the calls that change the catalog or the cluster; `Peer`
 //! guards the Raft RPCs and forwarded calls between nodes. Both are
 //! extractors: a handler that names one in its arguments cannot run without
-//! the right token.
+//! the right token. [`mux_caller`] decides who may open a multiplexed
+//! connection (`GET /mux`): a peer (cluster token) or a frontend (frontend
+//! token), each with its own limits.
 
 use std::sync::Arc;
 
@@ -37,6 +39,19 @@ impl FromRequestParts<Arc<Node>> for Admin {
             Some(_) => Err(unauthorized("wrong admin token")),
             None => Err(unauthorized("this call needs Authorization: Bearer <admin token>")),
         }
+    }
+}
+
+/// Who may open a multiplexed connection, and within which limits: the
+/// other nodes (cluster token) with frames as large as Raft appends, a
+/// frontend (frontend token) with frames sized for client requests.
+/// Calls on the connection are still authorized one by one, as over HTTP.
+pub fn mux_caller(parts: &Parts, node: &Node) -> Result<bazar_net::mux::ServeLimits, AppError> {
+    match bearer(parts) {
+        Some(t) if node.is_cluster_token(t) => Ok(bazar_net::mux::ServeLimits::PEER),
+        Some(t) if node.is_frontend_token(t) => Ok(bazar_net::mux::ServeLimits::CLIENT),
+        Some(_) => Err(unauthorized("wrong token for /mux: it needs the cluster token or the frontend token")),
+        None => Err(unauthorized("/mux needs Authorization: Bearer <cluster token or frontend token>")),
     }
 }
 

@@ -23,6 +23,11 @@
 //!
 //! Each family is written once, with its `# HELP` and `# TYPE` lines, and
 //! then its samples for every group, as the format requires.
+//!
+//! Every label takes a bounded set of values, whatever clients send: the
+//! HTTP `method` is one of the standard methods or `other`, the `route` a
+//! route template of the router or `unmatched`, the `status` one the node
+//! answers with.
 
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write as _};
@@ -65,17 +70,36 @@ impl HttpMetrics {
     }
 }
 
+/// The `method` label: a standard method, else `other` (a client may send
+/// any token as a method).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// Middleware recording every request.
 pub async fn track(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    // A route template of the router (a fixed set), never the raw path.
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
-    node.http_metrics.record(&method, &route, response.status().as_u16(), started.elapsed());
+    node.http_metrics.record(method, &route, response.status().as_u16(), started.elapsed());
     response
 }
 

@@ -1,7 +1,8 @@
 //! The node's HTTP server: client routes, admin routes, the change stream,
 //! and both groups' Raft RPCs, on one listener, which also serves the same
 //! routes multiplexed on upgraded connections (`GET /mux`: the frontend's
-//! calls and the other nodes' Raft RPCs).
+//! calls and the other nodes' Raft RPCs). Upgrading needs a token (see
+//! [`auth::mux_caller`]): anyone else gets `401`, before any frame is read.
 //!
 //! [`app`] builds the router without binding anything, so tests can drive it
 //! with `tower::ServiceExt::oneshot`.
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 use crate::node::Node;
@@ -53,6 +55,7 @@ pub fn app(node: Arc<Node>) -> Router {
         .route("/raft/{group}/{rpc}", post(raft::rpc))
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT));
     let shutdown = node.shutdown.clone();
+    let mux_node = node.clone();
     let routes = Router::new()
         .merge(client)
         .merge(raft)
@@ -69,7 +72,15 @@ pub fn app(node: Arc<Node>) -> Router {
         get(move |request: axum::extract::Request| {
             let stopping = shutdown.clone().cancelled_owned();
             let served = served.clone();
-            async move { bazar_net::mux::accept(request, served, stopping) }
+            async move {
+                let (parts, body) = request.into_parts();
+                let limits = match auth::mux_caller(&parts, &mux_node) {
+                    Ok(limits) => limits,
+                    Err(refused) => return refused.into_response(),
+                };
+                let request = axum::extract::Request::from_parts(parts, body);
+                bazar_net::mux::accept(request, served, limits, stopping).into_response()
+            }
         }),
     )
 }

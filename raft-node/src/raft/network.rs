@@ -70,7 +70,9 @@ impl Peers {
         let mut authorization =
             HeaderValue::from_str(&format!("Bearer {token}")).expect("the cluster token is printable ASCII");
         authorization.set_sensitive(true);
-        Arc::new(Peers { token, authorization, rpcs: Mux::default(), clients: Mutex::new(HashMap::new()) })
+        // The same token opens the multiplexed connection (`GET /mux`).
+        let rpcs = Mux::default().with_authorization(authorization.clone());
+        Arc::new(Peers { token, authorization, rpcs, clients: Mutex::new(HashMap::new()) })
     }
 
     /// The HTTP client for the peer at `addr` (host:port).
