@@ -201,7 +201,7 @@ async fn hostile_http(addr: &str, http: &reqwest::Client) {
         assert_eq!(r.status(), 413);
     }
     // Malformed JSON and wrong types.
-    for body in ["{", "{\"quantity\":-1}", "\u{0}", "{\"quantity\":1e400}"] {
+    for body in ["{", "{\"quantity\":-1}", "\u{0}", "{\"quantity\":1e400}", "[]", "[5]", "{\"quantity\":null}"] {
         let r = http.post(url("/books/1/buy")).header("content-type", "application/json").body(body).send().await;
         assert!(r.unwrap().status().is_client_error(), "{body}");
     }
