@@ -70,3 +70,21 @@ ensure_tokens_file() {
   export BAZAR_ADMIN_TOKEN BAZAR_CLUSTER_TOKEN BAZAR_FRONTEND_TOKEN
   echo "$who: tokens: $file" >&2
 }
+
+# Makes sure python3 can make virtualenvs (the API fuzzer is installed into
+# one from PyPI). Installs python3-venv through apt when running as root,
+# otherwise says what to do.
+ensure_python_venv() {
+  if command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    return 0
+  fi
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing python3 and python3-venv (the API fuzzer runs in a virtualenv)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null 2>&1 \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null; } \
+      || { echo "could not install python3-venv" >&2; return 1; }
+  else
+    echo "the API fuzzer needs python3 with venv: install it (Debian/Ubuntu: sudo apt-get install python3-venv) and retry" >&2
+    return 1
+  fi
+}

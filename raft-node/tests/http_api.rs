@@ -468,10 +468,18 @@ async fn writes_report_their_index_and_reads_wait_for_min_index() {
     assert!(served >= catalog_index);
     assert_eq!(r.json::<Book>().await.unwrap().stock, 1001);
 
-    // An index the group will not reach in time is refused as unavailable.
-    let r = node.http.get(node.url("/books/3?consistency=cached&min_index=1000000")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(r.headers().contains_key("retry-after"));
+    // An index beyond the group's log is no index an answer gave: refused
+    // at once, at every consistency, rather than waited for until the deadline.
+    for consistency in ["cached", "lease", "linearizable"] {
+        for index in ["1000000", "9223372036854775808"] {
+            let started = std::time::Instant::now();
+            let url = node.url(&format!("/books/3?consistency={consistency}&min_index={index}"));
+            let r = node.http.get(url).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{consistency} {index}");
+            assert!(r.json::<Problem>().await.unwrap().detail.contains("beyond the catalog group's log"));
+            assert!(started.elapsed() < Duration::from_secs(2), "answered without waiting for the deadline");
+        }
+    }
     let r = node.http.get(node.url("/books/3?min_index=x")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
