@@ -15,6 +15,7 @@
 //! - [`placement`]: keeping the catalog's leadership with the orders leader;
 //! - [`http`]: the HTTP edge (routes, errors as problem+json, auth, `/watch`, metrics);
 //! - [`membership`]: adding and removing members, moving leadership;
+//! - [`incarnation`]: telling a member from a node with its id that lost its state;
 //! - [`stats`]: the counters and histograms behind `/metrics`;
 //! - [`bootstrap`], [`seed`]: founding a cluster and loading its first books.
 //!
@@ -29,6 +30,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod incarnation;
 pub mod membership;
 pub mod node;
 pub mod orders;
@@ -72,6 +74,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir)?;
+    let (incarnation, created) = incarnation::load_or_create(&store)?;
+    if created {
+        tracing::info!(
+            incarnation = %incarnation::hex(incarnation),
+            "new data directory: this node's state starts here; if the cluster knew this node id before, \
+             its peers will refuse it until `{}`",
+            incarnation::recovery(config.id)
+        );
+    }
     let peers = Peers::new(config.cluster_token.clone());
     let catalog = RaftGroup::<Catalog>::open(
         config.id,
@@ -92,6 +103,7 @@ pub async fn run(
     let node = Arc::new(Node {
         id: config.id,
         addr: config.advertise.clone(),
+        incarnation,
         catalog,
         orders,
         store,
@@ -106,6 +118,7 @@ pub async fn run(
     tracing::info!(
         node_id = node.id,
         addr = %node.addr,
+        incarnation = %incarnation::hex(node.incarnation),
         data_dir = %node.config.data_dir.display(),
         "raft node started"
     );
