@@ -19,7 +19,9 @@
 //! - [`stats`]: the counters and histograms behind `/metrics`;
 //! - [`bootstrap`], [`seed`]: founding a cluster and loading its first books.
 //!
-//! [`run`] is the node's life: open, serve, and on shutdown hand leadership
+//! [`run`] is the node's life: open, serve (neither voting nor campaigning
+//! for a lease period after the start, see [`Node::vote_quarantine_left`]),
+//! and on shutdown hand leadership
 //! off before it stops serving, so that its peers need not wait out an
 //! election timeout. [`init_tracing`] sets up its logs: every line names the
 //! node, in text or JSON.
@@ -114,6 +116,17 @@ pub async fn run(
         claims: Default::default(),
         http_metrics: Default::default(),
         shutdown: CancellationToken::new(),
+        started: std::time::Instant::now(),
+    });
+    // No campaign during the vote quarantine either (see
+    // `Node::vote_quarantine_left`): a candidate votes for itself.
+    node.catalog.raft().runtime_config().elect(false);
+    node.orders.raft().runtime_config().elect(false);
+    let quarantined = node.clone();
+    let quarantine = tokio::spawn(async move {
+        tokio::time::sleep(quarantined.vote_quarantine()).await;
+        quarantined.catalog.raft().runtime_config().elect(true);
+        quarantined.orders.raft().runtime_config().elect(true);
     });
     tracing::info!(
         node_id = node.id,
@@ -158,6 +171,7 @@ pub async fn run(
         Ok(result) => result??,
         Err(_) => tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them"),
     }
+    quarantine.abort();
     for task in background {
         task.abort();
     }

@@ -53,6 +53,8 @@ pub struct Node {
     pub http_metrics: HttpMetrics,
     /// Cancelled when the node shuts down; long-lived streams watch it.
     pub shutdown: CancellationToken,
+    /// When the process started serving (see [`Node::vote_quarantine_left`]).
+    pub started: std::time::Instant,
 }
 
 impl Node {
@@ -64,6 +66,27 @@ impl Node {
     /// The request timeout.
     pub fn request_timeout(&self) -> Duration {
         self.config.request_timeout
+    }
+
+    /// How long after its start a node neither votes nor campaigns: the
+    /// leader lease (openraft's is the maximum election timeout), plus a
+    /// tenth for clock-rate drift.
+    pub fn vote_quarantine(&self) -> Duration {
+        let lease = Duration::from_millis(self.config.election_timeout_ms.1);
+        lease + lease / 10
+    }
+
+    /// While this node is in its vote quarantine, how much of it is left.
+    ///
+    /// A follower that acknowledged a leader's heartbeat promised not to
+    /// vote for another leader within the lease, and the leader serves
+    /// `lease` reads on that promise. The promise lives in memory only: a
+    /// follower that restarts would vote at once, and a new leader could
+    /// commit writes the old one, still within its lease, does not show.
+    /// Waiting one lease period after starting keeps the promise whatever
+    /// it was (assuming clocks that advance at nearly the same rate).
+    pub fn vote_quarantine_left(&self) -> Option<Duration> {
+        self.vote_quarantine().checked_sub(self.started.elapsed()).filter(|d| !d.is_zero())
     }
 
     /// Whether the admin token matches (in constant time).

@@ -542,3 +542,44 @@ async fn raft_rpcs_naming_another_incarnation_are_refused_and_reported() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_grants_no_vote_for_a_lease_period_after_it_starts() {
+    // A long election timeout makes the lease (and so the quarantine) 3 s.
+    let node = TestNode::spawn(1, |addr| {
+        vec![
+            format!("--initial-cluster=1={addr}"),
+            "--election-timeout-min-ms=2000".into(),
+            "--election-timeout-max-ms=3000".into(),
+        ]
+    })
+    .await;
+    let vote = |leadership_transfer: bool| {
+        // Node 9 in term 100: harmless, since it is refused before openraft sees it.
+        let req = openraft::raft::VoteRequest::<bazar_node::orders::OrdersTypes> {
+            vote: openraft::Vote::new(100, 9),
+            last_log_id: None,
+            leadership_transfer,
+        };
+        node.http
+            .post(node.url("/raft/orders/vote"))
+            .bearer_auth(CLUSTER)
+            .body(postcard::to_allocvec(&req).unwrap())
+            .send()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let r = loop {
+        match vote(false).await {
+            Ok(r) => break r,
+            Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("node not answering: {e}"),
+        }
+    };
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().await.unwrap().contains("restarted moments ago"));
+    // It does not campaign either, then leads once the quarantine is over.
+    let started = tokio::time::Instant::now();
+    node.wait_ready().await;
+    eprintln!("led {:?} after the refused vote", started.elapsed());
+    node.stop().await;
+}

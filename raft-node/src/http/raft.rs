@@ -13,6 +13,10 @@
 //! member it believes (its data directory was lost) and answers `409` with
 //! its own incarnation in the `x-bazar-incarnation` header, without handing
 //! the RPC to openraft. See [`crate::incarnation`].
+//!
+//! For a lease period after the node started, it grants no vote or
+//! pre-vote (`503`), except for a leadership transfer, which the leader
+//! itself asked for: see [`Node::vote_quarantine_left`].
 
 use std::sync::Arc;
 
@@ -35,6 +39,7 @@ use crate::raft::network::{POSTCARD, read_snapshot_header};
 use crate::raft::{Forwarded, RaftGroup, ReadKind};
 use crate::sm::{GroupSnapshot, SnapshotData, StateMachine};
 use crate::store::log::{decode, encode};
+use openraft::raft::VoteRequest;
 
 fn postcard<T: Serialize>(value: &T) -> Response {
     match encode(value) {
@@ -122,8 +127,23 @@ async fn dispatch<S: StateMachine>(node: &Node, g: &RaftGroup<S>, rpc: &str, byt
     let result = async {
         Ok::<Response, Box<Response>>(match rpc {
             "append" => respond(raft.append_entries(body(bytes)?).await),
-            "vote" => respond(raft.vote(body(bytes)?).await),
-            "pre-vote" => respond(raft.pre_vote(body(bytes)?).await),
+            "vote" | "pre-vote" => {
+                let req: VoteRequest<S::C> = body(bytes)?;
+                if !req.leadership_transfer
+                    && let Some(wait) = node.vote_quarantine_left()
+                {
+                    return Ok(failure(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "node {} restarted moments ago and votes only in {} ms, once any leader lease it \
+                             granted before has expired",
+                            node.id,
+                            wait.as_millis()
+                        ),
+                    ));
+                }
+                if rpc == "vote" { respond(raft.vote(req).await) } else { respond(raft.pre_vote(req).await) }
+            }
             "transfer-leader" => respond(raft.handle_transfer_leader(body(bytes)?).await),
             "write" => postcard(&g.serve_forwarded_write(body(bytes)?, node.deadline()).await),
             "read-index" => {
