@@ -28,6 +28,33 @@ pub struct NodeHealth {
     /// will settle. Zero once everything settled.
     #[serde(default)]
     pub unclaimed_buys: u64,
+    /// The incarnation of this node's data directory (hex): a new one
+    /// whenever the directory was created anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
+    /// Set while this node refuses its peers' Raft RPCs because they know it
+    /// as another incarnation: it lost its state and must be re-added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_lost: Option<StateLost>,
+}
+
+/// A node that lost its state (its data directory is not the one its peers
+/// know): it neither votes nor acknowledges as the member it was, until it
+/// is removed and added back (`recovery`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateLost {
+    /// What happened, in a sentence, with the recovery.
+    pub message: String,
+    /// The one command that brings the node back.
+    pub recovery: String,
+    /// The node's incarnation now (hex).
+    pub incarnation: String,
+    /// The incarnation its peers have on record (hex).
+    pub on_record: String,
+    /// The peer whose RPC was refused last.
+    pub noticed_by: u64,
+    /// The group of that RPC.
+    pub group: Group,
 }
 
 /// One group's progress on one node, as reported by `/health`: enough for a
@@ -59,6 +86,14 @@ pub struct MemberInfo {
     pub addr: String,
     /// Voter (true) or learner (false).
     pub voter: bool,
+    /// The incarnation the membership records for it (hex; absent when it
+    /// was recorded before incarnations existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
+    /// Set when it refused this node's Raft RPCs recently because it is
+    /// another incarnation: `state lost: remove and re-add (...)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_lost: Option<String>,
 }
 
 /// Replication progress of one follower, as seen by the leader.
@@ -108,6 +143,12 @@ pub struct ClusterStatus {
     pub addr: String,
     /// Both groups as it sees them.
     pub groups: Vec<GroupStatus>,
+    /// The incarnation of its data directory (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
+    /// Set while it lost its state (see [`NodeHealth::state_lost`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_lost: Option<StateLost>,
 }
 
 /// Answer of `GET /admin/digest?group=G`.

@@ -19,6 +19,13 @@
 //!   when the leader purged the log it needs), then makes it a voter. Each
 //!   step checks the current membership first, so running it again after an
 //!   interruption finishes the job instead of failing.
+//! - [`ClusterAdmin::rejoin`] brings back a node that lost its state (its
+//!   data directory is another incarnation than the membership records, so
+//!   its peers refuse it): removes the stale member from every group that
+//!   records it, then adds the running node as in `add_node`, with its new
+//!   incarnation. A group that already records the node's current
+//!   incarnation is left alone, so running it again finishes the job, and
+//!   running it on a healthy member changes nothing.
 //! - [`ClusterAdmin::remove_node`] moves leadership away from the node in
 //!   every group it leads, then removes it from both groups. Removing a node
 //!   that is not a member does nothing.
@@ -116,6 +123,13 @@ pub struct MemberView {
     pub matched_index: Option<u64>,
     /// On the leader's books: how many entries it is behind.
     pub lag: Option<u64>,
+    /// The incarnation the membership records for it (hex), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
+    /// Set when it lost its state (its data directory is another
+    /// incarnation): says so and names the recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_lost: Option<String>,
 }
 
 impl ClusterView {
@@ -202,6 +216,15 @@ pub enum Progress {
         /// Why.
         what: &'static str,
     },
+    /// Removing a member recorded with an incarnation the node no longer has.
+    RemovingStale {
+        /// The group.
+        group: Group,
+        /// The incarnation on record (`None`: recorded before incarnations).
+        on_record: Option<String>,
+        /// The node's incarnation now.
+        current: String,
+    },
     /// A step failed and is being retried.
     Retrying {
         /// The group.
@@ -233,6 +256,11 @@ impl fmt::Display for Progress {
             Progress::LeaderIs { group, leader } => write!(f, "{group}: node {leader} leads"),
             Progress::Removing { group } => write!(f, "{group}: removing"),
             Progress::AlreadyDone { group, what } => write!(f, "{group}: {what}"),
+            Progress::RemovingStale { group, on_record, current } => write!(
+                f,
+                "{group}: removing the stale member (incarnation {} on record, the node is {current})",
+                on_record.as_deref().unwrap_or("unknown")
+            ),
             Progress::Retrying { group, error } => write!(f, "{group}: retrying after: {error}"),
         }
     }
@@ -405,6 +433,7 @@ impl ClusterAdmin {
     ) -> Result<ClusterView> {
         let deadline = Instant::now() + options.deadline;
         let view = self.status().await?;
+        let current = self.incarnation_of(node_id, addr, deadline).await?;
         for group in Group::ALL {
             let g = view.group(group).expect("both groups");
             if let Some(m) = g.member(node_id)
@@ -413,6 +442,15 @@ impl ClusterAdmin {
                 return Err(ClientError::Invalid(format!(
                     "node {node_id} is already a member of the {group} group at {}; remove it first",
                     m.addr
+                )));
+            }
+            if let Some(m) = g.member(node_id)
+                && m.incarnation.as_deref() != Some(current.as_str())
+            {
+                return Err(ClientError::Invalid(format!(
+                    "node {node_id} is a member of the {group} group as incarnation {}, but it is incarnation \
+                     {current} now: it lost its state; run `bazar cluster rejoin {node_id}`",
+                    m.incarnation.as_deref().unwrap_or("unknown")
                 )));
             }
         }
@@ -528,6 +566,75 @@ impl ClusterAdmin {
         .map(|_| ())
     }
 
+    /// The incarnation (hex) node `node_id` reports at `addr` now, retrying
+    /// until `deadline` while it does not answer (it may be starting).
+    async fn incarnation_of(&self, node_id: u64, addr: &str, deadline: Instant) -> Result<String> {
+        let client = self.at(addr)?.with_timeout(PROBE_TIMEOUT.min(self.client.timeout()));
+        loop {
+            match client.cluster_status().await {
+                Ok(s) if s.node_id != node_id => {
+                    return Err(ClientError::Invalid(format!(
+                        "the node at {addr} is node {}, not node {node_id}",
+                        s.node_id
+                    )));
+                }
+                Ok(s) => {
+                    return s.incarnation.ok_or_else(|| {
+                        ClientError::Invalid(format!(
+                            "node {node_id} at {addr} reports no incarnation: upgrade it first"
+                        ))
+                    });
+                }
+                Err(e) if retryable(&e) && Instant::now() + POLL < deadline => tokio::time::sleep(POLL).await,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Brings back node `node_id` after it lost its state (started again
+    /// with an empty data directory, same id and address, or at `addr`):
+    /// removes the member its peers still record from each group, then adds
+    /// the running node as a learner with its new incarnation, waits until
+    /// it has caught up and makes it a voter (unless `options.promote` is
+    /// off). See the module docs.
+    pub async fn rejoin(
+        &self,
+        node_id: u64,
+        addr: Option<&str>,
+        options: AddNodeOptions,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<ClusterView> {
+        let deadline = Instant::now() + options.deadline;
+        let view = self.status().await?;
+        let recorded = view.groups.iter().find_map(|g| g.member(node_id)).map(|m| m.addr.clone());
+        let addr = match (addr, recorded) {
+            (Some(a), _) => a.to_string(),
+            (None, Some(a)) => a,
+            (None, None) => {
+                return Err(ClientError::Invalid(format!(
+                    "node {node_id} is a member of neither group: give its address (--addr)"
+                )));
+            }
+        };
+        let current = self.incarnation_of(node_id, &addr, deadline).await?;
+        for group in Group::ALL {
+            let view = self.status().await?;
+            let g = view.group(group).expect("both groups");
+            let Some(m) = g.member(node_id) else {
+                progress(&Progress::AlreadyDone { group, what: "no stale member" });
+                continue;
+            };
+            if m.incarnation.as_deref() == Some(current.as_str()) && m.addr == addr {
+                progress(&Progress::AlreadyDone { group, what: "a member with its current incarnation" });
+                continue;
+            }
+            progress(&Progress::RemovingStale { group, on_record: m.incarnation.clone(), current: current.clone() });
+            self.remove_from(group, node_id, deadline, progress).await?;
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.add_node(node_id, &addr, AddNodeOptions { deadline: remaining, ..options }, progress).await
+    }
+
     /// Removes node `node_id` from both groups, moving leadership away from
     /// it first where it leads. See the module docs.
     pub async fn remove_node(
@@ -544,31 +651,46 @@ impl ClusterAdmin {
                 progress(&Progress::AlreadyDone { group, what: "not a member" });
                 continue;
             }
-            if g.voters() == BTreeSet::from([node_id]) {
-                return Err(ClientError::Invalid(format!(
-                    "node {node_id} is the only voter of the {group} group; it cannot be removed"
-                )));
-            }
-            if g.leader_id == Some(node_id) {
-                progress(&Progress::TransferringLeadership { group, from: node_id });
-                let leader = self.transfer_leader(group, None, deadline, progress).await?;
-                progress(&Progress::LeaderIs { group, leader });
-            }
-            progress(&Progress::Removing { group });
-            self.on_leader(group, deadline, progress, |leader, client| async move {
-                if leader == node_id {
-                    // Leadership came back (or never left): move it again.
-                    client.transfer_leader(group, None).await?;
-                    return Err(ClientError::Problem(Box::new(bazar_api::Problem::unavailable(
-                        format!("node {node_id} still led the {group} group; leadership moved again"),
-                        1,
-                    ))));
-                }
-                client.remove_node(group, node_id).await
-            })
-            .await?;
+            self.remove_from(group, node_id, deadline, progress).await?;
         }
         self.status().await
+    }
+
+    /// Removes member `node_id` from `group`, moving leadership away from
+    /// it first if it leads.
+    async fn remove_from(
+        &self,
+        group: Group,
+        node_id: u64,
+        deadline: Instant,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<()> {
+        let view = self.status().await?;
+        let g = view.group(group).expect("both groups");
+        if g.voters() == BTreeSet::from([node_id]) {
+            return Err(ClientError::Invalid(format!(
+                "node {node_id} is the only voter of the {group} group; it cannot be removed"
+            )));
+        }
+        if g.leader_id == Some(node_id) {
+            progress(&Progress::TransferringLeadership { group, from: node_id });
+            let leader = self.transfer_leader(group, None, deadline, progress).await?;
+            progress(&Progress::LeaderIs { group, leader });
+        }
+        progress(&Progress::Removing { group });
+        self.on_leader(group, deadline, progress, |leader, client| async move {
+            if leader == node_id {
+                // Leadership came back (or never left): move it again.
+                client.transfer_leader(group, None).await?;
+                return Err(ClientError::Problem(Box::new(bazar_api::Problem::unavailable(
+                    format!("node {node_id} still led the {group} group; leadership moved again"),
+                    1,
+                ))));
+            }
+            client.remove_node(group, node_id).await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Hands leadership of `group` to `to` (by default the most up-to-date
@@ -695,6 +817,12 @@ fn build_view(statuses: &BTreeMap<u64, ClusterStatus>, unreachable: Vec<Unreacha
                         purged_index: own.and_then(|g| g.purged_index),
                         matched_index: progress.and_then(|p| p.matched_index),
                         lag: progress.map(|p| p.lag),
+                        incarnation: m.incarnation.clone(),
+                        // What the leader saw (its RPCs refused), or what
+                        // the node itself says.
+                        state_lost: m.state_lost.clone().or_else(|| {
+                            statuses.get(&m.node_id).and_then(|s| s.state_lost.as_ref()).map(|l| l.message.clone())
+                        }),
                     }
                 })
                 .collect();
@@ -719,6 +847,10 @@ mod tests {
 
     use super::*;
 
+    fn member(node_id: u64, voter: bool) -> MemberInfo {
+        MemberInfo { node_id, addr: format!("h:{node_id}"), voter, incarnation: None, state_lost: None }
+    }
+
     fn group_status(state: &str, term: u64, last: u64, replication: Option<Vec<(u64, u64)>>) -> GroupStatus {
         GroupStatus {
             group: Group::Catalog,
@@ -730,11 +862,7 @@ mod tests {
             applied_index: Some(last),
             snapshot_index: None,
             purged_index: None,
-            members: vec![
-                MemberInfo { node_id: 1, addr: "h:1".into(), voter: true },
-                MemberInfo { node_id: 2, addr: "h:2".into(), voter: true },
-                MemberInfo { node_id: 4, addr: "h:4".into(), voter: false },
-            ],
+            members: vec![member(1, true), member(2, true), member(4, false)],
             replication: replication.map(|r| {
                 r.into_iter()
                     .map(|(node_id, m)| ReplicationInfo { node_id, matched_index: Some(m), lag: last - m })
@@ -746,7 +874,8 @@ mod tests {
     fn status(id: u64, g: GroupStatus) -> (u64, ClusterStatus) {
         let mut orders = g.clone();
         orders.group = Group::Orders;
-        (id, ClusterStatus { node_id: id, addr: format!("h:{id}"), groups: vec![g, orders] })
+        let groups = vec![g, orders];
+        (id, ClusterStatus { node_id: id, addr: format!("h:{id}"), groups, incarnation: None, state_lost: None })
     }
 
     #[test]

@@ -254,6 +254,8 @@ mod tests {
             leaders: BTreeMap::new(),
             groups: BTreeMap::from([(Group::Catalog, g)]),
             unclaimed_buys: 0,
+            incarnation: None,
+            state_lost: None,
         }
     }
 

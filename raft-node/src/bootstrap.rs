@@ -6,7 +6,14 @@
 //! every founding member answers that it is uninitialized too. A node whose
 //! data was wiped therefore never founds a second cluster next to the running
 //! one: it finds an initialized peer, stays uninitialized, and receives its
-//! data from the leader (as a snapshot) like any new member.
+//! data from the leader (as a snapshot) like any new member (once it was
+//! removed and added back: see [`crate::incarnation`]).
+//!
+//! The founder asks each founding member over the cluster-token route
+//! `GET /raft/identity`, which also tells it their incarnations: the initial
+//! membership records every founding member's incarnation, so that from its
+//! first entry on, a founding member that later loses its data directory is
+//! refused as the member it was.
 //!
 //! Seeding is done by the same node, through the catalog leader, in chunks of
 //! insert-if-absent commands followed by a `SeedComplete` marker. If the node
@@ -17,11 +24,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bazar_api::{Consistency, NodeHealth};
-use openraft::BasicNode;
+use bazar_api::Consistency;
 use tokio::time::Instant;
 
 use crate::catalog::{Catalog, CatalogCommand};
+use crate::incarnation::{self, Incarnation, Member};
 use crate::node::Node;
 
 /// Books per seed command: small enough for a quick Raft round, large enough
@@ -51,10 +58,10 @@ async fn initialize(node: &Node) {
     }
     let members = &node.config.initial_cluster;
     let mut last_log = Instant::now() - Duration::from_secs(60);
-    loop {
+    let incarnations = loop {
         match peers_uninitialized(node, members).await {
-            Ok(true) => break,
-            Ok(false) => {
+            Ok(Some(incarnations)) => break incarnations,
+            Ok(None) => {
                 tracing::warn!(
                     "a founding member is already initialized: joining the existing cluster instead of founding one"
                 );
@@ -68,8 +75,9 @@ async fn initialize(node: &Node) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-    }
-    let nodes: BTreeMap<u64, BasicNode> = members.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect();
+    };
+    let nodes: BTreeMap<u64, Member> =
+        members.iter().map(|(id, addr)| (*id, Member::new(addr.clone(), incarnations.get(id).copied()))).collect();
     if !catalog_ready {
         match node.catalog.raft().initialize(nodes.clone()).await {
             Ok(()) => tracing::info!(members = ?members, "initialized the catalog group"),
@@ -84,33 +92,36 @@ async fn initialize(node: &Node) {
     }
 }
 
-/// `Ok(true)` when every other founding member answers uninitialized,
-/// `Ok(false)` when one is initialized, `Err(ids)` naming those not answering.
-async fn peers_uninitialized(node: &Node, members: &BTreeMap<u64, String>) -> Result<bool, Vec<u64>> {
+/// `Ok(Some(incarnations))` (every founding member's, this node's
+/// included) when every other founding member answers uninitialized,
+/// `Ok(None)` when one is initialized, `Err(ids)` naming those not
+/// answering (or answering as another node id).
+async fn peers_uninitialized(
+    node: &Node,
+    members: &BTreeMap<u64, String>,
+) -> Result<Option<BTreeMap<u64, Incarnation>>, Vec<u64>> {
     let mut silent = Vec::new();
+    let mut incarnations = BTreeMap::from([(node.id, node.incarnation)]);
     for (&id, addr) in members {
         if id == node.id {
             continue;
         }
-        let client = node.peers.client(addr);
-        let answer = client
-            .get(format!("http://{addr}/health"))
-            .timeout(Duration::from_secs(1))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success());
-        let health = match answer {
-            Some(r) => r.json::<NodeHealth>().await.ok(),
-            None => None,
-        };
-        match health {
-            Some(h) if h.initialized => return Ok(false),
-            Some(_) => {}
-            None => silent.push(id),
+        match node.peers.identity(addr, Duration::from_secs(1)).await {
+            Ok(who) if who.node_id != id => {
+                tracing::warn!(addr = %addr, expected = id, found = who.node_id, "a founding member's address answers as another node");
+                silent.push(id);
+            }
+            Ok(who) if who.initialized => return Ok(None),
+            Ok(who) => match incarnation::parse_hex(&who.incarnation) {
+                Some(i) => {
+                    incarnations.insert(id, i);
+                }
+                None => silent.push(id),
+            },
+            Err(_) => silent.push(id),
         }
     }
-    if silent.is_empty() { Ok(true) } else { Err(silent) }
+    if silent.is_empty() { Ok(Some(incarnations)) } else { Err(silent) }
 }
 
 async fn seed(node: &Node) {

@@ -48,6 +48,7 @@ openraft::declare_raft_types!(
     pub CatalogTypes:
         D = CatalogCommand,
         R = CatalogResponse,
+        Node = crate::incarnation::Member,
 );
 
 /// A change to the catalog.

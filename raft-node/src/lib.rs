@@ -15,10 +15,13 @@
 //! - [`placement`]: keeping the catalog's leadership with the orders leader;
 //! - [`http`]: the HTTP edge (routes, errors as problem+json, auth, `/watch`, metrics);
 //! - [`membership`]: adding and removing members, moving leadership;
+//! - [`incarnation`]: telling a member from a node with its id that lost its state;
 //! - [`stats`]: the counters and histograms behind `/metrics`;
 //! - [`bootstrap`], [`seed`]: founding a cluster and loading its first books.
 //!
-//! [`run`] is the node's life: open, serve, and on shutdown hand leadership
+//! [`run`] is the node's life: open, serve (neither voting nor campaigning
+//! for a lease period after the start, see [`Node::vote_quarantine_left`]),
+//! and on shutdown hand leadership
 //! off before it stops serving, so that its peers need not wait out an
 //! election timeout. [`init_tracing`] sets up its logs: every line names the
 //! node, in text or JSON.
@@ -30,6 +33,7 @@ pub mod compat;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod incarnation;
 pub mod membership;
 pub mod node;
 pub mod orders;
@@ -73,6 +77,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir)?;
+    let (incarnation, created) = incarnation::load_or_create(&store)?;
+    if created {
+        tracing::info!(
+            incarnation = %incarnation::hex(incarnation),
+            "new data directory: this node's state starts here; if the cluster knew this node id before, \
+             its peers will refuse it until `{}`",
+            incarnation::recovery(config.id)
+        );
+    }
     let peers = Peers::new(config.cluster_token.clone());
     let catalog = RaftGroup::<Catalog>::open(
         config.id,
@@ -93,6 +106,7 @@ pub async fn run(
     let node = Arc::new(Node {
         id: config.id,
         addr: config.advertise.clone(),
+        incarnation,
         catalog,
         orders,
         store,
@@ -104,10 +118,22 @@ pub async fn run(
         http_metrics: Default::default(),
         unclaimed: Default::default(),
         shutdown: CancellationToken::new(),
+        started: std::time::Instant::now(),
+    });
+    // No campaign during the vote quarantine either (see
+    // `Node::vote_quarantine_left`): a candidate votes for itself.
+    node.catalog.raft().runtime_config().elect(false);
+    node.orders.raft().runtime_config().elect(false);
+    let quarantined = node.clone();
+    let quarantine = tokio::spawn(async move {
+        tokio::time::sleep(quarantined.vote_quarantine()).await;
+        quarantined.catalog.raft().runtime_config().elect(true);
+        quarantined.orders.raft().runtime_config().elect(true);
     });
     tracing::info!(
         node_id = node.id,
         addr = %node.addr,
+        incarnation = %incarnation::hex(node.incarnation),
         data_dir = %node.config.data_dir.display(),
         "raft node started"
     );
@@ -147,6 +173,7 @@ pub async fn run(
         Ok(result) => result??,
         Err(_) => tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them"),
     }
+    quarantine.abort();
     for task in background {
         task.abort();
     }

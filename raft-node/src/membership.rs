@@ -3,6 +3,11 @@
 //!
 //! Everything here runs on the group's leader and goes through openraft:
 //!
+//! - [`add_learner`] first asks the node who it is ([`identify`]: its id and
+//!   the incarnation of its data directory, recorded in the membership; see
+//!   [`crate::incarnation`]), and refuses id 0, an address that is not
+//!   host:port, a node that does not answer, and a member's id answered by
+//!   another incarnation.
 //! - [`add_learner`], [`change_membership`], [`remove_node`]: openraft's two-step membership
 //!   change (a learner first receives the log, or a snapshot when the log it
 //!   needs was purged; then a joint configuration makes it a voter, or drops
@@ -28,43 +33,145 @@ use std::time::Duration;
 
 use bazar_api::{AddLearnerRequest, ChangeMembershipRequest};
 use openraft::errors::{ChangeMembershipError, ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers, Instant as _};
+use openraft::{ChangeMembers, Instant as _};
 
 use crate::error::{Error, Result};
+use crate::incarnation::{self, Incarnation, Member};
 use crate::raft::RaftGroup;
+use crate::raft::network::Peers;
 use crate::sm::{NodeId, StateMachine};
 
 /// A follower that has not acknowledged the leader for this long is taken
 /// for down and never chosen as a successor.
 const SUCCESSOR_MAX_SILENCE: Duration = Duration::from_millis(1_000);
 
-/// Adds `req.node_id` as a learner of `g` (which this node must lead).
-/// Re-adding a member at the same address is a harmless no-op, so an
-/// interrupted `add-node` can simply be run again; a member at another
-/// address must be removed first.
-pub async fn add_learner<S: StateMachine>(g: &RaftGroup<S>, req: &AddLearnerRequest) -> Result<()> {
+/// How long [`identify`] keeps trying a node that does not answer yet (it
+/// may have been started a moment ago).
+pub const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Asks the node at `addr` who it is (`GET /raft/identity`, cluster token)
+/// and returns its incarnation, after checking that it is node `node_id`.
+/// A node that does not answer within [`IDENTIFY_TIMEOUT`], or answers as
+/// another id, is `InvalidInput`: the caller must start the right node first.
+pub async fn identify(peers: &Peers, node_id: NodeId, addr: &str) -> Result<Incarnation> {
+    let deadline = std::time::Instant::now() + IDENTIFY_TIMEOUT;
+    loop {
+        match peers.identity(addr, Duration::from_secs(1)).await {
+            Ok(who) if who.node_id != node_id => {
+                return Err(Error::InvalidInput(format!(
+                    "the node at {addr} is node {}, not node {node_id}",
+                    who.node_id
+                )));
+            }
+            Ok(who) => {
+                return incarnation::parse_hex(&who.incarnation).ok_or_else(|| {
+                    Error::InvalidInput(format!("node {node_id} at {addr} answered an unreadable incarnation"))
+                });
+            }
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(Error::InvalidInput(format!(
+                    "node {node_id} at {addr} does not answer ({e}): start it (empty, with --id {node_id} \
+                     and the same cluster token) before adding it"
+                )));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Checks that `addr` is a host:port: a DNS name or IP address (IPv6 in
+/// brackets) and a non-zero port.
+pub fn check_addr(addr: &str) -> Result<()> {
+    let bad = || Error::InvalidInput(format!("addr {addr:?} is not host:port"));
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    if port.parse::<u16>().map_err(|_| bad())? == 0 {
+        return Err(bad());
+    }
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+    if host.is_empty() || !host.chars().all(allowed) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Adds `req.node_id` as a learner of `g` (which this node must lead), with
+/// the incarnation it answers at `req.addr` (see [`identify`]), so that the
+/// membership records which data directory is the member.
+///
+/// Re-adding a member at the same address and incarnation is a harmless
+/// no-op, so an interrupted `add-node` can simply be run again; a member at
+/// another address must be removed first, and so must one of another
+/// incarnation (it lost its state: `bazar cluster rejoin` does both).
+///
+/// With `req.blocking`, answers once the learner holds every entry up to the
+/// one that added it, or `Unavailable` after `timeout` (it stays a learner
+/// and keeps catching up).
+pub async fn add_learner<S: StateMachine>(g: &RaftGroup<S>, req: &AddLearnerRequest, timeout: Duration) -> Result<()> {
     if !g.is_leader() {
         return Err(g.not_leader());
     }
-    if req.addr.trim().is_empty() {
-        return Err(Error::InvalidInput("addr must be host:port".into()));
+    let group = S::GROUP;
+    let id = req.node_id;
+    if id == 0 {
+        return Err(Error::InvalidInput("node_id 0 is not a node id (ids start at 1)".into()));
     }
-    if let Some(existing) = g.addr_of(req.node_id)
-        && existing != req.addr
-    {
-        return Err(Error::Conflict(format!(
-            "node {} is already a member of the {} group at {existing}; remove it before adding it at {}",
-            req.node_id,
-            S::GROUP,
-            req.addr
-        )));
+    check_addr(&req.addr)?;
+    let incarnation = identify(g.peers(), id, &req.addr).await?;
+    let member = Member::new(req.addr.clone(), Some(incarnation));
+    let target = match g.member(id) {
+        Some(existing) if existing.addr != req.addr => {
+            return Err(Error::Conflict(format!(
+                "node {id} is already a member of the {group} group at {}; remove it before adding it at {}",
+                existing.addr, req.addr
+            )));
+        }
+        Some(existing) if existing.incarnation != Some(incarnation) => {
+            return Err(Error::Conflict(format!(
+                "node {id} is a member of the {group} group as {existing}, but the node at {} is incarnation {}: \
+                 it lost its state (or was replaced) and cannot take that member's place; remove it and add it \
+                 back: {}",
+                req.addr,
+                incarnation::hex(incarnation),
+                incarnation::recovery(id)
+            )));
+        }
+        Some(_) => g.metrics().membership_config.log_id().as_ref().map(|l| l.index).unwrap_or(0),
+        None => {
+            tracing::info!(group = %group, node_id = id, member = %member, "adding a learner");
+            g.raft()
+                .add_learner(id, member, false)
+                .await
+                .map_err(|e| write_error(g, e, &format!("adding learner {id}")))?
+                .log_id
+                .index
+        }
+    };
+    if !req.blocking {
+        return Ok(());
     }
-    tracing::info!(group = %S::GROUP, node_id = req.node_id, addr = %req.addr, "adding a learner");
-    g.raft()
-        .add_learner(req.node_id, BasicNode::new(&req.addr), req.blocking)
-        .await
-        .map(|_| ())
-        .map_err(|e| write_error(g, e, &format!("adding learner {}", req.node_id)))
+    // openraft's own blocking mode stops waiting once the learner is within
+    // `replication_lag_threshold` entries, which a young group's whole log
+    // is: wait until the learner holds the entry that added it instead.
+    let caught_up = g
+        .raft()
+        .wait(Some(timeout))
+        .metrics(
+            |m| {
+                let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten());
+                matched.is_some_and(|l| l.index >= target) || m.replication.is_none()
+            },
+            "learner caught up",
+        )
+        .await;
+    match caught_up {
+        Ok(m) if m.replication.is_some() => Ok(()),
+        Ok(_) => Err(g.not_leader()),
+        Err(e) => Err(Error::Unavailable(format!(
+            "node {id} is a learner of the {group} group but has not caught up within {timeout:?} ({e}); \
+             it keeps catching up: watch its lag in GET /cluster"
+        ))),
+    }
 }
 
 /// Makes `req.voters` the voters of `g` (which this node must lead).

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bazar_api::{ClusterStatus, Group, GroupStatus, NodeHealth};
+use bazar_api::{ClusterStatus, Group, GroupStatus, NodeHealth, StateLost};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +15,7 @@ use crate::catalog::Catalog;
 use crate::config::NodeConfig;
 use crate::error::Result;
 use crate::http::metrics::HttpMetrics;
+use crate::incarnation::{self, Incarnation};
 use crate::membership;
 use crate::orders::Orders;
 use crate::raft::RaftGroup;
@@ -29,6 +30,8 @@ pub struct Node {
     pub id: NodeId,
     /// Its advertised address.
     pub addr: String,
+    /// Its data directory's incarnation (see [`crate::incarnation`]).
+    pub incarnation: Incarnation,
     /// The catalog group.
     pub catalog: Arc<RaftGroup<Catalog>>,
     /// The orders group.
@@ -52,6 +55,8 @@ pub struct Node {
     pub unclaimed: tokio::sync::Mutex<Option<(Instant, u64)>>,
     /// Cancelled when the node shuts down; long-lived streams watch it.
     pub shutdown: CancellationToken,
+    /// When the process started serving (see [`Node::vote_quarantine_left`]).
+    pub started: std::time::Instant,
 }
 
 impl Node {
@@ -63,6 +68,27 @@ impl Node {
     /// The request timeout.
     pub fn request_timeout(&self) -> Duration {
         self.config.request_timeout
+    }
+
+    /// How long after its start a node neither votes nor campaigns: the
+    /// leader lease (openraft's is the maximum election timeout), plus a
+    /// tenth for clock-rate drift.
+    pub fn vote_quarantine(&self) -> Duration {
+        let lease = Duration::from_millis(self.config.election_timeout_ms.1);
+        lease + lease / 10
+    }
+
+    /// While this node is in its vote quarantine, how much of it is left.
+    ///
+    /// A follower that acknowledged a leader's heartbeat promised not to
+    /// vote for another leader within the lease, and the leader serves
+    /// `lease` reads on that promise. The promise lives in memory only: a
+    /// follower that restarts would vote at once, and a new leader could
+    /// commit writes the old one, still within its lease, does not show.
+    /// Waiting one lease period after starting keeps the promise whatever
+    /// it was (assuming clocks that advance at nearly the same rate).
+    pub fn vote_quarantine_left(&self) -> Option<Duration> {
+        self.vote_quarantine().checked_sub(self.started.elapsed()).filter(|d| !d.is_zero())
     }
 
     /// Whether the admin token matches (in constant time).
@@ -81,14 +107,53 @@ impl Node {
         constant_time_eq(presented.as_bytes(), self.config.cluster_token.as_bytes())
     }
 
-    /// Each group's status.
+    /// Each group's status, members that refused this node's RPCs as
+    /// another incarnation marked.
     pub fn groups(&self) -> Vec<GroupStatus> {
-        vec![self.catalog.status(), self.orders.status()]
+        let mut groups = vec![self.catalog.status(), self.orders.status()];
+        for alarm in self.peers.alarms().refusals_by_peers() {
+            for m in groups.iter_mut().flat_map(|g| g.members.iter_mut()).filter(|m| m.node_id == alarm.peer) {
+                m.state_lost = Some(format!(
+                    "state lost: remove and re-add ({}): it is incarnation {}, the membership records {}",
+                    incarnation::recovery(alarm.peer),
+                    incarnation::hex(alarm.found),
+                    incarnation::hex(alarm.expected),
+                ));
+            }
+        }
+        groups
     }
 
     /// `GET /cluster`.
     pub fn cluster_status(&self) -> ClusterStatus {
-        ClusterStatus { node_id: self.id, addr: self.addr.clone(), groups: self.groups() }
+        ClusterStatus {
+            node_id: self.id,
+            addr: self.addr.clone(),
+            groups: self.groups(),
+            incarnation: Some(incarnation::hex(self.incarnation)),
+            state_lost: self.state_lost(),
+        }
+    }
+
+    /// Whether this node refused a peer's RPCs recently because the peer
+    /// knows it as another incarnation: it lost its state.
+    pub fn state_lost(&self) -> Option<StateLost> {
+        let alarm = self.peers.alarms().refusals().into_iter().max_by_key(|a| a.count)?;
+        let recovery = incarnation::recovery(self.id);
+        Some(StateLost {
+            message: format!(
+                "state lost: remove and re-add ({recovery}): node {} knows this node as incarnation {}, \
+                 its data directory is incarnation {}; it refuses to vote or acknowledge as that member",
+                alarm.peer,
+                incarnation::hex(alarm.expected),
+                incarnation::hex(alarm.found),
+            ),
+            recovery,
+            incarnation: incarnation::hex(self.incarnation),
+            on_record: incarnation::hex(alarm.expected),
+            noticed_by: alarm.peer,
+            group: alarm.group,
+        })
     }
 
     /// The counters of `group`.
@@ -187,6 +252,8 @@ impl Node {
             leaders,
             groups,
             unclaimed_buys,
+            incarnation: Some(incarnation::hex(self.incarnation)),
+            state_lost: self.state_lost(),
         })
     }
 }

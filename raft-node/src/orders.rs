@@ -52,6 +52,7 @@ openraft::declare_raft_types!(
     pub OrdersTypes:
         D = OrdersCommand,
         R = OrdersResponse,
+        Node = crate::incarnation::Member,
 );
 
 /// A change to the orders.

@@ -1,4 +1,5 @@
-//! `bazar cluster ...`: the cluster's state, and changing its members.
+//! `bazar cluster ...`: the cluster's state, and changing its members
+//! (`add-node`, `rejoin` for a node that lost its state, `remove-node`).
 //!
 //! These commands talk to the nodes, not to a frontend: `--frontend` may name
 //! either (a frontend's `/cluster` lists its nodes, which are then asked),
@@ -64,6 +65,29 @@ pub enum ClusterCommand {
         #[arg(long, default_value_t = 600, value_name = "SECS")]
         wait: u64,
     },
+    /// Bring back a node that lost its state (restarted with an empty or
+    /// replaced data directory, same id): its peers refuse it until it is
+    /// removed and added back, which this does in one go.
+    ///
+    /// Start the node first (same --id, --advertise and tokens). Removes the
+    /// member the groups still record (a voter frozen at its old position),
+    /// adds the node back as a learner with its new incarnation, waits until
+    /// it has caught up, and makes it a voter. Running it again after an
+    /// interruption finishes the job; on a healthy member it changes nothing.
+    /// The other voters must form a quorum without it.
+    Rejoin {
+        /// The node's id.
+        id: u64,
+        /// Its address [default: the address the membership records].
+        #[arg(long, value_name = "ADDR")]
+        addr: Option<String>,
+        /// Leave it a learner.
+        #[arg(long)]
+        learner: bool,
+        /// Longest time for the whole operation, catching up included, seconds.
+        #[arg(long, default_value_t = 600, value_name = "SECS")]
+        wait: u64,
+    },
     /// Remove a node from both groups, moving leadership away from it first
     /// where it leads. Stop the node afterwards.
     RemoveNode {
@@ -118,6 +142,13 @@ pub(super) async fn execute(args: &ClusterArgs, client: &Client, out: &Output) -
             let view = admin.add_node(*id, addr, options, &mut progress).await?;
             let role = if *learner { "learner" } else { "voter" };
             progress_done(&format!("node {id} is a {role} of both groups"), started);
+            out.value_or(&view, || render::cluster_view(&view));
+        }
+        ClusterCommand::Rejoin { id, addr, learner, wait } => {
+            let options = AddNodeOptions { promote: !learner, deadline: Duration::from_secs(*wait) };
+            let view = admin.rejoin(*id, addr.as_deref(), options, &mut progress).await?;
+            let role = if *learner { "learner" } else { "voter" };
+            progress_done(&format!("node {id} rejoined both groups as a {role} with its current state"), started);
             out.value_or(&view, || render::cluster_view(&view));
         }
         ClusterCommand::RemoveNode { id, wait } => {

@@ -236,6 +236,7 @@ pub fn cluster_view(view: &ClusterView) -> String {
         for m in &g.members {
             let role = if m.voter || m.role != "learner" { m.role.clone() } else { "learner".into() };
             let role = if !m.voter && m.role == "unreachable" { "learner (unreachable)".into() } else { role };
+            let role = if m.state_lost.is_some() { format!("{role}, state lost") } else { role };
             members.row(vec![
                 g.group.to_string(),
                 m.node_id.to_string(),
@@ -251,6 +252,14 @@ pub fn cluster_view(view: &ClusterView) -> String {
         }
     }
     let mut text = format!("{}\n{}", groups.render(), members.render());
+    let mut lost = std::collections::BTreeSet::new();
+    for m in view.groups.iter().flat_map(|g| &g.members) {
+        if let Some(why) = &m.state_lost
+            && lost.insert(m.node_id)
+        {
+            text.push_str(&format!("STATE LOST: node {}: {why}\n", m.node_id));
+        }
+    }
     for u in &view.unreachable {
         let who = if u.node_id == 0 { u.addr.clone() } else { format!("node {} at {}", u.node_id, u.addr) };
         text.push_str(&format!("unreachable: {who}: {}\n", u.error));

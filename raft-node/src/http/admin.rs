@@ -13,12 +13,12 @@ use bazar_api::{
     AddLearnerRequest, ChangeMembershipRequest, ClusterStatus, Digest, Group, InitRequest, NodeHealth,
     RemoveNodeRequest, TransferLeaderRequest,
 };
-use openraft::BasicNode;
 
 use super::auth::Admin;
 use super::client::Params;
 use super::error::{AppError, JsonBody, OptionalJsonBody};
 use crate::error::Error;
+use crate::incarnation::Member;
 use crate::membership;
 use crate::node::Node;
 use crate::raft::RaftGroup;
@@ -80,6 +80,7 @@ pub async fn digest(_: Admin, State(node): State<Arc<Node>>, params: Params) -> 
 
 /// `POST /admin/init` (admin): initialize both groups with the given voters.
 /// Only for a cluster whose nodes were started without `--initial-cluster`.
+/// Every member must be running: its incarnation is recorded.
 pub async fn init(
     _: Admin,
     State(node): State<Arc<Node>>,
@@ -88,7 +89,15 @@ pub async fn init(
     if req.members.is_empty() || !req.members.contains_key(&node.id) {
         return Err(AppError::invalid("members must include this node"));
     }
-    let nodes: BTreeMap<u64, BasicNode> = req.members.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
+    // Every member's incarnation goes into the first membership (see
+    // `crate::incarnation`): each must be up and answer.
+    let mut nodes: BTreeMap<u64, Member> = BTreeMap::new();
+    for (id, addr) in &req.members {
+        membership::check_addr(addr)?;
+        let incarnation =
+            if *id == node.id { node.incarnation } else { membership::identify(&node.peers, *id, addr).await? };
+        nodes.insert(*id, Member::new(addr.clone(), Some(incarnation)));
+    }
     for group in Group::ALL {
         let result = match group {
             Group::Catalog => node.catalog.raft().initialize(nodes.clone()).await.map_err(|e| e.to_string()),
@@ -102,9 +111,12 @@ pub async fn init(
 }
 
 /// `POST /admin/{group}/add-learner` (admin), on the group's leader: starts
-/// replicating the group to a new node, which does not vote yet. With
+/// replicating the group to a new node, which does not vote yet. The node
+/// must be running (it is asked its id and incarnation first). With
 /// `"blocking": false` it answers at once; the learner's progress is then in
-/// the leader's `GET /cluster` (`replication`).
+/// the leader's `GET /cluster` (`replication`); otherwise it answers once
+/// the learner holds the entry that added it (`503` after the request
+/// timeout, the learner still catching up).
 pub async fn add_learner(
     _: Admin,
     State(node): State<Arc<Node>>,
@@ -112,8 +124,8 @@ pub async fn add_learner(
     JsonBody(req): JsonBody<AddLearnerRequest>,
 ) -> Result<Json<ClusterStatus>, AppError> {
     match group_path(&group)? {
-        Group::Catalog => membership::add_learner(&node.catalog, &req).await?,
-        Group::Orders => membership::add_learner(&node.orders, &req).await?,
+        Group::Catalog => membership::add_learner(&node.catalog, &req, node.request_timeout()).await?,
+        Group::Orders => membership::add_learner(&node.orders, &req, node.request_timeout()).await?,
     }
     Ok(Json(node.cluster_status()))
 }

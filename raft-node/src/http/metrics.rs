@@ -18,6 +18,8 @@
 //! | `bazar_wal_sync_duration_seconds`, `bazar_wal_append_duration_seconds` | histogram | each WAL fsync; each log append from write to durable |
 //! | `bazar_wal_syncs_total`, `_synced_appends_total`, `_sync_seconds_total` | counter | group commit: appends per fsync |
 //! | `bazar_rocksdb_sst_bytes{group,cf}`, `_memtable_bytes{group,cf}`, `_estimated_keys{group,cf}`, `_wal_bytes`, `_block_cache_bytes` | gauge | storage sizes |
+//! | `bazar_incarnation_refused_rpcs_total`, `bazar_incarnation_refused_by_peers_total` | counter | Raft RPCs this node refused because the sender knows it as another incarnation (it lost its state), and RPCs peers refused for that reason |
+//! | `bazar_incarnation_state_lost`, `bazar_incarnation_peer_state_lost{peer}` | gauge | 1 while this node, or that peer, is refused as another incarnation (see `crate::incarnation`) |
 //! | `process_resident_memory_bytes`, `process_open_fds` | gauge | the process |
 //! | `bazar_http_requests_total{method,route,status}`, `bazar_http_request_duration_seconds` | counter, histogram | the HTTP edge |
 //!
@@ -469,6 +471,32 @@ fn storage_families(x: &mut Exposition, node: &Node) {
     x.histogram("bazar_wal_append_duration_seconds", &[], &wal.append_latency.snapshot());
 }
 
+fn incarnation_families(x: &mut Exposition, node: &Node) {
+    let alarms = node.peers.alarms();
+    x.family(
+        "bazar_incarnation_refused_rpcs_total",
+        "counter",
+        "Raft RPCs this node refused: the sender knows it as another incarnation (it lost its state).",
+    );
+    x.sample("bazar_incarnation_refused_rpcs_total", &[], alarms.refused_total.load(Relaxed));
+    x.family(
+        "bazar_incarnation_refused_by_peers_total",
+        "counter",
+        "Raft RPCs peers refused: they are another incarnation than the membership records (they lost their state).",
+    );
+    x.sample("bazar_incarnation_refused_by_peers_total", &[], alarms.refused_by_peers_total.load(Relaxed));
+    x.family("bazar_incarnation_state_lost", "gauge", "1 while this node refuses RPCs as another incarnation.");
+    x.sample("bazar_incarnation_state_lost", &[], u64::from(!alarms.refusals().is_empty()));
+    x.family(
+        "bazar_incarnation_peer_state_lost",
+        "gauge",
+        "1 for a peer that refuses this node's RPCs as another incarnation: remove and re-add it.",
+    );
+    for alarm in alarms.refusals_by_peers() {
+        x.sample("bazar_incarnation_peer_state_lost", &[("peer", &alarm.peer.to_string())], 1);
+    }
+}
+
 fn process_families(x: &mut Exposition) {
     if let Some(rss) = crate::stats::resident_memory_bytes() {
         x.family("process_resident_memory_bytes", "gauge", "Resident memory of the process.");
@@ -500,6 +528,7 @@ pub fn exposition(node: &Node) -> String {
     raft_families(&mut x, &samples, [node.counters(Group::Catalog), node.counters(Group::Orders)]);
     snapshot_families(&mut x, [node.catalog.snapshots(), node.orders.snapshots()]);
     storage_families(&mut x, node);
+    incarnation_families(&mut x, node);
     process_families(&mut x);
     http_families(&mut x, &node.http_metrics);
     x.out

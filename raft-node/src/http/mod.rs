@@ -51,6 +51,7 @@ pub fn app(node: Arc<Node>) -> Router {
         .route("/admin/{group}/snapshot", post(admin::snapshot))
         .layer(DefaultBodyLimit::max(CLIENT_BODY_LIMIT));
     let raft = Router::new()
+        .route("/raft/identity", get(raft::identity))
         .route("/raft/{group}/snapshot", post(raft::snapshot))
         .route("/raft/{group}/{rpc}", post(raft::rpc))
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT));

@@ -187,9 +187,19 @@ impl<S: StateMachine> RaftGroup<S> {
 
     /// The address of a member, from the current membership.
     pub fn addr_of(&self, id: NodeId) -> Option<String> {
+        self.member(id).map(|n| n.addr)
+    }
+
+    /// A member as the current membership records it.
+    pub fn member(&self, id: NodeId) -> Option<crate::incarnation::Member> {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
-        m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+        m.membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// The peers this group's RPCs go to.
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
     }
 
     /// The leader as this node sees it, with its address when known.
@@ -460,7 +470,13 @@ impl<S: StateMachine> RaftGroup<S> {
         let voters: Vec<NodeId> = membership.voter_ids().collect();
         let members = membership
             .nodes()
-            .map(|(id, node)| MemberInfo { node_id: *id, addr: node.addr.clone(), voter: voters.contains(id) })
+            .map(|(id, node)| MemberInfo {
+                node_id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+                incarnation: node.incarnation.map(crate::incarnation::hex),
+                state_lost: None,
+            })
             .collect();
         let last = m.last_log_index.unwrap_or(0);
         let replication = m.replication.as_ref().map(|r| {

@@ -11,6 +11,13 @@
 //! address, so a dead or slow peer cannot exhaust the connections used for
 //! the others.
 //!
+//! Every Raft RPC of a [`Connection`] (appends, votes, pre-votes,
+//! transfer-leader, snapshots) also carries the incarnation the membership
+//! records for its target and this node's id (see [`crate::incarnation`]);
+//! a target that is another incarnation answers `409` with its own, which
+//! is [`RpcFailure::WrongIncarnation`]: a failed RPC for openraft (so no
+//! vote and no acknowledgement from it count), and an alarm here.
+//!
 //! Failures are classified for openraft: a connection that could not be
 //! opened is `Unreachable` (openraft backs off), a timeout is `Timeout`, and
 //! anything else is a `Network` error.
@@ -20,7 +27,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bazar_net::{Call, HeaderValue, Mux, header};
+use bazar_net::{Call, HeaderName, HeaderValue, Mux, header};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
@@ -29,10 +36,11 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, OptionalSend, RPCTypes, RaftNetworkV2};
+use openraft::{OptionalSend, RPCTypes, RaftNetworkV2};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::incarnation::{self, Alarms, Incarnation, Member};
 use crate::sm::{GroupSnapshot, NodeId, SnapshotData, StateMachine};
 use crate::store::log::{decode, encode};
 
@@ -51,6 +59,15 @@ pub enum RpcFailure {
     /// Delivered, but failed (non-200, undecodable answer, broken connection).
     #[error("{0}")]
     Failed(String),
+    /// The target is not the incarnation the membership records: it lost
+    /// its state and refused to answer as the member it was.
+    #[error("the peer lost its state: it is incarnation {}, the membership records {}", incarnation::hex(*found), incarnation::hex(*expected))]
+    WrongIncarnation {
+        /// On record.
+        expected: Incarnation,
+        /// What the peer has.
+        found: Incarnation,
+    },
 }
 
 /// The peers of this node: pooled connections for RPCs, and one HTTP
@@ -61,6 +78,8 @@ pub struct Peers {
     authorization: HeaderValue,
     rpcs: Mux,
     clients: Mutex<HashMap<String, reqwest::Client>>,
+    /// Incarnation refusals, made and received (see [`crate::incarnation`]).
+    alarms: Alarms,
 }
 
 impl Peers {
@@ -72,7 +91,7 @@ impl Peers {
         authorization.set_sensitive(true);
         // The same token opens the multiplexed connection (`GET /mux`).
         let rpcs = Mux::default().with_authorization(authorization.clone());
-        Arc::new(Peers { token, authorization, rpcs, clients: Mutex::new(HashMap::new()) })
+        Arc::new(Peers { token, authorization, rpcs, clients: Mutex::new(HashMap::new()), alarms: Alarms::default() })
     }
 
     /// The HTTP client for the peer at `addr` (host:port).
@@ -97,6 +116,19 @@ impl Peers {
         &self.token
     }
 
+    /// The incarnation alarms of this node.
+    pub fn alarms(&self) -> &Alarms {
+        &self.alarms
+    }
+
+    /// Who answers at `addr` (`GET /raft/identity`), within `timeout`.
+    pub async fn identity(&self, addr: &str, timeout: Duration) -> Result<incarnation::Identity, RpcFailure> {
+        let request =
+            self.client(addr).get(format!("http://{addr}/raft/identity")).bearer_auth(&self.token).timeout(timeout);
+        let bytes = send(request, timeout).await?;
+        serde_json::from_slice(&bytes).map_err(|e| RpcFailure::Failed(format!("undecodable identity from {addr}: {e}")))
+    }
+
     /// `POST http://{addr}{path}` with a postcard body; decodes a postcard answer.
     pub async fn call<Req, Resp>(
         &self,
@@ -109,25 +141,79 @@ impl Peers {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
+        self.call_checked(addr, path, req, timeout, None).await
+    }
+
+    /// [`Peers::call`] for a Raft RPC: with `(this node, the target's
+    /// incarnation on record)` when the membership records one.
+    async fn call_checked<Req, Resp>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+        checked: Option<(NodeId, Incarnation)>,
+    ) -> Result<Resp, RpcFailure>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
         let body = encode(req).map_err(|e| RpcFailure::Failed(e.to_string()))?;
-        let call = Call::post(path, Bytes::from(body))
+        let mut call = Call::post(path, Bytes::from(body))
             .header(header::AUTHORIZATION, self.authorization.clone())
             .header(header::CONTENT_TYPE, HeaderValue::from_static(POSTCARD));
+        if let Some((from, expected)) = checked {
+            call = call
+                .header(HeaderName::from_static(incarnation::HEADER), incarnation_value(expected))
+                .header(HeaderName::from_static(incarnation::FROM_HEADER), HeaderValue::from(from));
+        }
         let answer = self.rpcs.call(addr, call, timeout).await.map_err(|e| match e {
             bazar_net::Error::Connect { .. } => RpcFailure::Unreachable(e.to_string()),
             bazar_net::Error::Timeout { .. } => RpcFailure::Timeout(timeout),
             e => RpcFailure::Failed(e.to_string()),
         })?;
         if !answer.status.is_success() {
+            if let Some((_, expected)) = checked
+                && let Some(found) = wrong_incarnation(answer.status.as_u16(), answer.headers.get(incarnation::HEADER))
+            {
+                return Err(RpcFailure::WrongIncarnation { expected, found });
+            }
             return Err(refused(answer.status, &answer.body));
         }
         decode(&answer.body).map_err(|e| RpcFailure::Failed(format!("undecodable answer from {addr}: {e}")))
     }
 }
 
+fn incarnation_value(i: Incarnation) -> HeaderValue {
+    // Sixteen hex digits are always a valid header value.
+    HeaderValue::from_str(&incarnation::hex(i)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The target's incarnation when an answer is an incarnation refusal (a
+/// `409` naming it).
+fn wrong_incarnation(status: u16, header: Option<&HeaderValue>) -> Option<Incarnation> {
+    if status != 409 {
+        return None;
+    }
+    header.and_then(|v| v.to_str().ok()).and_then(incarnation::parse_hex)
+}
+
 async fn send(request: reqwest::RequestBuilder, timeout: Duration) -> Result<Bytes, RpcFailure> {
+    send_checked(request, timeout, None).await
+}
+
+async fn send_checked(
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+    expected: Option<Incarnation>,
+) -> Result<Bytes, RpcFailure> {
     let response = request.send().await.map_err(|e| classify(e, timeout))?;
     let status = response.status();
+    if let Some(expected) = expected
+        && let Some(found) = wrong_incarnation(status.as_u16(), response.headers().get(incarnation::HEADER))
+    {
+        return Err(RpcFailure::WrongIncarnation { expected, found });
+    }
     let bytes = response.bytes().await.map_err(|e| classify(e, timeout))?;
     if !status.is_success() {
         return Err(refused(status, &bytes));
@@ -167,23 +253,28 @@ impl<S: StateMachine> NetworkFactory<S> {
 impl<S: StateMachine> RaftNetworkFactory<S::C> for NetworkFactory<S> {
     type Network = Connection<S>;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection<S> {
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Connection<S> {
         Connection {
             peers: self.peers.clone(),
             addr: node.addr.clone(),
             node_id: self.node_id,
             target,
+            incarnation: node.incarnation,
             _s: PhantomData,
         }
     }
 }
 
-/// One group's Raft connection to one peer.
+/// One group's Raft connection to one peer. openraft makes a new one when
+/// the membership changes the peer (removed, then added back), so the
+/// incarnation it holds is the membership's.
 pub struct Connection<S: StateMachine> {
     peers: Arc<Peers>,
     addr: String,
     node_id: NodeId,
     target: NodeId,
+    /// The target's incarnation on record (`None`: unknown, not checked).
+    incarnation: Option<Incarnation>,
     _s: PhantomData<S>,
 }
 
@@ -204,11 +295,28 @@ impl<S: StateMachine> Connection<S> {
         Resp: DeserializeOwned,
     {
         let timeout = option.hard_ttl();
-        self.peers.call(&self.addr, &Self::path(rpc), req, timeout).await.map_err(|e| self.rpc_error(e, action))
+        let checked = self.incarnation.map(|i| (self.node_id, i));
+        let answer = self.peers.call_checked(&self.addr, &Self::path(rpc), req, timeout, checked).await;
+        self.observe(&answer);
+        answer.map_err(|e| self.rpc_error(e, action))
+    }
+
+    /// Raises or clears the alarm about the target's incarnation.
+    fn observe<T>(&self, answer: &Result<T, RpcFailure>) {
+        match answer {
+            Ok(_) => self.peers.alarms().accepted_by(self.target),
+            Err(RpcFailure::WrongIncarnation { expected, found }) => {
+                self.peers.alarms().refused_by(S::GROUP, self.target, *expected, *found)
+            }
+            Err(_) => {}
+        }
     }
 
     fn rpc_error(&self, e: RpcFailure, action: RPCTypes) -> RPCError<S::C> {
         match e {
+            // Delivered and refused: like any other failed answer, the
+            // target counts neither as a vote nor as an acknowledgement.
+            e @ RpcFailure::WrongIncarnation { .. } => RPCError::Network(NetworkError::from_string(e.to_string())),
             RpcFailure::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(m)),
             RpcFailure::Timeout(timeout) => {
                 RPCError::Timeout(Timeout { action, id: self.node_id, target: self.target, timeout })
@@ -271,16 +379,23 @@ impl<S: StateMachine> RaftNetworkV2<S::C> for Connection<S> {
 
         // A snapshot can be large: allow for its transfer at a modest 20 MB/s.
         let timeout = option.hard_ttl().max(Duration::from_secs(10) + Duration::from_millis(size / 20_000));
-        let request = self
+        let mut request = self
             .peers
             .client(&self.addr)
             .post(format!("http://{}{}", self.addr, Self::path("snapshot")))
             .bearer_auth(self.peers.token())
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .timeout(timeout)
-            .body(reqwest::Body::wrap_stream(body));
+            .timeout(timeout);
+        if let Some(i) = self.incarnation {
+            request =
+                request.header(incarnation::HEADER, incarnation::hex(i)).header(incarnation::FROM_HEADER, self.node_id);
+        }
+        let request = request.body(reqwest::Body::wrap_stream(body));
         let bytes = tokio::select! {
-            res = send(request, timeout) => res.map_err(|e| StreamingError::from(self.rpc_error(e, RPCTypes::InstallSnapshot)))?,
+            res = send_checked(request, timeout, self.incarnation) => {
+                self.observe(&res);
+                res.map_err(|e| StreamingError::from(self.rpc_error(e, RPCTypes::InstallSnapshot)))?
+            }
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
         decode(&bytes).map_err(|e| StreamingError::Network(NetworkError::new(&e)))

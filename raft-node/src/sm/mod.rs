@@ -40,13 +40,14 @@ use std::sync::Arc;
 use bazar_api::Group;
 use futures::{Stream, TryStreamExt};
 use openraft::impls::leader_id_adv::LeaderId;
-use openraft::impls::{BasicNode, Entry, EntryPayload};
+use openraft::impls::{Entry, EntryPayload};
 use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
 use openraft::{LogId, RaftSnapshotBuilder, RaftTypeConfig, Snapshot, SnapshotMeta, StoredMembership};
 use rocksdb::WriteBatch;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::incarnation::Member;
 use crate::store::log::{decode, encode};
 use crate::store::{Purpose, Store, io_err};
 use crate::watch::EventHub;
@@ -63,13 +64,13 @@ pub type GroupLeaderId = LeaderId<u64, NodeId>;
 /// Log ids of both groups.
 pub type GroupLogId = LogId<GroupLeaderId>;
 /// A membership as recorded in the log or the state machine.
-pub type GroupMembership = StoredMembership<GroupLeaderId, NodeId, BasicNode>;
+pub type GroupMembership = StoredMembership<GroupLeaderId, NodeId, Member>;
 /// Snapshot metadata of both groups.
-pub type GroupSnapshotMeta = SnapshotMeta<GroupLeaderId, NodeId, BasicNode>;
+pub type GroupSnapshotMeta = SnapshotMeta<GroupLeaderId, NodeId, Member>;
 /// A snapshot of either group.
-pub type GroupSnapshot = Snapshot<GroupLeaderId, NodeId, BasicNode, SnapshotData>;
+pub type GroupSnapshot = Snapshot<GroupLeaderId, NodeId, Member, SnapshotData>;
 /// The log entry type of a group whose commands are `D`.
-pub type GroupEntry<D> = Entry<GroupLeaderId, EntryPayload<D, NodeId, BasicNode>>;
+pub type GroupEntry<D> = Entry<GroupLeaderId, EntryPayload<D, NodeId, Member>>;
 
 /// Key of the last applied log id in `{group}_sm_meta`.
 pub(crate) const META_APPLIED: &[u8] = b"applied";
@@ -97,7 +98,7 @@ pub trait StateMachine: Send + Sync + 'static {
             D = Self::Command,
             R = Self::Response,
             NodeId = NodeId,
-            Node = BasicNode,
+            Node = Member,
             Term = u64,
             LeaderId = GroupLeaderId,
             Entry = GroupEntry<Self::Command>,
