@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,17 +61,20 @@ pub struct Peers {
     /// `Bearer {token}`, as sent with every RPC.
     authorization: HeaderValue,
     rpcs: Mux,
+    source: Option<IpAddr>,
     clients: Mutex<HashMap<String, reqwest::Client>>,
 }
 
 impl Peers {
-    /// Peers authenticated with the cluster token `token`.
-    pub fn new(token: String) -> Arc<Peers> {
+    /// Peers authenticated with the cluster token `token`, called from the
+    /// local IP `source` (`None`: the system's choice).
+    pub fn new(token: String, source: Option<IpAddr>) -> Arc<Peers> {
         // The configuration checks that the token is printable ASCII.
         let mut authorization =
             HeaderValue::from_str(&format!("Bearer {token}")).expect("the cluster token is printable ASCII");
         authorization.set_sensitive(true);
-        Arc::new(Peers { token, authorization, rpcs: Mux::default(), clients: Mutex::new(HashMap::new()) })
+        let rpcs = Mux::default().from_source(source);
+        Arc::new(Peers { token, authorization, rpcs, source, clients: Mutex::new(HashMap::new()) })
     }
 
     /// The HTTP client for the peer at `addr` (host:port).
@@ -84,6 +88,7 @@ impl Peers {
                     .tcp_nodelay(true)
                     .pool_idle_timeout(Duration::from_secs(60))
                     .pool_max_idle_per_host(64)
+                    .local_address(self.source)
                     .build()
                     .expect("building an HTTP client")
             })
