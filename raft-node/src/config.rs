@@ -116,6 +116,22 @@ pub struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// A deliberate bug, for the fault suite to prove that its checker
+    /// catches it. Never in production.
+    #[arg(long, value_enum, hide = true)]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Deliberate bugs the fault suite plants to prove its checker (hidden
+/// `--planted-bug`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlantedBug {
+    /// A node that believes it leads a group serves `lease` and
+    /// `linearizable` reads from its own state without confirming with a
+    /// quorum that it still leads: a deposed leader cut off its peers
+    /// answers stale reads.
+    UnconfirmedLeaderReads,
 }
 
 /// How logs are printed.
@@ -162,6 +178,8 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// `/watch` heartbeat interval.
     pub watch_heartbeat: Duration,
+    /// A deliberate bug (tests only).
+    pub planted_bug: Option<PlantedBug>,
 }
 
 impl Args {
@@ -251,6 +269,7 @@ impl Args {
             shutdown_handoff: Duration::from_millis(self.shutdown_handoff_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
             watch_heartbeat: Duration::from_millis(self.watch_heartbeat_ms.max(10)),
+            planted_bug: self.planted_bug,
         })
     }
 }
