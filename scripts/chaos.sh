@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Long chaos runs on demand: a Jepsen-style workload against a local cluster
 # of real raft-node processes while a nemesis kills (-9), pauses (SIGSTOP)
-# and restarts nodes, then a checker verifies every invariant of SPEC
-# section 6 (linearizability included) and prints a summary table:
+# and restarts nodes, and (as root, with iptables) cuts the links between
+# them while clients keep reaching every node, then a checker verifies
+# every invariant of SPEC section 6 (linearizability included) and prints
+# a summary table:
 # operations, acknowledged, unknown, violations, and how long writes were
 # unavailable after each fault.
 #
@@ -11,6 +13,8 @@
 #   scripts/chaos.sh                                   60 s, every process fault in turn
 #   scripts/chaos.sh --duration 300 --random           5 minutes, faults in random order
 #   scripts/chaos.sh --faults kill-leader-catalog,kill-leader-orders --hold 3
+#   sudo scripts/chaos.sh --partitions                 process faults and network partitions
+#   sudo scripts/chaos.sh --faults partition-leader-orders,bridge,one-way-leader-orders,partition-restart
 #   scripts/chaos.sh --node-args "--snapshot-logs 200" (restarted nodes catch up from snapshots)
 #   scripts/chaos.sh --seed 42                         replay the same random choices
 #   scripts/chaos.sh --frontend                        also send the workload through a frontend

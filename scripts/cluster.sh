@@ -11,6 +11,19 @@
 #   scripts/cluster.sh resume N      SIGCONT raft node N
 #   scripts/cluster.sh restart N     stop node N (gracefully if it runs) and start it again
 #
+# Network partitions (root and iptables needed). Clients reach node i on
+# 127.0.0.1:(BASE+i); its peers reach it on its own loopback address,
+# 127.0.0.1<i>:(BASE+i) (127.0.0.11, .12, ...), which it also calls them from.
+# Cuts drop the packets between two such addresses, so clients keep
+# reaching both sides (a deposed leader still gets reads and writes):
+#   scripts/cluster.sh partition N   cut node N off every other node, both ways
+#   scripts/cluster.sh bridge A B    cut the link between A and B only, both ways
+#   scripts/cluster.sh cut A B       drop what A sends B (one-way loss)
+#   scripts/cluster.sh heal          remove every cut
+# The rules live in an iptables chain of this cluster's own (BAZAR-CL-<hash
+# of the data folder>, jumped to from OUTPUT); heal and down remove it, and
+# status lists the cuts.
+#
 # Environment:
 #   BAZAR_DATA            data folder (default ./data): node-i/, logs, pid files, tokens.env
 #   BAZAR_ADMIN_TOKEN     admin token    } used when set; otherwise read from
@@ -18,6 +31,7 @@
 #   BAZAR_FRONTEND_TOKEN  frontend token } (the frontend opens the nodes' /mux with it)
 #   BAZAR_NODES           number of raft nodes (default 3)
 #   BAZAR_PORT_BASE       node i listens on 127.0.0.1:(BASE+i) (default 7100)
+#   BAZAR_PEER_PREFIX     node i's peer address is <prefix><i>:(BASE+i) (default 127.0.0.1)
 #   BAZAR_FRONTEND_ADDR   frontend address (default 127.0.0.1:8080)
 #   BAZAR_NODE_ARGS       extra flags for every raft node (e.g. --generate-books 1000000)
 set -euo pipefail
@@ -26,6 +40,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA="${BAZAR_DATA:-./data}"
 NODES="${BAZAR_NODES:-3}"
 PORT_BASE="${BAZAR_PORT_BASE:-7100}"
+PEER_PREFIX="${BAZAR_PEER_PREFIX:-127.0.0.1}"
 FRONTEND_ADDR="${BAZAR_FRONTEND_ADDR:-127.0.0.1:8080}"
 BIN="$ROOT/target/release"
 # shellcheck source=scripts/lib.sh
@@ -36,6 +51,8 @@ die() { echo "cluster.sh: $*" >&2; exit 1; }
 say() { echo "cluster.sh: $*"; }
 
 node_addr() { echo "127.0.0.1:$((PORT_BASE + $1))"; }
+peer_ip() { echo "$PEER_PREFIX$1"; }
+peer_addr() { echo "$(peer_ip "$1"):$((PORT_BASE + $1))"; }
 pid_file() { echo "$DATA/node-$1.pid"; }
 log_file() { echo "$DATA/node-$1.log"; }
 
@@ -55,7 +72,7 @@ pid_of() {
 
 initial_cluster() {
   local members=() i
-  for ((i = 1; i <= NODES; i++)); do members+=("$i=$(node_addr "$i")"); done
+  for ((i = 1; i <= NODES; i++)); do members+=("$i=$(peer_addr "$i")"); done
   (IFS=,; echo "${members[*]}")
 }
 
@@ -83,18 +100,24 @@ listening() {
 }
 
 start_node() {
-  local i="$1" addr; addr="$(node_addr "$i")"
+  local i="$1" addr peer; addr="$(node_addr "$i")"; peer="$(peer_addr "$i")"
   if pid="$(pid_of "$i")"; then
     say "node $i already running (pid $pid)"
     return
   fi
   mkdir -p "$DATA"
-  listening "$addr" && die "$addr is already in use by another process: stop it, or pick other ports with BAZAR_PORT_BASE"
+  local a
+  for a in "$addr" "$peer"; do
+    listening "$a" && die "$a is already in use by another process: stop it, or pick other ports with BAZAR_PORT_BASE"
+  done
+  # Clients on 127.0.0.1; peers on the node's own address, which it
+  # advertises and calls them from.
   # shellcheck disable=SC2086
-  setsid "$BIN/raft-node" --id "$i" --listen "$addr" --data-dir "$DATA/node-$i" \
-    --initial-cluster "$(initial_cluster)" ${BAZAR_NODE_ARGS:-} >>"$(log_file "$i")" 2>&1 < /dev/null &
+  setsid "$BIN/raft-node" --id "$i" --listen "$addr" --listen "$peer" --advertise "$peer" \
+    --data-dir "$DATA/node-$i" --initial-cluster "$(initial_cluster)" ${BAZAR_NODE_ARGS:-} \
+    >>"$(log_file "$i")" 2>&1 < /dev/null &
   echo $! > "$(pid_file "$i")"
-  say "started node $i on $addr (pid $!, log $(log_file "$i"))"
+  say "started node $i on $addr, peers at $peer (pid $!, log $(log_file "$i"))"
 }
 
 start_frontend() {
@@ -165,6 +188,81 @@ field() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1"; }
 # The "leaders" object of a node's /health answer.
 leaders_of() { sed -n 's/.*"leaders":{\([^}]*\)}.*/\1/p' <<<"$1"; }
 
+# ---- network partitions ----
+
+# This cluster's chain: named after its data folder, so that two clusters'
+# cuts never mix.
+chain() {
+  local abs; abs="$(mkdir -p "$DATA" && cd "$DATA" && pwd)"
+  echo "BAZAR-CL-$(printf '%s' "$abs" | cksum | cut -d' ' -f1)"
+}
+
+ipt() { iptables -w "$@"; }
+
+need_iptables() {
+  [[ "$(id -u)" == 0 ]] || die "network partitions need root (iptables): run as root, e.g. with sudo"
+  command -v iptables >/dev/null || die "network partitions need iptables, which is not installed"
+  ipt -S OUTPUT >/dev/null 2>&1 || die "iptables does not work here: $(ipt -S OUTPUT 2>&1 | head -n 1)"
+}
+
+chain_exists() { ipt -S "$(chain)" >/dev/null 2>&1; }
+
+# Creates the chain and the jump to it, unless they exist.
+ensure_chain() {
+  local c; c="$(chain)"
+  chain_exists || ipt -N "$c"
+  ipt -C OUTPUT -j "$c" 2>/dev/null || ipt -I OUTPUT -j "$c"
+}
+
+# Removes the jump, the rules and the chain, whatever exists of them.
+remove_chain() {
+  local c; c="$(chain)"
+  while ipt -D OUTPUT -j "$c" 2>/dev/null; do :; done
+  if chain_exists; then ipt -F "$c" && ipt -X "$c"; fi
+}
+
+# Rules added by this command, removed again if it fails half way.
+ADDED=()
+rollback() {
+  local status=$?
+  if (( status != 0 && ${#ADDED[@]} > 0 )); then
+    local r
+    for r in "${ADDED[@]}"; do
+      # shellcheck disable=SC2086
+      ipt -D "$(chain)" $r 2>/dev/null || true
+    done
+    [[ -n "$(ipt -S "$(chain)" 2>/dev/null | grep -- '^-A')" ]] || remove_chain
+    echo "cluster.sh: failed; removed the cuts this command had made" >&2
+  fi
+  exit "$status"
+}
+
+# Drops what node a sends node b (a no-op if already dropped).
+cut_link() {
+  local rule; rule="-s $(peer_ip "$1") -d $(peer_ip "$2") -j DROP"
+  # shellcheck disable=SC2086
+  ipt -C "$(chain)" $rule 2>/dev/null && return 0
+  # shellcheck disable=SC2086
+  ipt -A "$(chain)" $rule
+  ADDED+=("$rule")
+}
+
+# The cuts, one line each: "node A -> node B".
+cuts() {
+  chain_exists || return 0
+  local rule src dst i a b
+  while read -r rule; do
+    src="$(sed -n 's/.*-s \([0-9.]*\)\/32.*/\1/p' <<<"$rule")"
+    dst="$(sed -n 's/.*-d \([0-9.]*\)\/32.*/\1/p' <<<"$rule")"
+    a="$src"; b="$dst"
+    for ((i = 1; i <= NODES; i++)); do
+      [[ "$src" == "$(peer_ip "$i")" ]] && a="node $i"
+      [[ "$dst" == "$(peer_ip "$i")" ]] && b="node $i"
+    done
+    echo "$a -> $b dropped"
+  done < <(ipt -S "$(chain)" 2>/dev/null | grep -- '^-A')
+}
+
 status() {
   local i pid state h
   printf '%-9s %-8s %-8s %-16s %-8s %-9s %-8s\n' NODE PID STATE ADDR CATALOG ORDERS SEEDED
@@ -185,6 +283,16 @@ status() {
   done
   if [[ -f "$DATA/frontend.pid" ]] && kill -0 "$(cat "$DATA/frontend.pid")" 2>/dev/null; then
     printf '%-9s %-8s %-8s %-16s\n' frontend "$(cat "$DATA/frontend.pid")" running "$FRONTEND_ADDR"
+  fi
+  # Cuts, when this user can see them.
+  if [[ "$(id -u)" == 0 ]] && command -v iptables >/dev/null; then
+    local list; list="$(cuts)"
+    if [[ -n "$list" ]]; then
+      echo "network cuts (peer traffic; clients still reach every node):"
+      sed 's/^/  /' <<<"$list"
+    else
+      echo "network: no cuts"
+    fi
   fi
 }
 
@@ -212,6 +320,48 @@ case "$cmd" in
       rm -f "$DATA/frontend.pid"
     fi
     for ((i = 1; i <= NODES; i++)); do stop_node "$i"; done
+    if [[ "$(id -u)" == 0 ]] && command -v iptables >/dev/null && chain_exists; then
+      remove_chain
+      say "removed the network cuts"
+    fi
+    ;;
+  partition)
+    check_node_arg "${2:-}"
+    need_iptables
+    trap rollback EXIT
+    ensure_chain
+    for ((i = 1; i <= NODES; i++)); do
+      (( i == $2 )) && continue
+      cut_link "$2" "$i"
+      cut_link "$i" "$2"
+    done
+    say "node $2 is cut off the other nodes (clients still reach it on $(node_addr "$2"))"
+    ;;
+  bridge)
+    check_node_arg "${2:-}"
+    check_node_arg "${3:-}"
+    (( $2 != $3 )) || die "bridge needs two different nodes"
+    need_iptables
+    trap rollback EXIT
+    ensure_chain
+    cut_link "$2" "$3"
+    cut_link "$3" "$2"
+    say "the link between node $2 and node $3 is cut; every other link is up"
+    ;;
+  cut)
+    check_node_arg "${2:-}"
+    check_node_arg "${3:-}"
+    (( $2 != $3 )) || die "cut needs two different nodes"
+    need_iptables
+    trap rollback EXIT
+    ensure_chain
+    cut_link "$2" "$3"
+    say "what node $2 sends node $3 is dropped (the other way still works)"
+    ;;
+  heal)
+    need_iptables
+    remove_chain
+    say "every cut removed"
     ;;
   status)
     status

@@ -49,6 +49,7 @@ use std::convert::Infallible;
 use std::fmt::Display;
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -59,7 +60,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -405,10 +406,15 @@ impl Link {
 
 /// Opens a connection to `addr` and upgrades it. Every failure here happens
 /// before any call was sent.
-async fn open(addr: &str, connect_timeout: Duration, authorization: Option<&HeaderValue>) -> Result<Arc<Link>, Error> {
+async fn open(
+    addr: &str,
+    connect_timeout: Duration,
+    authorization: Option<&HeaderValue>,
+    source: Option<IpAddr>,
+) -> Result<Arc<Link>, Error> {
     let failed = |source| Error::Connect { addr: addr.to_string(), source };
     let handshake = async {
-        let mut stream = TcpStream::connect(addr).await?;
+        let mut stream = connect(addr, source).await?;
         stream.set_nodelay(true)?;
         let mut request = BytesMut::with_capacity(256);
         request.put_slice(
@@ -480,6 +486,24 @@ async fn open(addr: &str, connect_timeout: Duration, authorization: Option<&Head
     Ok(link)
 }
 
+/// Connects to `addr` (`host:port`), from the local IP `source` when given
+/// (trying each of the peer's addresses of the same family in turn).
+async fn connect(addr: &str, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(source) = source else { return TcpStream::connect(addr).await };
+    let mut last = None;
+    for target in tokio::net::lookup_host(addr).await?.filter(|t| t.is_ipv4() == source.is_ipv4()) {
+        let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.bind(SocketAddr::new(source, 0))?;
+        match socket.connect(target).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::AddrNotAvailable, format!("{addr} has no address in the family of {source}"))
+    }))
+}
+
 /// A peer's current link, and the lock that lets one call at a time open a
 /// new one.
 #[derive(Default)]
@@ -500,6 +524,8 @@ pub struct Mux {
     /// Sent with every upgrade request, when set.
     authorization: Option<HeaderValue>,
     peers: Mutex<HashMap<String, Arc<Peer>>>,
+    /// The local IP connections leave from (`None`: the kernel's choice).
+    source: Option<IpAddr>,
 }
 
 impl Default for Mux {
@@ -511,13 +537,21 @@ impl Default for Mux {
 impl Mux {
     /// No connections yet; of `limits`, the connect timeout applies.
     pub fn new(limits: Limits) -> Self {
-        Mux { limits, authorization: None, peers: Mutex::default() }
+        Mux { limits, authorization: None, peers: Mutex::default(), source: None }
     }
 
     /// The same, sending `authorization` (as the `Authorization` header) with
     /// each upgrade request: a serving node admits only callers with a token.
     pub fn with_authorization(mut self, authorization: HeaderValue) -> Self {
         self.authorization = Some(authorization);
+        self
+    }
+
+    /// Opens every connection from the local IP `source` (a node's own
+    /// peer address, so that a firewall can tell its traffic from others'
+    /// on one host).
+    pub fn from_source(mut self, source: Option<IpAddr>) -> Self {
+        self.source = source;
         self
     }
 
@@ -538,7 +572,7 @@ impl Mux {
         if let Some(link) = peer.current() {
             return Ok(link);
         }
-        let link = open(addr, self.limits.connect_timeout, self.authorization.as_ref()).await?;
+        let link = open(addr, self.limits.connect_timeout, self.authorization.as_ref(), self.source).await?;
         *peer.link.lock().expect("peer poisoned") = Some(link.clone());
         Ok(link)
     }
@@ -951,6 +985,39 @@ mod tests {
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         let e = Mux::default().call(&closed.to_string(), Call::get("/echo"), T).await.unwrap_err();
         assert!(e.is_connect(), "{e}");
+    }
+
+    #[tokio::test]
+    async fn connections_leave_from_the_source_ip() {
+        // Any 127/8 address is local on Linux: the server sees the source.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The upgrade sees the connection's peer; calls on it are answered with it.
+        let app = Router::new().route(
+            PATH,
+            get(
+                |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+                 request: axum::extract::Request| async move {
+                    let from = peer.ip().to_string();
+                    let served = Router::new().route("/from", get(move || async move { from }));
+                    accept(request, served, future::pending())
+                },
+            ),
+        );
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap()
+        });
+        let source: IpAddr = "127.0.0.42".parse().unwrap();
+        let mux = Mux::default().from_source(Some(source));
+        let answer = mux.call(&addr.to_string(), Call::get("/from"), T).await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.body, "127.0.0.42");
+        let plain = Mux::default().call(&addr.to_string(), Call::get("/from"), T).await.unwrap();
+        assert_eq!(plain.body, "127.0.0.1");
+        let v6 = Mux::default().from_source(Some("::1".parse().unwrap()));
+        let e = v6.call(&addr.to_string(), Call::get("/from"), T).await.unwrap_err();
+        assert!(e.is_connect(), "{e}");
+        server.abort();
     }
 
     fn call<'a>(path: &'a str, body: &'static [u8]) -> Call<'a> {

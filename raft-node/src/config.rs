@@ -1,7 +1,7 @@
 //! Command-line configuration of a raft node.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,13 +19,25 @@ pub struct Args {
     #[arg(long)]
     pub id: u64,
 
-    /// Address to listen on [default: 127.0.0.1:710<id>].
+    /// Address to listen on [default: 127.0.0.1:710<id>]. Repeat it to
+    /// listen on more than one, e.g. one address for clients and one that
+    /// peers reach this node at (see --advertise and --peer-source-ip).
     #[arg(long)]
-    pub listen: Option<SocketAddr>,
+    pub listen: Vec<SocketAddr>,
 
-    /// Address peers and clients reach this node at [default: the listen address].
+    /// Address peers reach this node at, and the one the groups record for
+    /// it (leader hints name it) [default: the first --listen address].
     #[arg(long)]
     pub advertise: Option<String>,
+
+    /// Local IP that this node's connections to its peers leave from (Raft
+    /// RPCs, forwarded requests, snapshots, the bootstrap's calls)
+    /// [default: the IP of --advertise when this node listens on it, else
+    /// the system's choice]. With every node on its own loopback address
+    /// (127.0.0.11, .12, ...), a firewall rule on a pair of addresses cuts
+    /// the link between two nodes and nothing else.
+    #[arg(long, value_name = "IP")]
+    pub peer_source_ip: Option<IpAddr>,
 
     /// Data directory [default: ./data/node-<id>].
     #[arg(long)]
@@ -109,6 +121,22 @@ pub struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// A deliberate bug, for the fault suite to prove that its checker
+    /// catches it. Never in production.
+    #[arg(long, value_enum, hide = true)]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Deliberate bugs the fault suite plants to prove its checker (hidden
+/// `--planted-bug`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlantedBug {
+    /// A node that believes it leads a group serves `lease` and
+    /// `linearizable` reads from its own state without confirming with a
+    /// quorum that it still leads: a deposed leader cut off its peers
+    /// answers stale reads.
+    UnconfirmedLeaderReads,
 }
 
 /// How logs are printed.
@@ -125,10 +153,12 @@ pub enum LogFormat {
 pub struct NodeConfig {
     /// This node's id.
     pub id: u64,
-    /// Listen address.
-    pub listen: SocketAddr,
+    /// Listen addresses (at least one).
+    pub listen: Vec<SocketAddr>,
     /// Advertised address.
     pub advertise: String,
+    /// Local IP of outgoing peer connections (`None`: the system's choice).
+    pub peer_source_ip: Option<IpAddr>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Founding members (id to address), including this node.
@@ -155,6 +185,8 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// `/watch` heartbeat interval.
     pub watch_heartbeat: Duration,
+    /// A deliberate bug (tests only).
+    pub planted_bug: Option<PlantedBug>,
 }
 
 impl Args {
@@ -186,15 +218,21 @@ impl Args {
         if self.heartbeat_ms == 0 || self.heartbeat_ms >= self.election_timeout_min_ms {
             bail!("--heartbeat-ms must be positive and below the election timeout");
         }
-        let listen = match self.listen {
-            Some(a) => a,
-            None => {
-                let port = 7100u16.checked_add(u16::try_from(self.id).unwrap_or(u16::MAX)).filter(|_| self.id < 100);
-                let port = port.context("ids of 100 or more need an explicit --listen")?;
-                SocketAddr::from(([127, 0, 0, 1], port))
+        let mut listen = self.listen;
+        if listen.is_empty() {
+            let port = 7100u16.checked_add(u16::try_from(self.id).unwrap_or(u16::MAX)).filter(|_| self.id < 100);
+            let port = port.context("ids of 100 or more need an explicit --listen")?;
+            listen.push(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+        for (i, a) in listen.iter().enumerate() {
+            if listen[..i].contains(a) {
+                bail!("--listen {a} is given twice");
             }
-        };
-        let advertise = self.advertise.unwrap_or_else(|| listen.to_string());
+        }
+        let advertise = self.advertise.unwrap_or_else(|| listen[0].to_string());
+        // The advertised IP is a local one when this node listens on it.
+        let advertised_ip = advertise.parse::<SocketAddr>().ok().map(|a| a.ip());
+        let peer_source_ip = self.peer_source_ip.or(advertised_ip.filter(|ip| listen.iter().any(|l| l.ip() == *ip)));
         let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(format!("data/node-{}", self.id)));
 
         let mut initial_cluster = BTreeMap::new();
@@ -231,6 +269,7 @@ impl Args {
             id: self.id,
             listen,
             advertise,
+            peer_source_ip,
             data_dir,
             initial_cluster,
             admin_token: self.admin_token,
@@ -247,6 +286,7 @@ impl Args {
             shutdown_handoff: Duration::from_millis(self.shutdown_handoff_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
             watch_heartbeat: Duration::from_millis(self.watch_heartbeat_ms.max(10)),
+            planted_bug: self.planted_bug,
         })
     }
 }
@@ -302,6 +342,36 @@ mod tests {
         let raft = config.raft_config(Group::Catalog).unwrap();
         assert_eq!(raft.snapshot_policy, openraft::SnapshotPolicy::LogsSinceLast(100_000));
         assert_eq!(raft.max_in_snapshot_log_to_keep, 1_000);
+    }
+
+    #[test]
+    fn peer_connections_leave_from_the_advertised_address_when_it_is_local() {
+        let config = parse(&[]);
+        assert_eq!(config.listen, vec!["127.0.0.1:7101".parse::<SocketAddr>().unwrap()]);
+        assert_eq!((config.advertise.as_str(), config.peer_source_ip), ("127.0.0.1:7101", Some([127, 0, 0, 1].into())));
+        let config =
+            parse(&["--listen", "127.0.0.1:7101", "--listen", "127.0.0.11:7101", "--advertise", "127.0.0.11:7101"]);
+        assert_eq!(config.listen.len(), 2);
+        assert_eq!(config.peer_source_ip, Some([127, 0, 0, 11].into()));
+        // A name, or an address this node does not listen on: the system chooses.
+        assert_eq!(parse(&["--advertise", "node1:7101"]).peer_source_ip, None);
+        assert_eq!(parse(&["--listen", "0.0.0.0:7101", "--advertise", "10.0.0.5:7101"]).peer_source_ip, None);
+        let explicit = parse(&["--advertise", "node1:7101", "--peer-source-ip", "127.0.0.12"]);
+        assert_eq!(explicit.peer_source_ip, Some([127, 0, 0, 12].into()));
+        let twice = Args::try_parse_from([
+            "raft-node",
+            "--id",
+            "1",
+            "--admin-token",
+            "a",
+            "--cluster-token",
+            "c",
+            "--listen",
+            "127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:1",
+        ]);
+        assert!(twice.unwrap().resolve().is_err());
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! - [`membership`]: adding and removing members, moving leadership;
 //! - [`incarnation`]: telling a member from a node with its id that lost its state;
 //! - [`stats`]: the counters and histograms behind `/metrics`;
-//! - [`bootstrap`], [`seed`]: founding a cluster and loading its first books.
+//! - [`bootstrap`], [`seed`]: founding a cluster and loading its first books;
+//! - [`listen`]: serving on more than one address (clients', peers').
 //!
 //! [`run`] is the node's life: open, serve (neither voting nor campaigning
 //! for a lease period after the start, see [`Node::vote_quarantine_left`]),
@@ -34,6 +35,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod incarnation;
+pub mod listen;
 pub mod membership;
 pub mod node;
 pub mod orders;
@@ -51,11 +53,11 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use bazar_api::Group;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Args, NodeConfig};
 pub use error::{Error, Result};
+pub use listen::Listeners;
 
 use crate::catalog::Catalog;
 use crate::node::Node;
@@ -67,13 +69,13 @@ use crate::store::Store;
 /// How long open connections get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs a node on `listener` until `shutdown` resolves; then hands off the
+/// Runs a node on `listener` (one or more, see [`Listeners`]) until `shutdown` resolves; then hands off the
 /// leadership of the groups it leads (see [`Node::hand_off_leadership`]),
 /// stops serving, lets requests in flight finish (for up to five seconds),
 /// and shuts both Raft groups down.
 pub async fn run(
     config: NodeConfig,
-    listener: TcpListener,
+    listener: impl Into<Listeners>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir)?;
@@ -86,7 +88,7 @@ pub async fn run(
             incarnation::recovery(config.id)
         );
     }
-    let peers = Peers::new(config.cluster_token.clone());
+    let peers = Peers::new(config.cluster_token.clone(), config.peer_source_ip);
     let catalog = RaftGroup::<Catalog>::open(
         config.id,
         Arc::new(config.raft_config(Group::Catalog)?),
@@ -161,7 +163,7 @@ pub async fn run(
     // unacknowledged one waits for the peer's delayed ACK (measured: the
     // p99 of linearizable lookups through the frontend 15-17 ms with it,
     // 8 ms without).
-    let listener = listener.tap_io(|tcp| {
+    let listener = listener.into().tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }

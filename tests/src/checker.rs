@@ -11,7 +11,7 @@
 //! | 6 linearizable catalog | per book, the writes and the `linearizable` and `lease` reads are linearizable ([`crate::linearizability`]); a failure that disappears without lease reads is reported as a lease violation |
 //! | 6 linearizable order reads | a `linearizable` or `lease` read of an order invoked after the order was acknowledged finds it confirmed, as acknowledged; no read of an order contradicts its final state |
 //! | 7 nothing pending | no order is pending, and no replica holds a buy reserved but not recorded, in the final state |
-//! | 7 writes resume | after each leader kill, a buy invoked after the kill is decided within [`CheckConfig::resume_bound`] |
+//! | 7 writes resume | after each leader kill or leader partition ([`loses_a_leader`]), a buy invoked after the fault is decided within [`CheckConfig::resume_bound`]: a leader was elected among the nodes that still form a majority |
 //! | 7 healthy again | after each heal, the nemesis saw every node answer and both groups agree on a leader within its bound (a hung node is caught here) |
 //!
 //! # The model of one book
@@ -37,8 +37,10 @@
 //!
 //! # Unavailability
 //! For each fault, the time from its injection to the first decision
-//! (`201` or `409`) of a buy whose key was first sent after it: such a buy
-//! commits in both groups, so this is when writes work again everywhere.
+//! (`201` or `409`) of a buy whose key was first sent after it was in place
+//! (once its last action was done, so that the buy cannot have raced it):
+//! such a buy commits in both groups, so this is when writes work again
+//! everywhere.
 //! The runner's prober sends one every few tens of milliseconds with a
 //! short deadline, so the measure is not blurred by clients waiting out
 //! long timeouts on a paused node.
@@ -73,8 +75,8 @@ pub mod checks {
     pub const ORDER_READS: &str = "6 linearizable order reads";
     /// Invariant 7: nothing pending.
     pub const NOTHING_PENDING: &str = "7 nothing left pending";
-    /// Invariant 7: writes resume after a leader kill.
-    pub const RESUME: &str = "7 writes resume after leader kill";
+    /// Invariant 7: writes resume after a leader kill or partition.
+    pub const RESUME: &str = "7 writes resume after leader loss";
     /// Invariant 7: with every fault healed, the cluster is healthy again.
     pub const RECOVERS: &str = "7 healthy again after each heal";
     /// The history itself is complete.
@@ -102,7 +104,8 @@ pub mod checks {
 pub struct CheckConfig {
     /// Search steps allowed per book before the verdict is "unknown".
     pub max_steps: u64,
-    /// Bound on the time for writes to resume after a leader kill (SPEC
+    /// Bound on the time for writes to resume after a leader kill or
+    /// partition (SPEC
     /// invariant 7: 2 s); `None` reports the times without judging them.
     pub resume_bound: Option<Duration>,
 }
@@ -234,6 +237,15 @@ impl Report {
         self.faults.iter().filter(|f| f.fault.starts_with("kill-leader")).filter_map(|f| f.resumed_after).collect()
     }
 
+    /// Writes-resume times after a leader was cut off its peers.
+    pub fn leader_partition_resumes(&self) -> Vec<Nanos> {
+        self.faults
+            .iter()
+            .filter(|f| loses_a_leader(&f.fault) && !f.fault.starts_with("kill-leader"))
+            .filter_map(|f| f.resumed_after)
+            .collect()
+    }
+
     /// The summary table: faults and how long writes stopped after each,
     /// operations, buys, the checks and the verdict.
     pub fn table(&self) -> String {
@@ -242,7 +254,7 @@ impl Report {
         let _ = writeln!(w, "faults ({}):", self.faults.len());
         let _ = writeln!(
             w,
-            "  {:>3}  {:>8}  {:<22} {:<7} {:>8}  {:>13}  writes resumed after",
+            "  {:>3}  {:>8}  {:<24} {:<7} {:>8}  {:>13}  writes resumed after",
             "#", "at (s)", "fault", "nodes", "held (s)", "healthy after"
         );
         for (i, f) in self.faults.iter().enumerate() {
@@ -256,7 +268,7 @@ impl Report {
             let resumed = f.resumed_after.map_or("no decided buy after it".into(), |r| format!("{:.3} s", secs(r)));
             let _ = writeln!(
                 w,
-                "  {:>3}  {:>8.1}  {:<22} {:<7} {:>8}  {healthy:>13}  {resumed}",
+                "  {:>3}  {:>8.1}  {:<24} {:<7} {:>8}  {healthy:>13}  {resumed}",
                 i + 1,
                 secs(f.start),
                 f.fault,
@@ -264,15 +276,16 @@ impl Report {
                 held
             );
         }
-        let resumes = self.leader_kill_resumes();
-        if !resumes.is_empty() {
-            let _ = writeln!(
-                w,
-                "  writes resumed after a leader kill: p50 {:.3} s, max {:.3} s (n = {})",
-                secs(percentile(&resumes, 50)),
-                secs(percentile(&resumes, 100)),
-                resumes.len()
-            );
+        for (what, resumes) in [("kill", self.leader_kill_resumes()), ("partition", self.leader_partition_resumes())] {
+            if !resumes.is_empty() {
+                let _ = writeln!(
+                    w,
+                    "  writes resumed after a leader {what}: p50 {:.3} s, max {:.3} s (n = {})",
+                    secs(percentile(&resumes, 50)),
+                    secs(percentile(&resumes, 100)),
+                    resumes.len()
+                );
+            }
         }
         let _ = writeln!(w, "operations over {:.1} s:", secs(self.span));
         let _ = writeln!(w, "  {:<11} {:>8} {:>8} {:>8} {:>8}", "kind", "invoked", "ok", "fail", "unknown");
@@ -767,8 +780,10 @@ pub fn check_history(records: &[Record], config: &CheckConfig) -> Report {
         let after: Vec<_> = fault_records[i + 1..].iter().take_while(|(_, p, ..)| *p != FaultPhase::Start).collect();
         let healed = after.iter().find(|(_, p, ..)| *p == FaultPhase::Heal).map(|(t, ..)| *t);
         let recovered = after.iter().find(|(_, p, ..)| *p == FaultPhase::Recovered).map(|(t, ..)| *t);
-        let resumed = decided_buys.iter().filter(|(inv, _)| inv >= time).map(|(_, done)| done - time).min();
-        if let (Some(bound), true) = (config.resume_bound, fault.starts_with("kill-leader")) {
+        // Histories from before the "in place" record: from the start.
+        let in_place = after.iter().find(|(_, p, ..)| *p == FaultPhase::InPlace).map_or(*time, |(t, ..)| *t);
+        let resumed = decided_buys.iter().filter(|(inv, _)| *inv >= in_place).map(|(_, done)| done - time).min();
+        if let (Some(bound), true) = (config.resume_bound, loses_a_leader(fault)) {
             let bound_ns = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
             match resumed {
                 Some(r) if r <= bound_ns => {}
@@ -789,6 +804,14 @@ pub fn check_history(records: &[Record], config: &CheckConfig) -> Report {
         });
     }
     finish(report, found)
+}
+
+/// Whether the fault named `fault` takes a group's leader away, so that
+/// writes resume only once the others elect one: a leader killed, or cut
+/// off its peers (the nemesis's `kill-leader-*`, `partition-leader-*` and
+/// `partition-restart`).
+pub fn loses_a_leader(fault: &str) -> bool {
+    ["kill-leader", "partition-leader", "partition-restart"].iter().any(|p| fault.starts_with(p))
 }
 
 fn finish(mut report: Report, found: BTreeMap<&'static str, Vec<String>>) -> Report {
@@ -1364,6 +1387,56 @@ mod tests {
         script.records.push(fault(100, FaultPhase::Start));
         script.buy("k1", 1, 200, 2500, ok_order(&a));
         let report = script.finally(9, vec![a]).check();
+        assert_eq!(failed(&report), vec![checks::RESUME], "{}", report.table());
+    }
+
+    /// A deposed leader cut off its peers, still reachable by clients,
+    /// answering reads from its own state while the majority moved on.
+    #[test]
+    fn stale_reads_from_a_minority_leader_are_caught_and_writes_must_resume_on_the_majority() {
+        let fault = |time, phase| Record::Fault {
+            time: time * MS,
+            phase,
+            fault: "partition-leader-catalog".into(),
+            nodes: vec![1],
+        };
+        let o1 = confirmed(1, 1, "k1");
+        for consistency in [Consistency::Linearizable, Consistency::Lease] {
+            let mut script = Script::new(10);
+            script.records.push(fault(100, FaultPhase::Start));
+            // The new leader on the majority side takes a restock and a buy...
+            script.restock(3, 150, 300, ok_book(13, 100));
+            script.buy("k1", 1, 200, 400, ok_order(&o1));
+            // ... and the old one, asked after both, answers from before them.
+            script.read(consistency, 450, 460, 10);
+            script.records.push(fault(2000, FaultPhase::Heal));
+            let report = script.finally(12, vec![o1.clone()]).check();
+            assert_eq!(failed(&report), vec![checks::LINEARIZABLE_BOOKS], "{}", report.table());
+            assert_eq!(report.leader_partition_resumes(), vec![300 * MS]);
+            if consistency == Consistency::Lease {
+                assert!(report.books[0].verdict.contains("lease reads are stale"), "{}", report.books[0].verdict);
+            }
+        }
+        // Answered from after them: legal.
+        let mut script = Script::new(10);
+        script.records.push(fault(100, FaultPhase::Start));
+        script.restock(3, 150, 300, ok_book(13, 100));
+        script.buy("k1", 1, 200, 400, ok_order(&o1));
+        script.read(Consistency::Linearizable, 450, 460, 12);
+        assert!(script.finally(12, vec![o1.clone()]).check().passed());
+        // A buy that raced the cut (first sent before it was in place) does
+        // not show that writes resumed.
+        let mut script = Script::new(10);
+        script.records.push(fault(100, FaultPhase::Start));
+        script.buy("k1", 1, 110, 130, ok_order(&o1));
+        script.records.push(fault(150, FaultPhase::InPlace));
+        let report = script.finally(9, vec![o1.clone()]).check();
+        assert_eq!(failed(&report), vec![checks::RESUME], "{}", report.table());
+        // No write decided within the bound after the leader was cut off.
+        let mut script = Script::new(10);
+        script.records.push(fault(100, FaultPhase::Start));
+        script.buy("k1", 1, 200, 2500, ok_order(&o1));
+        let report = script.finally(9, vec![o1]).check();
         assert_eq!(failed(&report), vec![checks::RESUME], "{}", report.table());
     }
 

@@ -155,12 +155,15 @@ pub struct Failure {
     pub detail: String,
 }
 
-/// Whether a fault begins or ends.
+/// Where a fault stands: begun, in place, healed, skipped, or the cluster after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultPhase {
     /// The fault was injected at this time.
     Start,
+    /// Every action injecting the fault was done by this time (a buy first
+    /// sent after it cannot have raced the fault).
+    InPlace,
     /// The fault was healed at this time.
     Heal,
     /// The fault could not be injected (e.g. no agreed leader); nothing changed.

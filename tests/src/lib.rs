@@ -4,8 +4,11 @@
 //! [`Cluster`] starts `raft-node` processes (built beforehand, found next to
 //! the test binary or in `BAZAR_BIN_DIR`) on free loopback ports with their
 //! own data directories, and injects real faults: `kill -9`, `SIGSTOP`/
-//! `SIGCONT`, graceful restarts. Every wait is bounded. Dropping the cluster
-//! kills every process it started, and only those.
+//! `SIGCONT`, graceful restarts, and network partitions between nodes
+//! ([`partition`]: each node talks to its peers from a loopback address of
+//! its own, `127.x.y.<id>`, which iptables rules cut, while clients reach
+//! every node on 127.0.0.1). Every wait is bounded. Dropping the cluster
+//! kills every process it started, and only those, and removes its rules.
 //!
 //! The chaos tooling, in the order data flows through it:
 //!
@@ -27,10 +30,11 @@ pub mod frontend;
 pub mod history;
 pub mod linearizability;
 pub mod nemesis;
+pub mod partition;
 pub mod runner;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -108,8 +112,10 @@ pub fn signal(pid: u32, signal: i32) {
 pub struct NodeProc {
     /// Node id.
     pub id: u64,
-    /// host:port.
+    /// host:port its peers reach it at (its own loopback IP), as advertised.
     pub addr: String,
+    /// host:port of its clients (127.0.0.1, same port).
+    pub client_addr: String,
     child: Option<Child>,
     paused: bool,
 }
@@ -130,6 +136,11 @@ pub struct Cluster {
     nodes: BTreeMap<u64, NodeProc>,
     extra_args: Vec<String>,
     keep: bool,
+    /// The second and third bytes of the nodes' peer IPs (`127.x.y.<id>`),
+    /// random per cluster so that clusters on one host never share one.
+    peer_net: [u8; 2],
+    /// The links cut, once a partition was asked for.
+    firewall: Option<partition::Firewall>,
 }
 
 /// A node's `/health` through `client`, if it answers within a second.
@@ -142,17 +153,18 @@ impl Cluster {
     /// with `extra_args`, and waits until both groups have a leader and the
     /// catalog is loaded.
     pub async fn start(n: u64, extra_args: &[&str]) -> Cluster {
-        let mut nodes = BTreeMap::new();
-        for id in 1..=n {
-            let addr = format!("127.0.0.1:{}", free_port());
-            nodes.insert(id, NodeProc { id, addr, child: None, paused: false });
-        }
         let mut cluster = Cluster {
             dir: Some(tempfile::Builder::new().prefix("bazar-test-").tempdir().expect("temp dir")),
-            nodes,
+            nodes: BTreeMap::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             keep: false,
+            // 127.0.y.z stays for people's own use (127.0.0.1x in scripts/cluster.sh).
+            peer_net: [rand::random_range(1..=254), rand::random_range(1..=254)],
+            firewall: None,
         };
+        for id in 1..=n {
+            cluster.add_slot(id);
+        }
         for id in 1..=n {
             cluster.spawn(id);
         }
@@ -175,9 +187,31 @@ impl Cluster {
         self.nodes.keys().copied().collect()
     }
 
-    /// The address of node `id`.
+    /// The address node `id` advertises, which its peers reach it at.
+    /// Clients may use it too (they connect from 127.0.0.1, which no
+    /// partition cuts).
     pub fn addr(&self, id: u64) -> String {
         self.nodes[&id].addr.clone()
+    }
+
+    /// The client address of node `id` (127.0.0.1).
+    pub fn client_addr(&self, id: u64) -> String {
+        self.nodes[&id].client_addr.clone()
+    }
+
+    /// The loopback IP node `id` listens on for its peers and calls them from.
+    pub fn peer_ip(&self, id: u64) -> IpAddr {
+        let id = u8::try_from(id).expect("node ids below 255");
+        IpAddr::V4(Ipv4Addr::new(127, self.peer_net[0], self.peer_net[1], id))
+    }
+
+    /// A slot for node `id` on a free port, not started.
+    fn add_slot(&mut self, id: u64) -> String {
+        let port = free_port();
+        let addr = format!("{}:{port}", self.peer_ip(id));
+        let client_addr = format!("127.0.0.1:{port}");
+        self.nodes.insert(id, NodeProc { id, addr: addr.clone(), client_addr, child: None, paused: false });
+        addr
     }
 
     /// Ids of nodes whose process runs and is not paused.
@@ -199,6 +233,10 @@ impl Cluster {
             .arg("--id")
             .arg(id.to_string())
             .arg("--listen")
+            .arg(&node.client_addr)
+            .arg("--listen")
+            .arg(&node.addr)
+            .arg("--advertise")
             .arg(&node.addr)
             .arg("--data-dir")
             .arg(data_dir)
@@ -220,7 +258,7 @@ impl Cluster {
 
     /// A client for node `id`, with the admin token.
     pub fn client(&self, id: u64) -> Client {
-        Client::builder(format!("http://{}", self.addr(id)))
+        Client::builder(format!("http://{}", self.client_addr(id)))
             .admin_token(ADMIN_TOKEN)
             .timeout(Duration::from_secs(10))
             .build()
@@ -256,11 +294,11 @@ impl Cluster {
     }
 
     /// Starts a new, empty node `id` on a free port. It does not found
-    /// anything: it waits to be added to the groups (as a learner) by an admin.
+    /// anything: it waits to be added to the groups (as a learner) by an
+    /// admin. Returns the address it advertises.
     pub fn spawn_new(&mut self, id: u64) -> String {
         assert!(!self.nodes.contains_key(&id), "node {id} exists");
-        let addr = format!("127.0.0.1:{}", free_port());
-        self.nodes.insert(id, NodeProc { id, addr: addr.clone(), child: None, paused: false });
+        let addr = self.add_slot(id);
         self.spawn(id);
         addr
     }
@@ -306,9 +344,70 @@ impl Cluster {
         self.spawn(id);
     }
 
-    /// Base URLs (`http://host:port`) of every node.
+    /// Base URLs (`http://host:port`) of every node, at its client address.
     pub fn endpoints(&self) -> Vec<String> {
-        self.nodes.values().map(|n| format!("http://{}", n.addr)).collect()
+        self.nodes.values().map(|n| format!("http://{}", n.client_addr)).collect()
+    }
+
+    fn firewall(&mut self) -> Result<&mut partition::Firewall> {
+        if self.firewall.is_none() {
+            self.firewall = Some(partition::Firewall::new()?);
+        }
+        self.firewall.as_mut().ok_or_else(|| Error::Cluster("no firewall".into()))
+    }
+
+    /// Drops the peer traffic from node `from` to node `to` (one way).
+    pub fn cut_one_way(&mut self, from: u64, to: u64) -> Result<()> {
+        let (a, b) = (self.peer_ip(from), self.peer_ip(to));
+        self.firewall()?.cut(a, b)
+    }
+
+    /// Lets the peer traffic from node `from` to node `to` through again.
+    pub fn mend_one_way(&mut self, from: u64, to: u64) -> Result<()> {
+        let (a, b) = (self.peer_ip(from), self.peer_ip(to));
+        match &mut self.firewall {
+            Some(firewall) => firewall.mend(a, b),
+            None => Ok(()),
+        }
+    }
+
+    /// Cuts the link between nodes `a` and `b`, both ways; the other links
+    /// stay up (with a third node, it bridges the two).
+    pub fn bridge(&mut self, a: u64, b: u64) -> Result<()> {
+        self.cut_one_way(a, b)?;
+        self.cut_one_way(b, a)
+    }
+
+    /// Cuts node `id` off every other node, both ways. Clients still reach it.
+    pub fn partition(&mut self, id: u64) -> Result<()> {
+        for other in self.ids().into_iter().filter(|o| *o != id) {
+            self.bridge(id, other)?;
+        }
+        Ok(())
+    }
+
+    /// Mends every cut to or from node `id`.
+    pub fn rejoin(&mut self, id: u64) -> Result<()> {
+        for other in self.ids().into_iter().filter(|o| *o != id) {
+            self.mend_one_way(id, other)?;
+            self.mend_one_way(other, id)?;
+        }
+        Ok(())
+    }
+
+    /// Mends every cut.
+    pub fn heal(&mut self) -> Result<()> {
+        match &mut self.firewall {
+            Some(firewall) => firewall.heal(),
+            None => Ok(()),
+        }
+    }
+
+    /// The directions cut, as (from, to) node ids.
+    pub fn cuts(&self) -> Vec<(u64, u64)> {
+        let Some(firewall) = &self.firewall else { return Vec::new() };
+        let id_of = |ip: &IpAddr| self.ids().into_iter().find(|id| self.peer_ip(*id) == *ip);
+        firewall.cuts().iter().filter_map(|(a, b)| Some((id_of(a)?, id_of(b)?))).collect()
     }
 
     /// SIGSTOP node `id`.
@@ -416,6 +515,8 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // Removes its rules and chain.
+        self.firewall.take();
         for id in self.ids() {
             self.kill(id);
         }

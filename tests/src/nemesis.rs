@@ -2,12 +2,15 @@
 //! always leaves the cluster healed.
 //!
 //! Faults are described once ([`Fault`]: "kill the catalog leader", "isolate
-//! a minority") and carried out as primitive [`Action`]s on nodes (kill,
-//! start, pause, resume, isolate, rejoin) by a [`FaultInjector`]. The
-//! injector is the only part that knows how nodes run: [`crate::Cluster`]
-//! implements it for local processes (signals); a container harness
-//! implements it with `docker kill/pause/network disconnect`, and only it
-//! can carry out network partitions ([`FaultInjector::supports`]).
+//! a minority", "cut the orders leader's outgoing packets") and carried out
+//! as primitive [`Action`]s on nodes (kill, start, pause, resume, isolate,
+//! rejoin, cut and mend one direction of a link) by a [`FaultInjector`].
+//! The injector is the only part that knows how nodes run: [`crate::Cluster`]
+//! implements it for local processes (signals, and iptables rules between
+//! the nodes' own loopback addresses, see [`crate::partition`], where
+//! clients keep reaching every node); a container harness implements it
+//! with `docker kill/pause/network disconnect` (clients cut off with the
+//! node). What an injector cannot do is skipped ([`FaultInjector::supports`]).
 //!
 //! # Promises
 //! - **Bounded.** [`run`] starts faults only within
@@ -15,13 +18,15 @@
 //!   by [`Schedule::quiet`] healthy time. The whole schedule ends by
 //!   `start_after + duration + hold` plus the time the actions take.
 //! - **Healed.** Each fault is healed by its inverse actions, and at the end
-//!   every node the nemesis ever killed, paused or isolated is started,
-//!   resumed or rejoined, whatever failed before.
+//!   every node the nemesis ever killed, paused, isolated or cut is started,
+//!   resumed, rejoined or mended, whatever failed before.
 //! - **Recorded.** Every fault is a [`Record::Fault`] in the history (start,
-//!   heal, or skip when it could not be carried out, e.g. no agreed leader),
-//!   stamped on the run's clock so that the checker can measure how long
-//!   writes were unavailable after it. The start is stamped *before* the
-//!   first action, so measured windows are upper bounds.
+//!   in place, heal, or skip when it could not be carried out, e.g. no
+//!   agreed leader), stamped on the run's clock so that the checker can
+//!   measure how long writes were unavailable after it. The start is
+//!   stamped *before* the first action and "in place" after the last one
+//!   (a cut takes a few iptables calls): windows measured from the start
+//!   with writes first sent once the fault is in place are upper bounds.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -49,10 +54,21 @@ pub enum Fault {
     PauseLeader(Group),
     /// `kill -9` every node, then start them all again at once.
     RestartAll,
-    /// Cut the leader of a group off the network (containers only).
+    /// Cut the leader of a group off every other node, both ways; with
+    /// local processes its clients still reach it, so it keeps being asked
+    /// for reads and writes while the majority elects a new leader.
     PartitionLeader(Group),
-    /// Cut a random minority of the nodes off the network (containers only).
+    /// Cut a random minority of the nodes off the network.
     IsolateMinority,
+    /// Split the nodes but a random one into two halves that cannot reach
+    /// each other, while that one (the bridge) reaches both.
+    Bridge,
+    /// Drop every packet the leader of a group sends its peers; theirs still
+    /// reach it (one-way loss).
+    OneWayLeader(Group),
+    /// Cut the orders leader off every other node; at the end of the hold,
+    /// kill another node, then heal the partition while that node starts again.
+    PartitionRestart,
 }
 
 impl Fault {
@@ -65,6 +81,16 @@ impl Fault {
         Fault::PauseLeader(Group::Catalog),
         Fault::PauseLeader(Group::Orders),
         Fault::RestartAll,
+    ];
+
+    /// Network faults between nodes that local processes carry out too
+    /// (as root, with iptables; see [`crate::partition`]).
+    pub const PARTITION: [Fault; 5] = [
+        Fault::PartitionLeader(Group::Orders),
+        Fault::Bridge,
+        Fault::OneWayLeader(Group::Orders),
+        Fault::PartitionLeader(Group::Catalog),
+        Fault::PartitionRestart,
     ];
 
     /// Whether the fault kills the leader of a group (SPEC invariant 7 bounds
@@ -84,6 +110,9 @@ impl fmt::Display for Fault {
             Fault::RestartAll => f.write_str("restart-all"),
             Fault::PartitionLeader(g) => write!(f, "partition-leader-{g}"),
             Fault::IsolateMinority => f.write_str("isolate-minority"),
+            Fault::Bridge => f.write_str("bridge"),
+            Fault::OneWayLeader(g) => write!(f, "one-way-leader-{g}"),
+            Fault::PartitionRestart => f.write_str("partition-restart"),
         }
     }
 }
@@ -98,6 +127,8 @@ impl FromStr for Fault {
             "pause-node" => Ok(Fault::PauseNode),
             "restart-all" => Ok(Fault::RestartAll),
             "isolate-minority" => Ok(Fault::IsolateMinority),
+            "bridge" => Ok(Fault::Bridge),
+            "partition-restart" => Ok(Fault::PartitionRestart),
             _ => {
                 if let Some(rest) = s.strip_prefix("kill-leader-") {
                     with_group(rest, Fault::KillLeader)
@@ -105,11 +136,13 @@ impl FromStr for Fault {
                     with_group(rest, Fault::PauseLeader)
                 } else if let Some(rest) = s.strip_prefix("partition-leader-") {
                     with_group(rest, Fault::PartitionLeader)
+                } else if let Some(rest) = s.strip_prefix("one-way-leader-") {
+                    with_group(rest, Fault::OneWayLeader)
                 } else {
                     Err(format!(
                         "unknown fault {s:?}: expected kill-node, kill-leader-{{catalog,orders}}, pause-node, \
-                         pause-leader-{{catalog,orders}}, restart-all, partition-leader-{{catalog,orders}} or \
-                         isolate-minority"
+                         pause-leader-{{catalog,orders}}, restart-all, partition-leader-{{catalog,orders}}, \
+                         isolate-minority, bridge, one-way-leader-{{catalog,orders}} or partition-restart"
                     ))
                 }
             }
@@ -132,20 +165,30 @@ pub enum Action {
     Isolate(u64),
     /// Connect it again.
     Rejoin(u64),
+    /// Drop what the first node sends the second (one direction of a link).
+    Cut(u64, u64),
+    /// Let it through again.
+    Mend(u64, u64),
 }
 
 impl Action {
-    /// The action that undoes this one (starting, resuming and rejoining
-    /// undo themselves).
+    /// The action that undoes this one (starting, resuming, rejoining and
+    /// mending undo themselves).
     pub fn inverse(self) -> Action {
         match self {
             Action::Kill(n) | Action::Start(n) => Action::Start(n),
             Action::Pause(n) | Action::Resume(n) => Action::Resume(n),
             Action::Isolate(n) | Action::Rejoin(n) => Action::Rejoin(n),
+            Action::Cut(a, b) | Action::Mend(a, b) => Action::Mend(a, b),
         }
     }
 
-    /// The node acted on.
+    /// Whether this action breaks something (its inverse heals it).
+    pub fn breaks(self) -> bool {
+        matches!(self, Action::Kill(_) | Action::Pause(_) | Action::Isolate(_) | Action::Cut(..))
+    }
+
+    /// The node acted on (of a link, the sending end).
     pub fn node(self) -> u64 {
         match self {
             Action::Kill(n)
@@ -153,8 +196,23 @@ impl Action {
             | Action::Pause(n)
             | Action::Resume(n)
             | Action::Isolate(n)
-            | Action::Rejoin(n) => n,
+            | Action::Rejoin(n)
+            | Action::Cut(n, _)
+            | Action::Mend(n, _) => n,
         }
+    }
+
+    /// Every node acted on (both ends of a link).
+    pub fn nodes(self) -> Vec<u64> {
+        match self {
+            Action::Cut(a, b) | Action::Mend(a, b) => vec![a, b],
+            a => vec![a.node()],
+        }
+    }
+
+    /// Whether it acts on the network rather than on a process.
+    pub fn is_network(self) -> bool {
+        matches!(self, Action::Isolate(_) | Action::Rejoin(_) | Action::Cut(..) | Action::Mend(..))
     }
 }
 
@@ -180,15 +238,17 @@ pub trait FaultInjector: Send {
     fn wait_healthy(&mut self, timeout: Duration) -> impl Future<Output = Result<()>> + Send;
 }
 
-/// Local `raft-node` processes: kill, pause and restart with signals.
-/// Network partitions need containers and are not supported.
+/// Local `raft-node` processes: kill, pause and restart with signals; cut
+/// links between nodes with iptables rules on their peer addresses (as
+/// root, see [`crate::partition`]), which leave every node reachable by
+/// clients. Rules are removed when healed, and when the cluster is dropped.
 impl FaultInjector for Cluster {
     fn node_ids(&self) -> Vec<u64> {
         self.ids()
     }
 
     fn supports(&self, action: Action) -> bool {
-        !matches!(action, Action::Isolate(_) | Action::Rejoin(_))
+        !action.is_network() || crate::partition::available().is_ok()
     }
 
     async fn act(&mut self, action: Action) -> Result<()> {
@@ -197,9 +257,10 @@ impl FaultInjector for Cluster {
             Action::Start(n) => self.ensure_running(n),
             Action::Pause(n) => self.pause(n),
             Action::Resume(n) => self.resume(n),
-            Action::Isolate(_) | Action::Rejoin(_) => {
-                return Err(Error::Unsupported(format!("{action:?} needs containers")));
-            }
+            Action::Isolate(n) => self.partition(n)?,
+            Action::Rejoin(n) => self.rejoin(n)?,
+            Action::Cut(a, b) => self.cut_one_way(a, b)?,
+            Action::Mend(a, b) => self.mend_one_way(a, b)?,
         }
         Ok(())
     }
@@ -288,13 +349,14 @@ pub async fn run<I: FaultInjector>(injector: &mut I, schedule: &Schedule, histor
             schedule.faults[i % schedule.faults.len()]
         };
         i += 1;
-        let report = nemesis.inject(injector, fault).await;
+        let (report, before_heal) = nemesis.inject(injector, fault).await;
         let injected = report.skipped.is_none();
         reports.push(report);
         if injected {
             tokio::time::sleep(schedule.hold).await;
         }
         if injected {
+            nemesis.act_all(injector, &fault.to_string(), before_heal).await;
             nemesis.heal(injector, &fault.to_string()).await;
             nemesis.recover(injector, &fault.to_string(), schedule.recover_timeout).await;
         }
@@ -335,18 +397,20 @@ impl Nemesis<'_> {
         self.history.record(Record::Fault { time: self.history.now(), phase, fault, nodes });
     }
 
-    /// The actions that make `fault`, or why it cannot be made.
+    /// The actions that make `fault`, and those to carry out at the end of
+    /// its hold, just before healing, or why it cannot be made.
     async fn plan<I: FaultInjector>(
         &mut self,
         injector: &mut I,
         fault: Fault,
-    ) -> std::result::Result<Vec<Action>, String> {
+    ) -> std::result::Result<(Vec<Action>, Vec<Action>), String> {
         let nodes = injector.node_ids();
         if nodes.is_empty() {
             return Err("no nodes".into());
         }
         let random = nodes[self.rng.random_range(0..nodes.len())];
         let wait = self.leader_wait;
+        let mut before_heal = Vec::new();
         let actions = match fault {
             Fault::KillNode => vec![Action::Kill(random)],
             Fault::PauseNode => vec![Action::Pause(random)],
@@ -364,38 +428,78 @@ impl Nemesis<'_> {
                 let minority = ((nodes.len() - 1) / 2).max(1);
                 shuffled.into_iter().take(minority).map(Action::Isolate).collect()
             }
+            Fault::Bridge => {
+                if nodes.len() < 3 {
+                    return Err("a bridge needs three nodes".into());
+                }
+                let mut shuffled = nodes.clone();
+                for k in (1..shuffled.len()).rev() {
+                    shuffled.swap(k, self.rng.random_range(0..=k));
+                }
+                // shuffled[0] is the bridge; the rest split in two halves.
+                let rest = &shuffled[1..];
+                let (left, right) = rest.split_at(rest.len() / 2);
+                let mut cuts = Vec::new();
+                for a in left {
+                    for b in right {
+                        cuts.extend([Action::Cut(*a, *b), Action::Cut(*b, *a)]);
+                    }
+                }
+                cuts
+            }
+            Fault::OneWayLeader(g) => {
+                let l = leader(injector, g, wait).await?;
+                nodes.iter().filter(|n| **n != l).map(|n| Action::Cut(l, *n)).collect()
+            }
+            Fault::PartitionRestart => {
+                let l = leader(injector, Group::Orders, wait).await?;
+                let others: Vec<u64> = nodes.iter().copied().filter(|n| *n != l).collect();
+                if others.is_empty() {
+                    return Err("no other node to restart".into());
+                }
+                before_heal.push(Action::Kill(others[self.rng.random_range(0..others.len())]));
+                vec![Action::Isolate(l)]
+            }
         };
-        Ok(actions)
+        Ok((actions, before_heal))
     }
 
-    async fn inject<I: FaultInjector>(&mut self, injector: &mut I, fault: Fault) -> FaultReport {
+    /// Injects `fault`; returns what was done and the actions to carry out
+    /// just before healing it.
+    async fn inject<I: FaultInjector>(&mut self, injector: &mut I, fault: Fault) -> (FaultReport, Vec<Action>) {
         let name = fault.to_string();
-        let actions = match self.plan(injector, fault).await {
-            Ok(actions) => actions,
+        let (actions, before_heal) = match self.plan(injector, fault).await {
+            Ok(planned) => planned,
             Err(why) => {
                 self.record(FaultPhase::Skip, &format!("{name}: {why}"), Vec::new());
-                return FaultReport { fault, nodes: Vec::new(), skipped: Some(why) };
+                return (FaultReport { fault, nodes: Vec::new(), skipped: Some(why) }, Vec::new());
             }
         };
-        if let Some(a) = actions.iter().find(|a| !injector.supports(**a)) {
+        if let Some(a) = actions.iter().chain(&before_heal).find(|a| !injector.supports(**a)) {
             let why = format!("this injector cannot {a:?}");
             self.record(FaultPhase::Skip, &format!("{name}: {why}"), Vec::new());
-            return FaultReport { fault, nodes: Vec::new(), skipped: Some(why) };
+            return (FaultReport { fault, nodes: Vec::new(), skipped: Some(why) }, Vec::new());
         }
-        let nodes: Vec<u64> = actions.iter().map(|a| a.node()).collect::<BTreeSet<_>>().into_iter().collect();
+        let nodes: Vec<u64> = actions.iter().flat_map(|a| a.nodes()).collect::<BTreeSet<_>>().into_iter().collect();
         self.record(FaultPhase::Start, &name, nodes.clone());
+        self.act_all(injector, &name, actions).await;
+        self.record(FaultPhase::InPlace, &name, nodes.clone());
+        (FaultReport { fault, nodes, skipped: None }, before_heal)
+    }
+
+    /// Carries out `actions` in order, remembering what they break.
+    async fn act_all<I: FaultInjector>(&mut self, injector: &mut I, name: &str, actions: Vec<Action>) {
         for action in actions {
             // Remember the fault before acting: a half-done action must be healed too.
-            if matches!(action, Action::Kill(_) | Action::Pause(_) | Action::Isolate(_)) {
+            if action.breaks() {
                 self.broken.insert(action);
             } else {
-                self.broken.retain(|b| b.node() != action.node() || b.inverse() != action.inverse());
+                self.broken.retain(|b| b.inverse() != action.inverse());
             }
             if let Err(e) = injector.act(action).await {
-                self.record(FaultPhase::Skip, &format!("{name}: {action:?} failed: {e}"), vec![action.node()]);
+                self.record(FaultPhase::Skip, &format!("{name}: {action:?} failed: {e}"), action.nodes());
             }
         }
-        FaultReport { fault, nodes, skipped: None }
     }
 
     /// Waits for the cluster to be healthy again and records whether it was.
@@ -415,8 +519,10 @@ impl Nemesis<'_> {
     /// the heal (also when there was nothing left to undo, as after
     /// `restart-all`, so that every fault has an end).
     async fn heal<I: FaultInjector>(&mut self, injector: &mut I, name: &str) {
-        let nodes: Vec<u64> = self.broken.iter().map(|a| a.node()).collect::<BTreeSet<_>>().into_iter().collect();
-        // Resume before anything else: a paused node cannot be restarted cleanly.
+        let nodes: Vec<u64> = self.broken.iter().flat_map(|a| a.nodes()).collect::<BTreeSet<_>>().into_iter().collect();
+        // Resume before anything else: a paused node cannot be restarted
+        // cleanly. Then start killed nodes and mend links, in that order:
+        // a partition heals while the nodes restart.
         let mut undo: Vec<Action> = self.broken.iter().map(|a| a.inverse()).collect();
         undo.sort_by_key(|a| !matches!(a, Action::Resume(_)));
         for action in undo {
@@ -427,7 +533,7 @@ impl Nemesis<'_> {
                         self.record(
                             FaultPhase::Skip,
                             &format!("{name}: healing {action:?} failed: {e}"),
-                            vec![action.node()],
+                            action.nodes(),
                         );
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -458,7 +564,7 @@ mod tests {
             self.nodes.clone()
         }
         fn supports(&self, action: Action) -> bool {
-            self.partitions || !matches!(action, Action::Isolate(_) | Action::Rejoin(_))
+            self.partitions || !action.is_network()
         }
         async fn act(&mut self, action: Action) -> Result<()> {
             self.actions.push(action);
@@ -488,7 +594,7 @@ mod tests {
 
     #[test]
     fn faults_parse_from_their_names() {
-        for fault in Fault::PROCESS.into_iter().chain([Fault::PartitionLeader(Group::Orders), Fault::IsolateMinority]) {
+        for fault in Fault::PROCESS.into_iter().chain(Fault::PARTITION).chain([Fault::IsolateMinority]) {
             assert_eq!(fault.to_string().parse::<Fault>(), Ok(fault));
         }
         assert!("kill-leader-nobody".parse::<Fault>().is_err());
@@ -511,7 +617,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(phases, vec![FaultPhase::Start, FaultPhase::Heal, FaultPhase::Recovered]);
+        assert_eq!(phases, vec![FaultPhase::Start, FaultPhase::InPlace, FaultPhase::Heal, FaultPhase::Recovered]);
     }
 
     #[tokio::test]
@@ -555,6 +661,50 @@ mod tests {
         let isolated: Vec<_> = rec.actions.iter().filter(|a| matches!(a, Action::Isolate(_))).collect();
         let rejoined: Vec<_> = rec.actions.iter().filter(|a| matches!(a, Action::Rejoin(_))).collect();
         assert_eq!((isolated.len(), rejoined.len()), (2, 2), "{:?}", rec.actions);
+    }
+
+    #[tokio::test]
+    async fn a_bridge_cuts_the_two_halves_both_ways_and_mends_every_cut() {
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3], leader: Some(1), actions: vec![], partitions: true, healthy: true };
+        let history = History::in_memory(Clock::start());
+        let reports = run(&mut rec, &schedule(vec![Fault::Bridge]), &history).await;
+        let cuts: Vec<_> = rec.actions.iter().filter(|a| matches!(a, Action::Cut(..))).copied().collect();
+        let mends: BTreeSet<_> = rec.actions.iter().filter(|a| matches!(a, Action::Mend(..))).copied().collect();
+        assert_eq!(cuts.len(), 2, "{:?}", rec.actions);
+        let (Action::Cut(a, b), Action::Cut(c, d)) = (cuts[0], cuts[1]) else { unreachable!() };
+        assert_eq!((a, b), (d, c), "one link, both ways");
+        assert_eq!(mends, cuts.iter().map(|c| c.inverse()).collect());
+        assert_eq!(reports[0].nodes.len(), 2, "the bridge itself is not acted on");
+    }
+
+    #[tokio::test]
+    async fn one_way_loss_cuts_what_the_leader_sends() {
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3], leader: Some(2), actions: vec![], partitions: true, healthy: true };
+        let history = History::in_memory(Clock::start());
+        run(&mut rec, &schedule(vec![Fault::OneWayLeader(Group::Orders)]), &history).await;
+        use Action::*;
+        assert_eq!(rec.actions, vec![Cut(2, 1), Cut(2, 3), Mend(2, 1), Mend(2, 3)]);
+    }
+
+    #[tokio::test]
+    async fn a_partition_heals_while_a_follower_restarts() {
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3], leader: Some(3), actions: vec![], partitions: true, healthy: true };
+        let history = History::in_memory(Clock::start());
+        run(&mut rec, &schedule(vec![Fault::PartitionRestart]), &history).await;
+        use Action::*;
+        let killed = match rec.actions.get(1) {
+            Some(Kill(n)) if *n != 3 => *n,
+            _ => panic!("a follower is killed after the partition: {:?}", rec.actions),
+        };
+        assert_eq!(rec.actions, vec![Isolate(3), Kill(killed), Start(killed), Rejoin(3)]);
+        // Without partitions, the whole fault is skipped.
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3], leader: Some(3), actions: vec![], partitions: false, healthy: true };
+        run(&mut rec, &schedule(vec![Fault::PartitionRestart]), &history).await;
+        assert!(rec.actions.is_empty());
     }
 
     #[tokio::test]

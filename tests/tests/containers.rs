@@ -344,8 +344,9 @@ impl FaultInjector for Containers {
         (1..=NODES).collect()
     }
 
-    fn supports(&self, _action: Action) -> bool {
-        true
+    fn supports(&self, action: Action) -> bool {
+        // Whole containers only: no single direction of a link.
+        !matches!(action, Action::Cut(..) | Action::Mend(..))
     }
 
     async fn act(&mut self, action: Action) -> Result<()> {

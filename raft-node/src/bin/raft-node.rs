@@ -1,7 +1,6 @@
 //! `raft-node`: one Bazar replica. See `raft-node --help`.
 
 use clap::Parser;
-use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[global_allocator]
@@ -13,9 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let log_format = args.log_format;
     let config = args.resolve()?;
     bazar_node::init_tracing(log_format, config.id);
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let listener = bazar_node::Listeners::bind(&config.listen).await?;
     let shutdown = async {
         let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
         tokio::select! {

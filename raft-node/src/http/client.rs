@@ -29,6 +29,7 @@ use super::auth::Admin;
 use super::error::{AppError, Id, JsonBody, OptionalJsonBody};
 use crate::buy;
 use crate::catalog::{Catalog, CatalogCommand, CatalogResponse};
+use crate::config::PlantedBug;
 use crate::error::Error;
 use crate::node::Node;
 use crate::orders::Orders;
@@ -79,7 +80,11 @@ impl Params {
 /// Makes `group`'s local replica ready for a read with these parameters:
 /// at the requested consistency, and at least at `min_index`.
 async fn prepare_read<S: StateMachine>(node: &Node, group: &RaftGroup<S>, params: &Params) -> Result<(), AppError> {
-    let consistency = params.consistency()?;
+    let mut consistency = params.consistency()?;
+    if node.config.planted_bug == Some(PlantedBug::UnconfirmedLeaderReads) && group.is_leader() {
+        // The planted bug: believing is not leading.
+        consistency = Consistency::Cached;
+    }
     let min_index = params.min_index()?;
     let deadline = node.deadline();
     group.linearize(consistency, deadline).await?;

@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,21 +78,30 @@ pub struct Peers {
     /// `Bearer {token}`, as sent with every RPC.
     authorization: HeaderValue,
     rpcs: Mux,
+    source: Option<IpAddr>,
     clients: Mutex<HashMap<String, reqwest::Client>>,
     /// Incarnation refusals, made and received (see [`crate::incarnation`]).
     alarms: Alarms,
 }
 
 impl Peers {
-    /// Peers authenticated with the cluster token `token`.
-    pub fn new(token: String) -> Arc<Peers> {
+    /// Peers authenticated with the cluster token `token`, called from the
+    /// local IP `source` (`None`: the system's choice).
+    pub fn new(token: String, source: Option<IpAddr>) -> Arc<Peers> {
         // The configuration checks that the token is printable ASCII.
         let mut authorization =
             HeaderValue::from_str(&format!("Bearer {token}")).expect("the cluster token is printable ASCII");
         authorization.set_sensitive(true);
         // The same token opens the multiplexed connection (`GET /mux`).
-        let rpcs = Mux::default().with_authorization(authorization.clone());
-        Arc::new(Peers { token, authorization, rpcs, clients: Mutex::new(HashMap::new()), alarms: Alarms::default() })
+        let rpcs = Mux::default().with_authorization(authorization.clone()).from_source(source);
+        Arc::new(Peers {
+            token,
+            authorization,
+            rpcs,
+            source,
+            clients: Mutex::new(HashMap::new()),
+            alarms: Alarms::default(),
+        })
     }
 
     /// The HTTP client for the peer at `addr` (host:port).
@@ -105,6 +115,7 @@ impl Peers {
                     .tcp_nodelay(true)
                     .pool_idle_timeout(Duration::from_secs(60))
                     .pool_max_idle_per_host(64)
+                    .local_address(self.source)
                     .build()
                     .expect("building an HTTP client")
             })

@@ -52,11 +52,19 @@ struct RunArgs {
     /// Raft nodes.
     #[arg(long, default_value_t = 3)]
     nodes: u64,
-    /// Faults to cycle through, comma-separated (kill-node, kill-leader-catalog,
-    /// kill-leader-orders, pause-node, pause-leader-catalog,
-    /// pause-leader-orders, restart-all); default: all of them.
+    /// Faults to cycle through, comma-separated: the process faults
+    /// (kill-node, kill-leader-catalog, kill-leader-orders, pause-node,
+    /// pause-leader-catalog, pause-leader-orders, restart-all) and, as root
+    /// with iptables, the network ones between nodes, which clients still
+    /// reach (partition-leader-catalog, partition-leader-orders,
+    /// isolate-minority, bridge, one-way-leader-catalog,
+    /// one-way-leader-orders, partition-restart); default: every process
+    /// fault, and the network ones with --partitions.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<Fault>,
+    /// Add the network faults to the default faults (needs root and iptables).
+    #[arg(long)]
+    partitions: bool,
     /// Pick faults at random instead of cycling.
     #[arg(long)]
     random: bool,
@@ -133,7 +141,16 @@ async fn run(args: RunArgs) -> ExitCode {
     let mut cluster = Cluster::start(args.nodes, &node_args).await;
     eprintln!("bazar-chaos: cluster data in {}", cluster.dir().display());
 
-    let faults = if args.faults.is_empty() { Fault::PROCESS.to_vec() } else { args.faults.clone() };
+    let mut faults = if args.faults.is_empty() { Fault::PROCESS.to_vec() } else { args.faults.clone() };
+    if args.partitions {
+        if let Err(why) = bazar_tests::partition::available() {
+            eprintln!("bazar-chaos: --partitions: {why}");
+            return ExitCode::from(2);
+        }
+        if args.faults.is_empty() {
+            faults.extend(Fault::PARTITION);
+        }
+    }
     let mut endpoints = if args.endpoint.is_empty() { cluster.endpoints() } else { args.endpoint.clone() };
     let frontend = if args.frontend { Some(FrontendProc::start(&cluster, "frontend", &[]).await) } else { None };
     if let Some(fe) = &frontend {
