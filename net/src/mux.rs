@@ -1000,7 +1000,7 @@ mod tests {
                  request: axum::extract::Request| async move {
                     let from = peer.ip().to_string();
                     let served = Router::new().route("/from", get(move || async move { from }));
-                    accept(request, served, future::pending())
+                    accept(request, served, ServeLimits::PEER, future::pending())
                 },
             ),
         );
