@@ -9,7 +9,10 @@
 #      that their timing is not distorted by each other. Among them,
 #      tests/tests/containers.rs builds the images and runs a compose cluster
 #      under network partitions when a Docker engine answers (about 1-2
-#      minutes), and says why it is skipped otherwise.
+#      minutes), and says why it is skipped otherwise,
+#   4. scripts/fuzz-api.sh: Schemathesis (installed from PyPI into
+#      target/fuzz-venv) fuzzes the frontend and a node against
+#      docs/api.yaml: no 5xx, no undocumented status, every body as documented.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/lib.sh
@@ -25,4 +28,7 @@ echo "==> unit and in-process tests"
 cargo test --release --workspace --exclude bazar-tests
 echo "==> real-process integration tests"
 cargo test --release -p bazar-tests -- --test-threads=1
+echo "==> the API against docs/api.yaml (Schemathesis; frontend and node, with and without the admin token)"
+ensure_python_venv
+scripts/fuzz-api.sh
 echo "==> all tests passed in $((SECONDS - started)) s"
