@@ -9,7 +9,9 @@
 #      that their timing is not distorted by each other. Among them,
 #      tests/tests/containers.rs builds the images and runs a compose cluster
 #      under network partitions when a Docker engine answers (about 1-2
-#      minutes), and says why it is skipped otherwise,
+#      minutes); without one it fails and says why, unless skipping is
+#      asked for (BAZAR_SKIP_CONTAINERS=1; BAZAR_SKIP_PARTITIONS=1 likewise
+#      for the partition tests, which need root and iptables),
 #   4. scripts/fuzz-api.sh: Schemathesis (installed from PyPI into
 #      target/fuzz-venv) fuzzes the frontend and a node against
 #      docs/api.yaml: no 5xx, no undocumented status, every body as documented.

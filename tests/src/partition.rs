@@ -25,6 +25,27 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::{Error, Result};
 
+/// The variable that allows the partition tests to be skipped on a host
+/// that cannot cut links (set it to `1`); without it they fail there.
+pub const ALLOW_SKIP: &str = "BAZAR_SKIP_PARTITIONS";
+
+/// For a test that needs partitions: `true` when this host can cut links;
+/// otherwise `false` after saying why, if skipping was asked for with
+/// [`ALLOW_SKIP`], and a panic (a failed test) if it was not, so that a
+/// skipped fault never counts as a pass unnoticed.
+pub fn required() -> bool {
+    match available() {
+        Ok(()) => true,
+        Err(why) if std::env::var(ALLOW_SKIP).is_ok_and(|v| v == "1") => {
+            eprintln!("SKIPPED (asked for with {ALLOW_SKIP}=1): {why}");
+            false
+        }
+        Err(why) => {
+            panic!("cannot run a partition test: {why}; run as root with iptables, or set {ALLOW_SKIP}=1 to skip")
+        }
+    }
+}
+
 /// Whether this process can cut links: root, and a working `iptables`.
 /// Checked once; the error says what is missing.
 pub fn available() -> std::result::Result<(), String> {

@@ -90,17 +90,6 @@ async fn a_workload_through_a_frontend_and_the_nodes_keeps_every_promise_through
     assert!(outcome.report.books.iter().all(|b| b.linearizable_reads > 0), "{:?}", outcome.report.books);
 }
 
-/// Whether this host can cut links (root and iptables); says why not.
-fn partitions_available() -> bool {
-    match partition::available() {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            false
-        }
-    }
-}
-
 /// Operations invoked on `endpoint` while each `fault` held (from its start
 /// to its heal), as (writes, lease and linearizable reads).
 fn asked_during(records: &[Record], fault: &str, endpoint_of: impl Fn(u64) -> String) -> (usize, usize) {
@@ -135,7 +124,7 @@ fn asked_during(records: &[Record], fault: &str, endpoint_of: impl Fn(u64) -> St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_its_peers_but_not_its_clients_loses_no_write_and_serves_no_stale_read() {
-    if !partitions_available() {
+    if !partition::required() {
         return;
     }
     let mut cluster = Cluster::start(3, &[]).await;
@@ -160,7 +149,7 @@ async fn a_leader_cut_off_its_peers_but_not_its_clients_loses_no_write_and_serve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridges_one_way_loss_and_a_partition_healing_during_a_restart_keep_every_promise() {
-    if !partitions_available() {
+    if !partition::required() {
         return;
     }
     chaos(vec![Fault::Bridge, Fault::OneWayLeader(Group::Orders), Fault::PartitionRestart], 24, false).await;
@@ -172,7 +161,7 @@ async fn bridges_one_way_loss_and_a_partition_healing_during_a_restart_keep_ever
 /// catch the stale reads of the leader cut off its peers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_catches_a_partitioned_leader_serving_unconfirmed_reads() {
-    if !partitions_available() {
+    if !partition::required() {
         return;
     }
     let mut cluster = Cluster::start(3, &["--planted-bug", "unconfirmed-leader-reads"]).await;

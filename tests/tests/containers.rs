@@ -11,8 +11,9 @@
 //! ([`bazar_tests::checker`]), and a recreation of every container must find
 //! the same data on the named volumes.
 //!
-//! Without a Docker engine (or without compose) the test prints why it is
-//! skipped and passes. With one, it is bounded ([`BUDGET`]), uses its own
+//! Without a Docker engine (or without compose) the test fails and says
+//! why, unless skipping was asked for with `BAZAR_SKIP_CONTAINERS=1` (then
+//! it prints why it skipped). With one, it is bounded ([`BUDGET`]), uses its own
 //! compose project, subnet, host ports and tokens so that it never touches a
 //! user's cluster, and removes everything it created (`down -v`), whether it
 //! passes or fails.
@@ -406,10 +407,20 @@ impl FaultInjector for Containers {
     }
 }
 
+/// A skipped container test never passes unnoticed: it fails unless
+/// skipping was asked for with `BAZAR_SKIP_CONTAINERS=1`.
+fn skip_or_fail(why: &str) {
+    if std::env::var("BAZAR_SKIP_CONTAINERS").is_ok_and(|v| v == "1") {
+        eprintln!("SKIPPED (asked for with BAZAR_SKIP_CONTAINERS=1): {why}");
+    } else {
+        panic!("cannot run the container test: {why}; set BAZAR_SKIP_CONTAINERS=1 to skip it");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_cluster_keeps_every_promise_through_partitions_kills_and_restarts() {
     if let Some(why) = docker_missing() {
-        eprintln!("skipped: {why}");
+        skip_or_fail(&why);
         return;
     }
     let mut containers = Containers::new();
@@ -432,7 +443,10 @@ async fn scenario(c: &mut Containers) {
     if c.health(1).await.is_none() {
         // The nodes answer inside their containers (`up` checked), but this
         // host cannot route to the bridge (a remote engine, a VM between).
-        eprintln!("skipped: this host cannot reach the containers' addresses ({}): is the engine remote?", c.addr(1));
+        skip_or_fail(&format!(
+            "this host cannot reach the containers' addresses ({}): is the engine remote?",
+            c.addr(1)
+        ));
         return;
     }
 

@@ -8,16 +8,6 @@ use bazar_api::Group;
 use bazar_tests::{Cluster, partition};
 use tokio::time::Instant;
 
-fn partitions_available() -> bool {
-    match partition::available() {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            false
-        }
-    }
-}
-
 /// The catalog and the orders led by two nodes that cannot reach each
 /// other, while both reach the third (a bridge): each group keeps a
 /// majority, but a buy needs the orders leader to write to the catalog, so
@@ -34,7 +24,7 @@ fn partitions_available() -> bool {
 /// reaches both (`raft-node/src/placement.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buys_resume_when_the_two_leaders_cannot_reach_each_other_but_both_reach_a_third() {
-    if !partitions_available() {
+    if !partition::required() {
         return;
     }
     let mut cluster = Cluster::start(3, &[]).await;
