@@ -72,6 +72,9 @@ FRONTEND="http://$BAZAR_FRONTEND_ADDR"
 NODE="http://127.0.0.1:$((BASE + 1))"
 CHECKS=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance
 
+# One worker: with two, Schemathesis's coverage phase parsed source in two
+# threads at once and CPython raised "AST constructor recursion depth
+# mismatch" (a run error of the tool, not a finding), seen on GET /admin/digest.
 passed=0
 failed=0
 run() {
@@ -79,7 +82,7 @@ run() {
   echo "==> fuzz-api: $name ($url, seed $SEED, up to $MAX_EXAMPLES examples per operation)"
   if "$VENV/bin/schemathesis" --no-color run docs/api.yaml --url "$url" --checks "$CHECKS" \
       --phases examples,coverage,fuzzing --max-examples "$MAX_EXAMPLES" --seed "$SEED" \
-      --workers 2 --request-timeout 10 \
+      --workers 1 --request-timeout 10 \
       --exclude-path /watch "$@"; then
     passed=$((passed + 1))
   else
