@@ -89,7 +89,6 @@ async fn prepare_read<S: StateMachine>(node: &Node, group: &RaftGroup<S>, params
     let deadline = node.deadline();
     group.linearize(consistency, deadline).await?;
     if min_index > 0 {
-        group.ensure_index_reached(min_index, deadline).await?;
         group.wait_applied(min_index, deadline).await?;
     }
     // A node that has not joined the group yet (started empty, waiting to be

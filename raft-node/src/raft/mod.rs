@@ -328,37 +328,29 @@ impl<S: StateMachine> RaftGroup<S> {
         }
     }
 
-    /// Refuses an index the group's log has not reached: a `min_index` that
-    /// no answer can have carried, since every answer's index was committed
-    /// (waiting for it could only end at the deadline). Costs a read-index
-    /// round, and only when this replica has not applied `index` yet.
-    pub async fn ensure_index_reached(&self, index: u64, deadline: Instant) -> Result<()> {
-        let applied = self.raft.metrics().borrow_watched().last_applied.as_ref().map(|l| l.index).unwrap_or(0);
-        if applied >= index {
-            return Ok(());
-        }
-        let read = match self.shared_read_log_id(ReadKind::ReadIndex, deadline).await {
-            Ok(read) => read,
-            // No leader to ask: waiting for the index decides (503 at the deadline).
-            Err(Error::NotLeader { .. } | Error::Unavailable(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        if index > read.index() {
-            return Err(Error::InvalidInput(format!(
-                "min_index {index} is beyond the {} group's log (its leader has committed up to {}): pass an \
-                 index taken from an answer's X-Bazar-Index",
-                S::GROUP,
-                read.index()
-            )));
-        }
-        Ok(())
-    }
-
     /// Waits until the local state machine has applied `index`, or `deadline`.
+    ///
+    /// An index the group's log has not reached is refused at once: no
+    /// answer can have carried it, since every answer's index was committed,
+    /// and waiting for it could only end at the deadline. Telling costs a
+    /// read-index round, and only when this replica is behind `index`.
     pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<()> {
         let applied = |m: &RaftMetrics<S::C>| m.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
         if applied(&self.raft.metrics().borrow_watched()) >= index {
             return Ok(());
+        }
+        match self.shared_read_log_id(ReadKind::ReadIndex, deadline).await {
+            Ok(read) if index > read.index() => {
+                return Err(Error::InvalidInput(format!(
+                    "min_index {index} is beyond the {} group's log (its leader has committed up to {}): pass an \
+                     index taken from an answer's X-Bazar-Index",
+                    S::GROUP,
+                    read.index()
+                )));
+            }
+            // Reached, or no leader to ask: waiting decides (503 at the deadline).
+            Ok(_) | Err(Error::NotLeader { .. } | Error::Unavailable(_)) => {}
+            Err(e) => return Err(e),
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         match self.raft.wait(Some(remaining)).applied_index_at_least(Some(index), "min_index").await {
