@@ -32,9 +32,10 @@ use std::time::Duration;
 
 use bazar_api::model::{MAX_PAGE_LIMIT, validate_buyer, validate_idempotency_key, validate_quantity};
 use bazar_api::{
-    AddLearnerRequest, Book, BookPage, BookPatch, BuyRequest, CACHE_HEADER, ChangeMembershipRequest, ClusterStatus,
-    Consistency, Digest, ErrorCode, Group, IDEMPOTENCY_KEY_HEADER, INDEX_HEADER, NewBook, NodeHealth, Order,
-    OrderFilter, OrderPage, Problem, RemoveNodeRequest, RestockRequest, SERVED_BY_HEADER, TransferLeaderRequest,
+    AddLearnerRequest, Book, BookPage, BookPatch, BuyRequest, CACHE_HEADER, CATALOG_INDEX_HEADER,
+    ChangeMembershipRequest, ClusterStatus, Consistency, Digest, ErrorCode, Group, IDEMPOTENCY_KEY_HEADER,
+    INDEX_HEADER, NewBook, NodeHealth, Order, OrderFilter, OrderPage, Problem, RemoveNodeRequest, RestockRequest,
+    SERVED_BY_HEADER, TransferLeaderRequest,
 };
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
@@ -108,6 +109,19 @@ impl fmt::Display for ReadMeta {
         let index = self.index.map_or_else(|| "-".into(), |i| i.to_string());
         write!(f, "served by {}, cache {}, index {}", or_dash(&self.served_by), or_dash(&self.cache), index)
     }
+}
+
+/// A write's answer, with the log indexes it committed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written<T> {
+    /// The answer.
+    pub value: T,
+    /// `X-Bazar-Index`: the commit index of the write in its group (for a
+    /// buy, the orders group).
+    pub index: Option<u64>,
+    /// `X-Bazar-Catalog-Index` of a buy: the catalog index of its
+    /// reservation. For a catalog write, the same as `index`.
+    pub catalog_index: Option<u64>,
 }
 
 /// Configures a [`Client`].
@@ -280,6 +294,17 @@ impl Client {
         buyer: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<Order> {
+        Ok(self.buy_written(id, quantity, buyer, idempotency_key).await?.value)
+    }
+
+    /// [`Client::buy_as`], with the indexes the buy committed at.
+    pub async fn buy_written(
+        &self,
+        id: u64,
+        quantity: u64,
+        buyer: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Written<Order>> {
         validate_quantity(quantity).map_err(ClientError::Invalid)?;
         if let Some(buyer) = buyer {
             validate_buyer(buyer).map_err(ClientError::Invalid)?;
@@ -290,7 +315,7 @@ impl Client {
             validate_idempotency_key(key).map_err(ClientError::Invalid)?;
             call.idempotency_key = Some(key.to_string());
         }
-        self.fetch(call).await
+        self.write(call, Group::Orders).await
     }
 
     /// `POST /books` (admin): adds a book; the catalog assigns its id.
@@ -301,21 +326,36 @@ impl Client {
 
     /// `POST /books/{id}/restock` (admin): adds `quantity` copies.
     pub async fn restock(&self, id: u64, quantity: u64) -> Result<Book> {
+        Ok(self.restock_written(id, quantity).await?.value)
+    }
+
+    /// [`Client::restock`], with the index it committed at.
+    pub async fn restock_written(&self, id: u64, quantity: u64) -> Result<Written<Book>> {
         validate_quantity(quantity).map_err(ClientError::Invalid)?;
         let body = RestockRequest { quantity };
-        self.fetch(Call::post(format!("/books/{id}/restock")).json(&body)?).await
+        self.write(Call::post(format!("/books/{id}/restock")).json(&body)?, Group::Catalog).await
     }
 
     /// `PATCH /books/{id}` (admin): changes price, title and/or topic.
     pub async fn update_book(&self, id: u64, patch: BookPatch) -> Result<Book> {
+        Ok(self.update_book_written(id, patch).await?.value)
+    }
+
+    /// [`Client::update_book`], with the index it committed at.
+    pub async fn update_book_written(&self, id: u64, patch: BookPatch) -> Result<Written<Book>> {
         let patch = patch.validate().map_err(ClientError::Invalid)?;
-        self.fetch(Call::new(Method::PATCH, format!("/books/{id}")).json(&patch)?).await
+        self.write(Call::new(Method::PATCH, format!("/books/{id}")).json(&patch)?, Group::Catalog).await
     }
 
     /// Sets a book's price (admin); shorthand for [`Client::update_book`].
     pub async fn set_price(&self, id: u64, price_cents: u64) -> Result<Book> {
+        Ok(self.set_price_written(id, price_cents).await?.value)
+    }
+
+    /// [`Client::set_price`], with the index it committed at.
+    pub async fn set_price_written(&self, id: u64, price_cents: u64) -> Result<Written<Book>> {
         let patch = BookPatch { price_cents: Some(price_cents), ..BookPatch::default() };
-        self.update_book(id, patch).await
+        self.update_book_written(id, patch).await
     }
 
     // ---- orders --------------------------------------------------------
@@ -468,6 +508,20 @@ impl Client {
     async fn fetch<T: DeserializeOwned>(&self, call: Call) -> Result<T> {
         let response = self.send(&call).await?;
         decode(&call, response).await
+    }
+
+    /// Sends a write and decodes the answer with the indexes it committed at.
+    /// `group` is the group the write commits in (a buy: orders).
+    async fn write<T: DeserializeOwned>(&self, call: Call, group: Group) -> Result<Written<T>> {
+        let response = self.send(&call).await?;
+        let header =
+            |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse().ok());
+        let index = header(INDEX_HEADER);
+        let catalog_index = match group {
+            Group::Catalog => index,
+            Group::Orders => header(CATALOG_INDEX_HEADER),
+        };
+        Ok(Written { value: decode(&call, response).await?, index, catalog_index })
     }
 
     /// Sends a read and decodes the answer with its read headers.

@@ -42,7 +42,7 @@ pub use bazar_api::{
     Book, BookPage, BookPatch, ClusterStatus, Consistency, Digest, ErrorCode, Group, NewBook, NodeHealth, Order,
     OrderPage, OrderStatus, Problem, WatchEvent,
 };
-pub use client::{Client, ClientBuilder, DEFAULT_TIMEOUT, MAX_LEADER_HOPS, Read, ReadMeta};
+pub use client::{Client, ClientBuilder, DEFAULT_TIMEOUT, MAX_LEADER_HOPS, Read, ReadMeta, Written};
 pub use endpoint::normalize_base_url;
 pub use error::{ClientError, Result, TransportKind};
 pub use watch::WatchStream;

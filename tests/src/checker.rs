@@ -1,6 +1,6 @@
 //! The history checker: reads a history (see [`crate::history`]) with the
 //! cluster's final state and decides, with evidence, whether the run kept
-//! every promise of SPEC section 6.
+//! every promise of guarantees §6.
 //!
 //! | check | how |
 //! |---|---|
@@ -10,6 +10,8 @@
 //! | 5 replicas converge | every node reported the same digest at the same applied index, per group |
 //! | 6 linearizable catalog | per book, the writes and the `linearizable` and `lease` reads are linearizable ([`crate::linearizability`]); a failure that disappears without lease reads is reported as a lease violation |
 //! | 6 linearizable order reads | a `linearizable` or `lease` read of an order invoked after the order was acknowledged finds it confirmed, as acknowledged; no read of an order contradicts its final state |
+//! | 6 cached: read-your-writes | through a frontend, a `cached` read of a book (a lookup or a search listing it) reflects every write of that book acknowledged through the same frontend before the read began: its `X-Bazar-Index` is at least the write's catalog index; a `cached` order read finds an order acknowledged through that frontend before, confirmed |
+//! | 6 cached: bounded staleness | through any frontend, a `cached` read reflects every write acknowledged more than the frontends' `--max-staleness` before it began (by index, as above, and by value: the book as read must be one the book held at some moment from `max_staleness` before the read began to its answer) |
 //! | 7 nothing pending | no order is pending, and no replica holds a buy reserved but not recorded, in the final state |
 //! | 7 writes resume | after each leader kill or leader partition ([`loses_a_leader`]), a buy invoked after the fault is decided within [`CheckConfig::resume_bound`]: a leader was elected among the nodes that still form a majority |
 //! | 7 healthy again | after each heal, the nemesis saw every node answer and both groups agree on a leader within its bound (a hung node is caught here) |
@@ -32,7 +34,9 @@
 //! - a restock or price change answered `200` happened between invocation
 //!   and answer, and its answer is an observation; one of unknown outcome may
 //!   happen at any time after its invocation, or never;
-//! - `cached` reads are not required to be linearizable and are left out;
+//! - a search is a read of every book it lists, at its consistency level;
+//! - `cached` reads are not required to be linearizable and are left out
+//!   (the cached checks judge those that went through a frontend);
 //! - the final read of every book is one more linearizable read.
 //!
 //! # Unavailability
@@ -52,7 +56,7 @@ use std::time::Duration;
 use bazar_api::{Book, Consistency, Group, Order, OrderStatus};
 
 use crate::check::{Ledger, state_problems};
-use crate::history::{Answer, Call, Failure, FaultPhase, FinalState, Nanos, Record};
+use crate::history::{Answer, CachedPromise, Call, Failure, FaultPhase, FinalState, Nanos, Record};
 use crate::linearizability::{self, BookModel, BookOp, BookState, Evidence, Operation, Verdict};
 
 /// Names of the checks, in report order.
@@ -73,6 +77,10 @@ pub mod checks {
     pub const LINEARIZABLE_BOOKS: &str = "6 linearizable books";
     /// Invariant 6 on order reads.
     pub const ORDER_READS: &str = "6 linearizable order reads";
+    /// `cached` reads through a frontend see that frontend's writes.
+    pub const CACHED_RYW: &str = "6 cached: read-your-writes";
+    /// `cached` reads through a frontend lag by at most `max_staleness`.
+    pub const CACHED_STALENESS: &str = "6 cached: bounded staleness";
     /// Invariant 7: nothing pending.
     pub const NOTHING_PENDING: &str = "7 nothing left pending";
     /// Invariant 7: writes resume after a leader kill or partition.
@@ -83,7 +91,7 @@ pub mod checks {
     pub const HISTORY: &str = "history complete";
 
     /// Every check, in report order.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         HISTORY,
         ANSWERS,
         NO_OVERSELL,
@@ -93,6 +101,8 @@ pub mod checks {
         CONVERGED,
         LINEARIZABLE_BOOKS,
         ORDER_READS,
+        CACHED_RYW,
+        CACHED_STALENESS,
         NOTHING_PENDING,
         RESUME,
         RECOVERS,
@@ -105,8 +115,7 @@ pub struct CheckConfig {
     /// Search steps allowed per book before the verdict is "unknown".
     pub max_steps: u64,
     /// Bound on the time for writes to resume after a leader kill or
-    /// partition (SPEC
-    /// invariant 7: 2 s); `None` reports the times without judging them.
+    /// partition (guarantees §6.7: 2 s); `None` reports the times without judging them.
     pub resume_bound: Option<Duration>,
 }
 
@@ -208,6 +217,9 @@ pub struct Report {
     pub reads: HashMap<Consistency, u64>,
     /// Order reads checked against acknowledgements.
     pub order_reads_checked: u64,
+    /// `cached` reads of books through a frontend judged for
+    /// read-your-writes and staleness (a search counts once per book).
+    pub cached_reads_checked: u64,
     /// Linearizability per book.
     pub books: Vec<BookCheck>,
     /// Unavailability after each fault.
@@ -316,10 +328,12 @@ impl Report {
         let read = |c| self.reads.get(&c).copied().unwrap_or(0);
         let _ = writeln!(
             w,
-            "reads: {} linearizable and {} lease (checked), {} cached (not checked); {} order reads checked",
+            "reads: {} linearizable and {} lease (checked), {} cached ({} book reads through frontends checked); \
+             {} order reads checked",
             read(Consistency::Linearizable),
             read(Consistency::Lease),
             read(Consistency::Cached),
+            self.cached_reads_checked,
             self.order_reads_checked
         );
         let _ = writeln!(w, "linearizability per book:");
@@ -397,6 +411,10 @@ struct Op {
     invoke: Nanos,
     /// Completion time and how; an invocation without completion is unknown.
     done: Option<(Nanos, Done)>,
+    /// `X-Bazar-Index` of a read.
+    index: Option<u64>,
+    /// The catalog index a write committed at.
+    catalog_index: Option<u64>,
 }
 
 impl Op {
@@ -422,14 +440,26 @@ impl Op {
                     Done::Ok { answer: Answer::Order(o) } => {
                         format!("ok: order {} {} at {}", o.order_id, o.status, o.unit_price_cents)
                     }
+                    Done::Ok { answer: Answer::Books(books) } => {
+                        let listed: Vec<String> = books
+                            .iter()
+                            .map(|b| format!("{}: stock {} price {}", b.id, b.stock, b.price_cents))
+                            .collect();
+                        format!("ok: [{}]", listed.join(", "))
+                    }
                     Done::Fail(f) => format!("fail: {}", f.code),
                     Done::Info(f) => format!("unknown ({})", f.code),
                 };
                 format!("{what} at {:.6} s", secs(*t))
             }
         };
+        let index = match (self.index, self.catalog_index) {
+            (Some(i), _) => format!(", index {i}"),
+            (None, Some(i)) => format!(", catalog index {i}"),
+            (None, None) => String::new(),
+        };
         format!(
-            "op {} by client {} on {}: {:?}, invoked {:.6} s, {outcome}",
+            "op {} by client {} on {}: {:?}, invoked {:.6} s, {outcome}{index}",
             self.id,
             self.process,
             self.endpoint,
@@ -466,13 +496,17 @@ pub fn check_history(records: &[Record], config: &CheckConfig) -> Report {
 
     // ---- gather --------------------------------------------------------
     let mut setup: Option<(&Vec<Book>, &Vec<Order>)> = None;
+    let mut cached_promise: Option<&CachedPromise> = None;
     let mut final_state: Option<&FinalState> = None;
     let mut ops: Vec<Op> = Vec::new();
     let mut index: HashMap<u64, usize> = HashMap::new();
     let mut fault_records = Vec::new();
     for r in records {
         match r {
-            Record::Setup { books, orders, .. } => setup = Some((books, orders)),
+            Record::Setup { books, orders, cached, .. } => {
+                setup = Some((books, orders));
+                cached_promise = cached.as_ref();
+            }
             Record::Invoke { time, process, op, call, endpoint } => {
                 index.insert(*op, ops.len());
                 ops.push(Op {
@@ -482,10 +516,16 @@ pub fn check_history(records: &[Record], config: &CheckConfig) -> Report {
                     endpoint: endpoint.clone(),
                     invoke: *time,
                     done: None,
+                    index: None,
+                    catalog_index: None,
                 });
             }
-            Record::Ok { time, op, answer, .. } => {
-                complete(&mut ops, &index, *op, *time, Done::Ok { answer: answer.clone() }, &mut violation)
+            Record::Ok { time, op, answer, index: read_index, catalog_index, .. } => {
+                complete(&mut ops, &index, *op, *time, Done::Ok { answer: answer.clone() }, &mut violation);
+                if let Some(&i) = index.get(op) {
+                    ops[i].index = *read_index;
+                    ops[i].catalog_index = *catalog_index;
+                }
             }
             Record::Fail { time, op, error, .. } => {
                 complete(&mut ops, &index, *op, *time, Done::Fail(error.clone()), &mut violation)
@@ -524,7 +564,7 @@ pub fn check_history(records: &[Record], config: &CheckConfig) -> Report {
         if let Some(problem) = answer_problem(op) {
             violation(checks::ANSWERS, format!("{problem}: {}", op.describe()));
         }
-        if let (Call::Lookup { consistency, .. }, Some(_)) = (&op.call, op.ok()) {
+        if let (Call::Lookup { consistency, .. } | Call::Search { consistency, .. }, Some(_)) = (&op.call, op.ok()) {
             *report.reads.entry(*consistency).or_default() += 1;
         }
     }
@@ -741,15 +781,51 @@ pub fn check_history(records: &[Record], config: &CheckConfig) -> Report {
         }
     }
 
+    // ---- 6: cached reads through frontends --------------------------------
+    if let Some(promise) = cached_promise {
+        let books: BTreeSet<u64> = setup_books.iter().map(|b| b.id).collect();
+        for (check, detail) in cached_index_problems(&ops, &books, promise, &mut report) {
+            violation(check, detail);
+        }
+        for detail in cached_order_problems(&ops, &buys, promise) {
+            violation(checks::CACHED_RYW, detail);
+        }
+    }
+
     // ---- 6: linearizability per book -------------------------------------
     let listed = fin.orders_read.map(|(_, end)| end);
     for book in setup_books {
         let history = book_history(book, &ops, &buys, &final_by_key, listed, fin);
         let check = check_book(book, &history, config);
-        if !check.verdict.starts_with("linearizable") && check.conclusive {
+        let linearizable = check.verdict.starts_with("linearizable");
+        if !linearizable && check.conclusive {
             violation(checks::LINEARIZABLE_BOOKS, check.verdict.clone());
         }
         report.books.push(check);
+        // Cached reads by value: each must be a state the book held at some
+        // moment of [invoked - max_staleness, answered]. Judged only on a
+        // history that is linearizable without them.
+        if let (Some(promise), true) = (cached_promise, linearizable) {
+            let cached = cached_book_reads(book, &ops, promise);
+            if !cached.is_empty() {
+                let mut with = history.clone();
+                with.extend(cached);
+                with.sort_by_key(|e| (e.op.call, e.op.ret));
+                let model = BookModel { initial: BookState { stock: book.stock, price_cents: book.price_cents } };
+                let all: Vec<Operation<BookOp>> = with.iter().map(|e| e.op.clone()).collect();
+                if let Verdict::NotLinearizable(e) = linearizability::check(&model, &all, config.max_steps) {
+                    violation(
+                        checks::CACHED_STALENESS,
+                        format!(
+                            "a cached read saw a state book {} did not hold within {} ms before it: {}",
+                            book.id,
+                            promise.max_staleness_ms,
+                            evidence(book.id, &with, &e)
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     // ---- 7: recovery after each heal --------------------------------------
@@ -804,6 +880,182 @@ pub fn check_history(records: &[Record], config: &CheckConfig) -> Report {
         });
     }
     finish(report, found)
+}
+
+/// The books a successful read of books saw, with the index it was read at:
+/// a lookup sees one book, a search every book it lists.
+fn books_read(op: &Op) -> Vec<&Book> {
+    match (&op.call, op.ok()) {
+        (Call::Lookup { .. }, Some(Answer::Book(b))) => vec![b],
+        (Call::Search { .. }, Some(Answer::Books(books))) => books.iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether `op` is a `cached` read of books through a frontend.
+fn cached_through_frontend(op: &Op, promise: &CachedPromise) -> bool {
+    matches!(
+        &op.call,
+        Call::Lookup { consistency: Consistency::Cached, .. } | Call::Search { consistency: Consistency::Cached, .. }
+    ) && promise.frontends.contains(&op.endpoint)
+}
+
+/// Writes of one book acknowledged with their catalog index, by time of
+/// acknowledgement, with the highest index acknowledged up to each.
+struct AckedWrites(Vec<(Nanos, u64, usize)>);
+
+impl AckedWrites {
+    fn new(mut acks: Vec<(Nanos, u64, usize)>) -> AckedWrites {
+        acks.sort();
+        let mut best: Option<(u64, usize)> = None;
+        for a in &mut acks {
+            if best.is_none_or(|(i, _)| a.1 > i) {
+                best = Some((a.1, a.2));
+            }
+            (a.1, a.2) = best.expect("set above");
+        }
+        AckedWrites(acks)
+    }
+
+    /// The highest catalog index acknowledged strictly before `t`, and the
+    /// write (op position) that had it.
+    fn before(&self, t: Nanos) -> Option<(u64, usize)> {
+        let n = self.0.partition_point(|(at, ..)| *at < t);
+        n.checked_sub(1).map(|k| (self.0[k].1, self.0[k].2))
+    }
+}
+
+/// Read-your-writes and staleness of `cached` book reads through frontends,
+/// by index: a read at index `j` of a book reflects a write of it committed
+/// at catalog index `i` only if `j >= i` (a frontend never serves an entry
+/// filled before an invalidation it processed). Counts the reads judged.
+fn cached_index_problems(
+    ops: &[Op],
+    books: &BTreeSet<u64>,
+    promise: &CachedPromise,
+    report: &mut Report,
+) -> Vec<(&'static str, String)> {
+    // Acknowledged writes of each book (any endpoint), and of each (book, endpoint).
+    let mut any: HashMap<u64, Vec<(Nanos, u64, usize)>> = HashMap::new();
+    let mut same: HashMap<(u64, &str), Vec<(Nanos, u64, usize)>> = HashMap::new();
+    for (k, op) in ops.iter().enumerate() {
+        let book = match (&op.call, op.ok()) {
+            (Call::Restock { book, .. } | Call::SetPrice { book, .. }, Some(_)) => *book,
+            (Call::Buy { book, .. }, Some(Answer::Order(o))) if o.status == OrderStatus::Confirmed => *book,
+            _ => continue,
+        };
+        let (Some(ret), Some(index)) = (op.ret(), op.catalog_index) else { continue };
+        any.entry(book).or_default().push((ret, index, k));
+        same.entry((book, op.endpoint.as_str())).or_default().push((ret, index, k));
+    }
+    let any: HashMap<u64, AckedWrites> = any.into_iter().map(|(b, v)| (b, AckedWrites::new(v))).collect();
+    let same: HashMap<(u64, &str), AckedWrites> = same.into_iter().map(|(b, v)| (b, AckedWrites::new(v))).collect();
+    let staleness = promise.max_staleness_ms * 1_000_000;
+    let mut problems = Vec::new();
+    for op in ops.iter().filter(|op| cached_through_frontend(op, promise)) {
+        let Some(read_at) = op.index else { continue };
+        for b in books_read(op).into_iter().filter(|b| books.contains(&b.id)) {
+            report.cached_reads_checked += 1;
+            if let Some((i, w)) = same.get(&(b.id, op.endpoint.as_str())).and_then(|a| a.before(op.invoke))
+                && read_at < i
+            {
+                problems.push((
+                    checks::CACHED_RYW,
+                    format!(
+                        "book {} read at index {read_at}, but this frontend had acknowledged a write of it at \
+                         index {i} before the read began: {} (the write: {})",
+                        b.id,
+                        op.describe(),
+                        ops[w].describe()
+                    ),
+                ));
+            }
+            if let Some((i, w)) = any
+                .get(&b.id)
+                .and_then(|a| a.before(op.invoke.saturating_sub(staleness)))
+                .filter(|_| op.invoke > staleness)
+                && read_at < i
+            {
+                problems.push((
+                    checks::CACHED_STALENESS,
+                    format!(
+                        "book {} read at index {read_at}, older than a write of it at index {i} acknowledged \
+                         more than {} ms before the read began: {} (the write: {})",
+                        b.id,
+                        promise.max_staleness_ms,
+                        op.describe(),
+                        ops[w].describe()
+                    ),
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Read-your-writes of `cached` order reads through a frontend: an order
+/// acknowledged (`201`) through a frontend, then read `cached` through it,
+/// is found confirmed.
+fn cached_order_problems(ops: &[Op], buys: &BTreeMap<String, Buy>, promise: &CachedPromise) -> Vec<String> {
+    // (order, endpoint) -> earliest acknowledgement through that endpoint.
+    let mut acked: HashMap<(u64, &str), (Nanos, usize)> = HashMap::new();
+    for buy in buys.values() {
+        for &k in &buy.attempts {
+            let op = &ops[k];
+            if let (Some(Answer::Order(o)), Some(t)) = (op.ok(), op.ret()) {
+                let e = acked.entry((o.order_id, op.endpoint.as_str())).or_insert((t, k));
+                if t < e.0 {
+                    *e = (t, k);
+                }
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for op in ops {
+        let Call::ReadOrder { order_id, consistency: Consistency::Cached } = &op.call else { continue };
+        if !promise.frontends.contains(&op.endpoint) {
+            continue;
+        }
+        let Some(&(t, w)) = acked.get(&(*order_id, op.endpoint.as_str())) else { continue };
+        if t >= op.invoke {
+            continue;
+        }
+        let seen = match &op.done {
+            Some((_, Done::Ok { answer: Answer::Order(o) })) if o.status == OrderStatus::Confirmed => continue,
+            Some((_, Done::Ok { answer: Answer::Order(o) })) => format!("it as {}", o.status),
+            Some((_, Done::Fail(f))) if f.code == "not_found" => "nothing".to_string(),
+            _ => continue,
+        };
+        problems.push(format!(
+            "order {order_id} was acknowledged through this frontend at {:.6} s, but a later cached read there found \
+             {seen}: {} (the buy: {})",
+            secs(t),
+            op.describe(),
+            ops[w].describe()
+        ));
+    }
+    problems
+}
+
+/// The `cached` reads of `book` through frontends, as reads that may take
+/// effect from `max_staleness` before their invocation to their answer.
+fn cached_book_reads(book: &Book, ops: &[Op], promise: &CachedPromise) -> Vec<BookEntry> {
+    let staleness = promise.max_staleness_ms * 1_000_000;
+    let mut entries = Vec::new();
+    for op in ops.iter().filter(|op| cached_through_frontend(op, promise)) {
+        let Some(ret) = op.ret() else { continue };
+        for b in books_read(op).into_iter().filter(|b| b.id == book.id) {
+            let state = BookState { stock: b.stock, price_cents: b.price_cents };
+            let call = op.invoke.saturating_sub(staleness);
+            let label = format!("(cached, may take effect from {:.6} s) {}", secs(call), op.describe());
+            entries.push(BookEntry {
+                op: Operation { call, ret: Some(ret), op: BookOp::Read(state) },
+                label,
+                lease: false,
+            });
+        }
+    }
+    entries
 }
 
 /// Whether the fault named `fault` takes a group's leader away, so that
@@ -871,6 +1123,10 @@ fn answer_problem(op: &Op) -> Option<String> {
         (Done::Ok { answer: Answer::Order(o) }, Call::ReadOrder { order_id, .. }) => {
             (o.order_id != *order_id).then(|| format!("answered with order {}", o.order_id))
         }
+        (Done::Ok { answer: Answer::Books(books) }, Call::Search { topic, .. }) => books
+            .iter()
+            .find(|b| !b.topic.eq_ignore_ascii_case(topic))
+            .map(|b| format!("listed book {} of topic {:?}", b.id, b.topic)),
         (Done::Ok { answer }, _) => Some(format!("answered with {answer:?}")),
         (Done::Fail(f), call) => {
             let allowed = is_refusal(&f.code)
@@ -879,7 +1135,7 @@ fn answer_problem(op: &Op) -> Option<String> {
             (!allowed).then(|| format!("refused with {} ({})", f.code, f.detail))
         }
         // Timeouts, broken connections and 503 are what faults look like; a
-        // 500 is a server failing where SPEC section 3 allows only a 503.
+        // 500 is a server failing where guarantees §3 allows only a 503.
         (Done::Info(f), _) => (f.code == "internal" || (f.code.starts_with("status-5") && f.code != "status-503"))
             .then(|| format!("the server failed with {} ({})", f.code, f.detail)),
     }
@@ -928,6 +1184,12 @@ fn book_history(
                 if *consistency != Consistency::Cached =>
             {
                 (*book, BookOp::Read(state(b)), *consistency == Consistency::Lease)
+            }
+            (Call::Search { consistency, .. }, Some((_, Done::Ok { answer: Answer::Books(books) })))
+                if *consistency != Consistency::Cached =>
+            {
+                let Some(b) = books.iter().find(|b| b.id == book.id) else { continue };
+                (b.id, BookOp::Read(state(b)), *consistency == Consistency::Lease)
             }
             _ => continue,
         };
@@ -1058,7 +1320,7 @@ mod tests {
     const MS: Nanos = 1_000_000;
 
     fn book(id: u64, stock: u64, price_cents: u64) -> Book {
-        Book { id, isbn: String::new(), title: String::new(), topic: String::new(), price_cents, stock }
+        Book { id, isbn: String::new(), title: String::new(), topic: "t".into(), price_cents, stock }
     }
 
     fn order(id: u64, book: u64, quantity: u64, unit: u64, status: OrderStatus, key: &str) -> Order {
@@ -1089,6 +1351,7 @@ mod tests {
         records: Vec<Record>,
         next: u64,
         fin: FinalState,
+        endpoint: String,
     }
 
     enum Then {
@@ -1100,7 +1363,8 @@ mod tests {
     impl Script {
         /// Book 1 with `stock` copies at 100 cents.
         fn new(stock: u64) -> Script {
-            let records = vec![Record::Setup { time: 0, books: vec![book(1, stock, 100)], orders: vec![] }];
+            let records =
+                vec![Record::Setup { time: 0, books: vec![book(1, stock, 100)], orders: vec![], cached: None }];
             let digest = |node_id, group| Digest { group, node_id, applied_index: 9, digest: "d".into() };
             let fin = FinalState {
                 orders_read: Some((1000 * MS, 1010 * MS)),
@@ -1110,16 +1374,39 @@ mod tests {
                 digests: Group::ALL.iter().flat_map(|g| [digest(1, *g), digest(2, *g)]).collect(),
                 ..FinalState::default()
             };
-            Script { records, next: 1, fin }
+            Script { records, next: 1, fin, endpoint: "n1".into() }
+        }
+
+        /// Judges cached reads through endpoint `fe` with this staleness bound.
+        fn frontend(&mut self, max_staleness_ms: u64) -> &mut Script {
+            let Record::Setup { cached, .. } = &mut self.records[0] else { unreachable!() };
+            *cached = Some(CachedPromise { frontends: vec!["fe".into()], max_staleness_ms });
+            self
+        }
+
+        /// Sends the next operations to `endpoint`.
+        fn on(&mut self, endpoint: &str) -> &mut Script {
+            self.endpoint = endpoint.into();
+            self
+        }
+
+        /// The last operation answered at (read) or committed at (write) `index`.
+        fn at(&mut self, at: u64) -> &mut Script {
+            let Some(Record::Ok { index, catalog_index, .. }) = self.records.last_mut() else { unreachable!() };
+            (*index, *catalog_index) = (Some(at), Some(at));
+            self
         }
 
         fn op(&mut self, call: Call, from: u64, to: u64, then: Then) -> &mut Script {
             let op = self.next;
             self.next += 1;
             let (time, process) = (to * MS, op);
-            self.records.push(Record::Invoke { time: from * MS, process, op, call, endpoint: "n1".into() });
+            let endpoint = self.endpoint.clone();
+            self.records.push(Record::Invoke { time: from * MS, process, op, call, endpoint });
             self.records.push(match then {
-                Then::Ok(answer) => Record::Ok { time, process, op, answer, served_by: None, index: None },
+                Then::Ok(answer) => {
+                    Record::Ok { time, process, op, answer, served_by: None, index: None, catalog_index: None }
+                }
                 Then::Fail(code) => Record::Fail { time, process, op, error: failure(code) },
                 Then::Info(code) => Record::Info { time, process, op, error: failure(code) },
             });
@@ -1438,6 +1725,102 @@ mod tests {
         script.buy("k1", 1, 200, 2500, ok_order(&o1));
         let report = script.finally(9, vec![o1]).check();
         assert_eq!(failed(&report), vec![checks::RESUME], "{}", report.table());
+    }
+
+    #[test]
+    fn a_cached_read_that_misses_a_write_acknowledged_through_its_frontend_is_caught() {
+        let caught = Script::new(10)
+            .frontend(1000)
+            .on("fe")
+            .restock(5, 10, 20, ok_book(15, 100))
+            .at(12)
+            // Within the staleness bound, but through the frontend that
+            // acknowledged the restock: it must be seen.
+            .read(Consistency::Cached, 30, 31, 10)
+            .at(11)
+            .finally(15, vec![])
+            .check();
+        assert!(failed(&caught).contains(&checks::CACHED_RYW), "{:?}", caught.violations());
+
+        // The same read through a node, or seeing the restock, is fine.
+        let elsewhere = Script::new(10)
+            .frontend(1000)
+            .on("fe")
+            .restock(5, 10, 20, ok_book(15, 100))
+            .at(12)
+            .on("n1")
+            .read(Consistency::Cached, 30, 31, 10)
+            .at(11)
+            .on("fe")
+            .read(Consistency::Cached, 32, 33, 15)
+            .at(12)
+            .finally(15, vec![])
+            .check();
+        assert!(elsewhere.passed(), "{:?}", elsewhere.violations());
+        assert_eq!(elsewhere.cached_reads_checked, 1);
+    }
+
+    #[test]
+    fn a_cached_read_older_than_the_staleness_bound_is_caught_by_index_and_by_value() {
+        let stale = |index: Option<u64>| {
+            let mut s = Script::new(10);
+            s.frontend(100).restock(5, 10, 20, ok_book(15, 100)).at(12).on("fe");
+            // 20 ms + 100 ms of staleness < 200 ms: too old.
+            s.read(Consistency::Cached, 200, 201, 10);
+            if let Some(i) = index {
+                s.at(i);
+            }
+            s.finally(15, vec![]).check()
+        };
+        let by_index = stale(Some(11));
+        assert!(failed(&by_index).contains(&checks::CACHED_STALENESS), "{:?}", by_index.violations());
+        // Without an index, the value alone gives it away.
+        let by_value = stale(None);
+        assert_eq!(failed(&by_value), vec![checks::CACHED_STALENESS], "{:?}", by_value.violations());
+
+        // Within the bound a cached read may lag a write of another endpoint.
+        let fresh_enough = Script::new(10)
+            .frontend(100)
+            .restock(5, 10, 20, ok_book(15, 100))
+            .at(12)
+            .on("fe")
+            .read(Consistency::Cached, 90, 91, 10)
+            .at(11)
+            .finally(15, vec![])
+            .check();
+        assert!(fresh_enough.passed(), "{:?}", fresh_enough.violations());
+    }
+
+    #[test]
+    fn a_cached_order_read_that_misses_an_order_acknowledged_through_its_frontend_is_caught() {
+        let o = confirmed(1, 2, "k1");
+        let report = Script::new(10)
+            .frontend(1000)
+            .on("fe")
+            .buy("k1", 2, 10, 20, ok_order(&o))
+            .op(Call::ReadOrder { order_id: 1, consistency: Consistency::Cached }, 30, 40, Then::Fail("not_found"))
+            .finally(8, vec![o.clone()])
+            .check();
+        assert_eq!(failed(&report), vec![checks::CACHED_RYW], "{:?}", report.violations());
+    }
+
+    #[test]
+    fn a_stale_strong_search_listing_is_caught() {
+        let listing = |stock| Then::Ok(Answer::Books(vec![book(1, stock, 100)]));
+        let search = |c| Call::Search { topic: "t".into(), consistency: c };
+        let report = Script::new(10)
+            .restock(5, 10, 20, ok_book(15, 100))
+            .op(search(Consistency::Linearizable), 30, 40, listing(10))
+            .finally(15, vec![])
+            .check();
+        assert_eq!(failed(&report), vec![checks::LINEARIZABLE_BOOKS], "{:?}", report.violations());
+        let fine = Script::new(10)
+            .restock(5, 10, 20, ok_book(15, 100))
+            .op(search(Consistency::Linearizable), 30, 40, listing(15))
+            .op(search(Consistency::Cached), 30, 40, listing(10))
+            .finally(15, vec![])
+            .check();
+        assert!(fine.passed(), "{:?}", fine.violations());
     }
 
     #[test]

@@ -110,6 +110,13 @@ pub enum Call {
         /// The consistency asked for.
         consistency: Consistency,
     },
+    /// `GET /books?topic=&consistency=`: the first page of a topic's books.
+    Search {
+        /// The topic.
+        topic: String,
+        /// The consistency asked for.
+        consistency: Consistency,
+    },
 }
 
 impl Call {
@@ -126,6 +133,7 @@ impl Call {
             Call::SetPrice { .. } => "set-price",
             Call::Lookup { .. } => "lookup",
             Call::ReadOrder { .. } => "read-order",
+            Call::Search { .. } => "search",
         }
     }
 }
@@ -138,6 +146,8 @@ pub enum Answer {
     Book(Book),
     /// An order: the confirmed order of a buy, or as read.
     Order(Order),
+    /// The books of a search page, in the order listed.
+    Books(Vec<Book>),
 }
 
 /// Why a call did not succeed, as the client saw it.
@@ -173,6 +183,16 @@ pub enum FaultPhase {
     /// After the heal, the cluster did not become healthy in time (the
     /// record's `fault` says why): a liveness failure.
     Unhealthy,
+}
+
+/// What a run's frontends promise of `cached` reads (read-your-writes
+/// through the same frontend, and staleness bounded by `max_staleness_ms`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedPromise {
+    /// The endpoints that are frontends (exactly as in [`Record::Invoke`]).
+    pub frontends: Vec<String>,
+    /// The frontends' `--max-staleness-ms`.
+    pub max_staleness_ms: u64,
 }
 
 /// What the checker needs to know about the cluster once everything healed.
@@ -213,6 +233,10 @@ pub enum Record {
         books: Vec<Book>,
         /// Orders that existed before the run.
         orders: Vec<Order>,
+        /// What the `cached` reads of the run were promised, when some went
+        /// through frontends; absent: `cached` reads are not judged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cached: Option<CachedPromise>,
     },
     /// A client invoked an operation.
     Invoke {
@@ -243,6 +267,11 @@ pub enum Record {
         /// `X-Bazar-Index` of a read.
         #[serde(default)]
         index: Option<u64>,
+        /// The catalog index a write committed at (`X-Bazar-Index` of a
+        /// restock or price change, `X-Bazar-Catalog-Index` of a buy), when
+        /// the server said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        catalog_index: Option<u64>,
     },
     /// The operation did not happen, or (a buy answered `out_of_stock`) was rejected.
     Fail {

@@ -30,6 +30,8 @@
 //! - **lookup** at a consistency chosen by weight, on a random endpoint, so
 //!   that followers serve reads too.
 //! - **read-order** of an order some client saw acknowledged.
+//! - **search**: the first page of one of [`RunnerConfig::topics`], at a
+//!   consistency chosen by weight; every book listed is a read of that book.
 //!
 //! Every attempt is one operation in the history: an `invoke` stamped just
 //! before the request is sent, and an `ok`, `fail` or `info` stamped just
@@ -39,6 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bazar_api::model::MAX_PAGE_LIMIT;
 use bazar_api::{Consistency, ErrorCode, Order};
 use bazar_client::{Client, ClientError, TransportKind};
 use rand::rngs::StdRng;
@@ -46,7 +49,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::history::{Answer, Call, Failure, History, Record};
+use crate::history::{Answer, CachedPromise, Call, Failure, History, Record};
 use crate::{Error, Result};
 
 /// The buyer the prober's buys name.
@@ -65,11 +68,13 @@ pub struct Mix {
     pub lookup: u32,
     /// Order reads.
     pub read_order: u32,
+    /// Searches by topic.
+    pub search: u32,
 }
 
 impl Default for Mix {
     fn default() -> Self {
-        Mix { buy: 45, restock: 8, set_price: 7, lookup: 33, read_order: 7 }
+        Mix { buy: 45, restock: 8, set_price: 7, lookup: 29, read_order: 7, search: 4 }
     }
 }
 
@@ -121,6 +126,12 @@ pub struct RunnerConfig {
     /// the history shows within tens of milliseconds when writes work again
     /// after a fault.
     pub probe_timeout: Option<Duration>,
+    /// Topics that searches pick from.
+    pub topics: Vec<String>,
+    /// What the frontends among the endpoints promise of `cached` reads,
+    /// recorded in the history for the checker; `None`: no endpoint is a
+    /// frontend (or its promise is not to be judged).
+    pub cached: Option<CachedPromise>,
     /// Seed of every random choice (endpoints, operations, arguments).
     pub seed: u64,
 }
@@ -151,6 +162,8 @@ impl RunnerConfig {
             retry_budget: Duration::from_secs(8),
             low_stock: vec![(7, 10)],
             probe_timeout: Some(Duration::from_millis(500)),
+            topics: vec!["distributed systems".into(), "undergraduate school".into()],
+            cached: None,
             seed: rand::random(),
         }
     }
@@ -189,7 +202,7 @@ pub async fn setup(config: &RunnerConfig, history: &History, timeout: Duration) 
         c.list_all_orders(&bazar_api::OrderFilter::All, Some(Consistency::Linearizable)).await
     })
     .await?;
-    history.record(Record::Setup { time: history.now(), books, orders });
+    history.record(Record::Setup { time: history.now(), books, orders, cached: config.cached.clone() });
     Ok(())
 }
 
@@ -301,7 +314,9 @@ pub async fn run(config: RunnerConfig, history: History) -> Result<RunStats> {
 
 /// How an attempt ended, as the history records it.
 enum Completion {
-    Ok(Answer, Option<String>, Option<u64>),
+    /// The answer, `X-Bazar-Served-By` and `X-Bazar-Index` of a read, and
+    /// the catalog index of a write.
+    Ok(Answer, Option<String>, Option<u64>, Option<u64>),
     Fail(Failure),
     Info(Failure),
 }
@@ -347,7 +362,7 @@ impl Worker {
             let c = &self.shared.config;
             let m = c.mix;
             let book = c.books[self.rng.random_range(0..c.books.len())];
-            let total = m.buy + m.restock + m.set_price + m.lookup + m.read_order;
+            let total = m.buy + m.restock + m.set_price + m.lookup + m.read_order + m.search;
             let mut pick = self.rng.random_range(0..total.max(1));
             if pick < m.buy {
                 let quantity = self.rng.random_range(1..=c.max_quantity.max(1));
@@ -370,6 +385,13 @@ impl Worker {
             let consistency = self.consistency();
             if pick < m.lookup {
                 self.read(Call::Lookup { book, consistency }).await;
+                continue;
+            }
+            pick -= m.lookup;
+            let topics = &self.shared.config.topics;
+            if pick < m.search && !topics.is_empty() {
+                let topic = topics[self.rng.random_range(0..topics.len())].clone();
+                self.read(Call::Search { topic, consistency }).await;
                 continue;
             }
             let order = {
@@ -416,7 +438,9 @@ impl Worker {
         let history = &self.shared.history;
         let (time, process) = (history.now(), self.process);
         history.record(match completion {
-            Completion::Ok(answer, served_by, index) => Record::Ok { time, process, op, answer, served_by, index },
+            Completion::Ok(answer, served_by, index, catalog_index) => {
+                Record::Ok { time, process, op, answer, served_by, index, catalog_index }
+            }
             Completion::Fail(error) => Record::Fail { time, process, op, error },
             Completion::Info(error) => Record::Info { time, process, op, error },
         });
@@ -439,8 +463,8 @@ impl Worker {
             let key = format!("{}-probe-{}", self.shared.tag, self.n);
             let buyer = Some(PROBER.to_string());
             let op = self.invoke(Call::Buy { book, quantity: 1, key: key.clone(), attempt: 1, buyer }, self.endpoint);
-            match prober[self.endpoint].buy_as(book, 1, Some(PROBER), Some(&key)).await {
-                Ok(order) => self.complete(op, Completion::Ok(Answer::Order(order), None, None)),
+            match prober[self.endpoint].buy_written(book, 1, Some(PROBER), Some(&key)).await {
+                Ok(w) => self.complete(op, Completion::Ok(Answer::Order(w.value), None, None, w.catalog_index)),
                 Err(e) => {
                     self.complete(op, complete_err(&e));
                     if !e.is_code(ErrorCode::OutOfStock) {
@@ -468,15 +492,15 @@ impl Worker {
         let call = Call::Buy { book, quantity, key: key.to_string(), attempt, buyer: Some(buyer.clone()) };
         let op = self.invoke(call, endpoint);
         let clients = if impatient { &self.shared.impatient } else { &self.shared.clients };
-        let result = clients[endpoint].buy_as(book, quantity, Some(&buyer), Some(key)).await;
+        let result = clients[endpoint].buy_written(book, quantity, Some(&buyer), Some(key)).await;
         match &result {
-            Ok(order) => {
-                self.complete(op, Completion::Ok(Answer::Order(order.clone()), None, None));
-                self.shared.acked.lock().await.push(order.order_id);
+            Ok(w) => {
+                self.complete(op, Completion::Ok(Answer::Order(w.value.clone()), None, None, w.catalog_index));
+                self.shared.acked.lock().await.push(w.value.order_id);
             }
             Err(e) => self.complete(op, complete_err(e)),
         }
-        result
+        result.map(|w| w.value)
     }
 
     async fn buy(&mut self, book: u64, quantity: u64) {
@@ -542,13 +566,13 @@ impl Worker {
             let op = self.invoke(call.clone(), self.endpoint);
             let client = self.shared.clients[self.endpoint].clone();
             let result = match call {
-                Call::Restock { book, quantity } => client.restock(book, quantity).await,
-                Call::SetPrice { book, price_cents } => client.set_price(book, price_cents).await,
+                Call::Restock { book, quantity } => client.restock_written(book, quantity).await,
+                Call::SetPrice { book, price_cents } => client.set_price_written(book, price_cents).await,
                 _ => unreachable!("not a catalog write: {call:?}"),
             };
             match result {
-                Ok(book) => {
-                    self.complete(op, Completion::Ok(Answer::Book(book), None, None));
+                Ok(w) => {
+                    self.complete(op, Completion::Ok(Answer::Book(w.value), None, None, w.catalog_index));
                     return;
                 }
                 Err(e) => {
@@ -570,13 +594,19 @@ impl Worker {
         let client = &self.shared.clients[endpoint];
         let completion = match call {
             Call::Lookup { book, consistency } => match client.lookup(book, Some(consistency)).await {
-                Ok(r) => Completion::Ok(Answer::Book(r.value), r.meta.served_by, r.meta.index),
+                Ok(r) => Completion::Ok(Answer::Book(r.value), r.meta.served_by, r.meta.index, None),
                 Err(e) => complete_err(&e),
             },
             Call::ReadOrder { order_id, consistency } => match client.order(order_id, Some(consistency)).await {
-                Ok(r) => Completion::Ok(Answer::Order(r.value), r.meta.served_by, r.meta.index),
+                Ok(r) => Completion::Ok(Answer::Order(r.value), r.meta.served_by, r.meta.index, None),
                 Err(e) => complete_err(&e),
             },
+            Call::Search { ref topic, consistency } => {
+                match client.search(topic, Some(MAX_PAGE_LIMIT), None, Some(consistency)).await {
+                    Ok(r) => Completion::Ok(Answer::Books(r.value.books), r.meta.served_by, r.meta.index, None),
+                    Err(e) => complete_err(&e),
+                }
+            }
             _ => unreachable!("not a read: {call:?}"),
         };
         self.complete(op, completion);

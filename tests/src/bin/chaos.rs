@@ -15,7 +15,7 @@ use std::time::Duration;
 use bazar_tests::chaos::{self, ChaosConfig};
 use bazar_tests::checker::{CheckConfig, check_history, secs};
 use bazar_tests::frontend::FrontendProc;
-use bazar_tests::history::{self, Clock, History};
+use bazar_tests::history::{self, CachedPromise, Clock, History};
 use bazar_tests::nemesis::Fault;
 use bazar_tests::{ADMIN_TOKEN, Cluster};
 use clap::{Parser, Subcommand};
@@ -153,12 +153,17 @@ async fn run(args: RunArgs) -> ExitCode {
     }
     let mut endpoints = if args.endpoint.is_empty() { cluster.endpoints() } else { args.endpoint.clone() };
     let frontend = if args.frontend { Some(FrontendProc::start(&cluster, "frontend", &[]).await) } else { None };
+    let mut cached = None;
     if let Some(fe) = &frontend {
         eprintln!("bazar-chaos: frontend on {}", fe.addr);
-        endpoints.insert(0, format!("http://{}", fe.addr));
+        let url = format!("http://{}", fe.addr);
+        endpoints.insert(0, url.clone());
+        // The checker judges its cached reads against its default staleness bound.
+        cached = Some(CachedPromise { frontends: vec![url], max_staleness_ms: 1000 });
     }
     let duration = Duration::from_secs(args.duration);
     let mut config = ChaosConfig::new(endpoints, ADMIN_TOKEN, faults, duration);
+    config.runner.cached = cached;
     config.runner.clients = args.clients;
     config.runner.timeout = Duration::from_millis(args.timeout_ms);
     config.schedule.random = args.random;
