@@ -397,7 +397,7 @@ impl ClusterAdmin {
         &self,
         group: Group,
         deadline: Instant,
-        progress: &mut dyn FnMut(&Progress),
+        progress: &mut (dyn FnMut(&Progress) + Send),
         mut op: F,
     ) -> Result<T>
     where
@@ -429,7 +429,7 @@ impl ClusterAdmin {
         node_id: u64,
         addr: &str,
         options: AddNodeOptions,
-        progress: &mut dyn FnMut(&Progress),
+        progress: &mut (dyn FnMut(&Progress) + Send),
     ) -> Result<ClusterView> {
         let deadline = Instant::now() + options.deadline;
         let view = self.status().await?;
@@ -486,7 +486,7 @@ impl ClusterAdmin {
         node_id: u64,
         added: Instant,
         deadline: Instant,
-        progress: &mut dyn FnMut(&Progress),
+        progress: &mut (dyn FnMut(&Progress) + Send),
     ) -> Result<()> {
         let mut target = None;
         let mut last_report = Instant::now() - Duration::from_secs(60);
@@ -539,7 +539,7 @@ impl ClusterAdmin {
         group: Group,
         node_id: u64,
         deadline: Instant,
-        progress: &mut dyn FnMut(&Progress),
+        progress: &mut (dyn FnMut(&Progress) + Send),
     ) -> Result<()> {
         let view = self.status().await?;
         let g = view.group(group).expect("both groups");
@@ -602,7 +602,7 @@ impl ClusterAdmin {
         node_id: u64,
         addr: Option<&str>,
         options: AddNodeOptions,
-        progress: &mut dyn FnMut(&Progress),
+        progress: &mut (dyn FnMut(&Progress) + Send),
     ) -> Result<ClusterView> {
         let deadline = Instant::now() + options.deadline;
         let view = self.status().await?;
@@ -641,7 +641,7 @@ impl ClusterAdmin {
         &self,
         node_id: u64,
         deadline: Duration,
-        progress: &mut dyn FnMut(&Progress),
+        progress: &mut (dyn FnMut(&Progress) + Send),
     ) -> Result<ClusterView> {
         let deadline = Instant::now() + deadline;
         for group in Group::ALL {
@@ -663,7 +663,7 @@ impl ClusterAdmin {
         group: Group,
         node_id: u64,
         deadline: Instant,
-        progress: &mut dyn FnMut(&Progress),
+        progress: &mut (dyn FnMut(&Progress) + Send),
     ) -> Result<()> {
         let view = self.status().await?;
         let g = view.group(group).expect("both groups");
@@ -700,7 +700,7 @@ impl ClusterAdmin {
         group: Group,
         to: Option<u64>,
         deadline: Instant,
-        progress: &mut dyn FnMut(&Progress),
+        progress: &mut (dyn FnMut(&Progress) + Send),
     ) -> Result<u64> {
         self.on_leader(group, deadline, progress, |leader, client| async move {
             if to == Some(leader) {

@@ -58,6 +58,20 @@ pub struct Args {
     /// need the client's admin token, which the frontend passes on.
     #[arg(long, env = "BAZAR_FRONTEND_TOKEN", hide_env_values = true)]
     pub frontend_token: String,
+
+    /// A deliberate bug, for the fault suite to prove that its checker
+    /// catches it. Never in production.
+    #[arg(long, value_enum, hide = true)]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Deliberate bugs the fault suite plants to prove its checker (hidden
+/// `--planted-bug`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlantedBug {
+    /// Forget the commit indexes of writes acknowledged through this
+    /// frontend: a cached read right after a write may miss it.
+    IgnoreReadYourWrites,
 }
 
 /// Read load-balancing policy.
@@ -101,6 +115,8 @@ pub struct FrontendConfig {
     pub probe_interval: Duration,
     /// Token for the nodes' `/mux`.
     pub frontend_token: String,
+    /// A deliberate bug (tests only).
+    pub planted_bug: Option<PlantedBug>,
 }
 
 impl Args {
@@ -142,6 +158,7 @@ impl Args {
             balance: self.balance,
             probe_interval: Duration::from_millis(self.probe_interval_ms),
             frontend_token: self.frontend_token,
+            planted_bug: self.planted_bug,
         })
     }
 }

@@ -1,4 +1,4 @@
-//! The frontend's routes: the public API of SPEC section 3.
+//! The frontend's routes: the public API of guarantees §3.
 //!
 //! Reads default to `cached`: served from the cache when it can vouch for
 //! them (`X-Bazar-Cache: hit`, `X-Bazar-Served-By: cache`), otherwise from a
@@ -33,6 +33,7 @@ use tokio::time::Instant;
 
 use crate::Frontend;
 use crate::cache::{CacheKey, Cached, Lookup, Page};
+use crate::config::PlantedBug;
 use crate::metrics::Route;
 use crate::proxy::{Answer, Write};
 
@@ -302,11 +303,13 @@ impl Frontend {
         let group = write.group;
         match self.forward_write(write, self.deadline()).await {
             Ok(answer) => {
-                if let Some(index) = answer.header_u64(INDEX_HEADER) {
-                    self.cache.wrote(group, index);
-                }
-                if let Some(index) = answer.header_u64(CATALOG_INDEX_HEADER) {
-                    self.cache.wrote(Group::Catalog, index);
+                if self.config.planted_bug != Some(PlantedBug::IgnoreReadYourWrites) {
+                    if let Some(index) = answer.header_u64(INDEX_HEADER) {
+                        self.cache.wrote(group, index);
+                    }
+                    if let Some(index) = answer.header_u64(CATALOG_INDEX_HEADER) {
+                        self.cache.wrote(Group::Catalog, index);
+                    }
                 }
                 relay(&answer)
             }

@@ -1,5 +1,5 @@
-//! Harness for real-process tests, and the tooling that proves SPEC
-//! section 6 under faults the way Jepsen does.
+//! Harness for real-process tests, and the tooling that proves the
+//! invariants of guarantees §6 (`docs/guarantees.md`) under faults the way Jepsen does.
 //!
 //! [`Cluster`] starts `raft-node` processes (built beforehand, found next to
 //! the test binary or in `BAZAR_BIN_DIR`) on free loopback ports with their
@@ -18,7 +18,7 @@
 //!   [`nemesis::FaultInjector`] (processes here; containers elsewhere);
 //! - [`history`]: what both of them did, as JSON lines with monotonic
 //!   timestamps;
-//! - [`check`]: the end-state checks of SPEC section 6 and the collection of
+//! - [`check`]: the end-state checks of guarantees §6 and the collection of
 //!   the final state; [`checker`]: every check on a whole history, including
 //!   [`linearizability`] of every book;
 //! - [`chaos`]: one call that runs all of the above and returns the report.
@@ -95,9 +95,42 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A free loopback port (bound, then released).
+/// Lowest port of this test process's picks.
+const LOWEST_PORT: u16 = 10_000;
+
+/// The kernel's ephemeral port range (`ip_local_port_range`): ports it
+/// hands to outgoing connections and to binds of port 0.
+pub fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut bounds = text.split_whitespace().filter_map(|s| s.parse::<u16>().ok());
+    match (bounds.next(), bounds.next()) {
+        (Some(lo), Some(hi)) if lo <= hi => lo..=hi,
+        _ => 32_768..=60_999,
+    }
+}
+
+/// A free loopback port (bound, then released), below the kernel's
+/// ephemeral range and never handed out twice by this process.
+///
+/// Nodes and frontends are stopped and started again on the same port. A
+/// port from the ephemeral range (what binding port 0 gives) can be taken
+/// meanwhile by any outgoing connection on the machine, and the restart
+/// then fails with "address in use"; ports below the range are only ever
+/// taken by an explicit bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("addr").port()
+    use rand::Rng;
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let below = (*ephemeral_ports().start()).max(LOWEST_PORT + 1_000);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = rand::rng();
+    loop {
+        let port = rng.random_range(LOWEST_PORT..below);
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
 }
 
 /// Sends `signal` to `pid`.
@@ -263,6 +296,12 @@ impl Cluster {
             .timeout(Duration::from_secs(10))
             .build()
             .expect("client")
+    }
+
+    /// Cluster administration (membership changes) through every node.
+    pub fn admin(&self) -> bazar_client::cluster::ClusterAdmin {
+        let seeds = self.ids().iter().map(|id| format!("http://{}", self.client_addr(*id))).collect();
+        bazar_client::cluster::ClusterAdmin::new(self.client(self.ids()[0]), seeds)
     }
 
     /// `kill -9` node `id` and reap it.
@@ -530,5 +569,21 @@ impl Drop for Cluster {
                 eprintln!("kept test cluster data in {}", dir.keep().display());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn picked_ports_are_below_the_ephemeral_range_and_distinct() {
+        let ephemeral = ephemeral_ports();
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        for p in &ports {
+            assert!(*p >= LOWEST_PORT && !ephemeral.contains(p), "port {p} is in the ephemeral range {ephemeral:?}");
+        }
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
     }
 }

@@ -40,6 +40,7 @@ use tokio::time::Instant;
 
 use crate::history::{FaultPhase, History, Record};
 use crate::{Cluster, Error, Result};
+use bazar_client::cluster::AddNodeOptions;
 
 /// A fault, described by what it does to the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,6 +70,14 @@ pub enum Fault {
     /// Cut the orders leader off every other node; at the end of the hold,
     /// kill another node, then heal the partition while that node starts again.
     PartitionRestart,
+    /// Two faults at once: `SIGSTOP` a random follower of a group, then
+    /// `kill -9` its leader while the follower stays frozen; both healed
+    /// together. Needs five nodes, so that a majority survives both.
+    Overlap(Group),
+    /// A membership change under load: a random node (the leader too) is
+    /// removed from both groups, leadership moving away first; healing adds
+    /// it back, as a learner that catches up and then a voter.
+    RemoveAndAdd,
 }
 
 impl Fault {
@@ -93,10 +102,10 @@ impl Fault {
         Fault::PartitionRestart,
     ];
 
-    /// Whether the fault kills the leader of a group (SPEC invariant 7 bounds
+    /// Whether the fault kills the leader of a group (guarantees §6.7 bounds
     /// how long writes may stop after one).
     pub fn kills_a_leader(self) -> bool {
-        matches!(self, Fault::KillLeader(_))
+        matches!(self, Fault::KillLeader(_) | Fault::Overlap(_))
     }
 }
 
@@ -113,6 +122,8 @@ impl fmt::Display for Fault {
             Fault::Bridge => f.write_str("bridge"),
             Fault::OneWayLeader(g) => write!(f, "one-way-leader-{g}"),
             Fault::PartitionRestart => f.write_str("partition-restart"),
+            Fault::Overlap(g) => write!(f, "kill-leader-and-pause-follower-{g}"),
+            Fault::RemoveAndAdd => f.write_str("remove-and-add-node"),
         }
     }
 }
@@ -129,8 +140,11 @@ impl FromStr for Fault {
             "isolate-minority" => Ok(Fault::IsolateMinority),
             "bridge" => Ok(Fault::Bridge),
             "partition-restart" => Ok(Fault::PartitionRestart),
+            "remove-and-add-node" => Ok(Fault::RemoveAndAdd),
             _ => {
-                if let Some(rest) = s.strip_prefix("kill-leader-") {
+                if let Some(rest) = s.strip_prefix("kill-leader-and-pause-follower-") {
+                    with_group(rest, Fault::Overlap)
+                } else if let Some(rest) = s.strip_prefix("kill-leader-") {
                     with_group(rest, Fault::KillLeader)
                 } else if let Some(rest) = s.strip_prefix("pause-leader-") {
                     with_group(rest, Fault::PauseLeader)
@@ -142,7 +156,8 @@ impl FromStr for Fault {
                     Err(format!(
                         "unknown fault {s:?}: expected kill-node, kill-leader-{{catalog,orders}}, pause-node, \
                          pause-leader-{{catalog,orders}}, restart-all, partition-leader-{{catalog,orders}}, \
-                         isolate-minority, bridge, one-way-leader-{{catalog,orders}} or partition-restart"
+                         isolate-minority, bridge, one-way-leader-{{catalog,orders}}, partition-restart, \
+                         kill-leader-and-pause-follower-{{catalog,orders}} or remove-and-add-node"
                     ))
                 }
             }
@@ -169,6 +184,11 @@ pub enum Action {
     Cut(u64, u64),
     /// Let it through again.
     Mend(u64, u64),
+    /// Remove the node from both groups' memberships (it keeps running).
+    Remove(u64),
+    /// Add it back to both groups: a learner until caught up, then a voter;
+    /// a no-op on a member.
+    Add(u64),
 }
 
 impl Action {
@@ -180,12 +200,13 @@ impl Action {
             Action::Pause(n) | Action::Resume(n) => Action::Resume(n),
             Action::Isolate(n) | Action::Rejoin(n) => Action::Rejoin(n),
             Action::Cut(a, b) | Action::Mend(a, b) => Action::Mend(a, b),
+            Action::Remove(n) | Action::Add(n) => Action::Add(n),
         }
     }
 
     /// Whether this action breaks something (its inverse heals it).
     pub fn breaks(self) -> bool {
-        matches!(self, Action::Kill(_) | Action::Pause(_) | Action::Isolate(_) | Action::Cut(..))
+        matches!(self, Action::Kill(_) | Action::Pause(_) | Action::Isolate(_) | Action::Cut(..) | Action::Remove(_))
     }
 
     /// The node acted on (of a link, the sending end).
@@ -198,7 +219,9 @@ impl Action {
             | Action::Isolate(n)
             | Action::Rejoin(n)
             | Action::Cut(n, _)
-            | Action::Mend(n, _) => n,
+            | Action::Mend(n, _)
+            | Action::Remove(n)
+            | Action::Add(n) => n,
         }
     }
 
@@ -261,6 +284,20 @@ impl FaultInjector for Cluster {
             Action::Rejoin(n) => self.rejoin(n)?,
             Action::Cut(a, b) => self.cut_one_way(a, b)?,
             Action::Mend(a, b) => self.mend_one_way(a, b)?,
+            Action::Remove(n) => {
+                let admin = self.admin();
+                admin
+                    .remove_node(n, Duration::from_secs(30), &mut |_| {})
+                    .await
+                    .map_err(|e| Error::Cluster(format!("removing node {n}: {e}")))?;
+            }
+            Action::Add(n) => {
+                let options = AddNodeOptions { deadline: Duration::from_secs(60), ..AddNodeOptions::default() };
+                self.admin()
+                    .add_node(n, &self.addr(n), options, &mut |_| {})
+                    .await
+                    .map_err(|e| Error::Cluster(format!("adding node {n} back: {e}")))?;
+            }
         }
         Ok(())
     }
@@ -451,6 +488,16 @@ impl Nemesis<'_> {
                 let l = leader(injector, g, wait).await?;
                 nodes.iter().filter(|n| **n != l).map(|n| Action::Cut(l, *n)).collect()
             }
+            Fault::RemoveAndAdd => vec![Action::Remove(random)],
+            Fault::Overlap(g) => {
+                if nodes.len() < 5 {
+                    return Err("two faults at once need five nodes, so that a majority survives".into());
+                }
+                let l = leader(injector, g, wait).await?;
+                let followers: Vec<u64> = nodes.iter().copied().filter(|n| *n != l).collect();
+                let f = followers[self.rng.random_range(0..followers.len())];
+                vec![Action::Pause(f), Action::Kill(l)]
+            }
             Fault::PartitionRestart => {
                 let l = leader(injector, Group::Orders, wait).await?;
                 let others: Vec<u64> = nodes.iter().copied().filter(|n| *n != l).collect();
@@ -594,11 +641,37 @@ mod tests {
 
     #[test]
     fn faults_parse_from_their_names() {
-        for fault in Fault::PROCESS.into_iter().chain(Fault::PARTITION).chain([Fault::IsolateMinority]) {
+        let overlaps = [Fault::Overlap(Group::Catalog), Fault::Overlap(Group::Orders)];
+        for fault in Fault::PROCESS.into_iter().chain(Fault::PARTITION).chain([Fault::IsolateMinority]).chain(overlaps)
+        {
             assert_eq!(fault.to_string().parse::<Fault>(), Ok(fault));
         }
         assert!("kill-leader-nobody".parse::<Fault>().is_err());
         assert!("explode".parse::<Fault>().unwrap_err().contains("restart-all"));
+    }
+
+    #[tokio::test]
+    async fn overlapping_faults_freeze_a_follower_and_kill_the_leader_then_heal_both() {
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3, 4, 5], leader: Some(2), actions: vec![], partitions: false, healthy: true };
+        let history = History::in_memory(Clock::start());
+        let reports = run(&mut rec, &schedule(vec![Fault::Overlap(Group::Orders)]), &history).await;
+        assert_eq!(reports[0].skipped, None);
+        let paused = match rec.actions[0] {
+            Action::Pause(n) => n,
+            a => panic!("first a follower is frozen, not {a:?}"),
+        };
+        assert_ne!(paused, 2);
+        assert_eq!(rec.actions[1], Action::Kill(2));
+        // Both undone.
+        assert!(rec.actions.contains(&Action::Resume(paused)) && rec.actions.contains(&Action::Start(2)));
+
+        // Three nodes cannot keep a majority through two faults: skipped.
+        let mut small =
+            Recorder { nodes: vec![1, 2, 3], leader: Some(2), actions: vec![], partitions: false, healthy: true };
+        let reports = run(&mut small, &schedule(vec![Fault::Overlap(Group::Orders)]), &history).await;
+        assert!(reports[0].skipped.as_deref().is_some_and(|w| w.contains("five nodes")), "{reports:?}");
+        assert!(small.actions.is_empty());
     }
 
     #[tokio::test]
