@@ -447,11 +447,12 @@ impl<S: StateMachine> RaftGroup<S> {
             is_leader,
             committed_index: m.cluster_committed.as_ref().map(|l| l.index).unwrap_or(0),
             applied_index: m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
-            quorum_ack_age_ms: if is_leader {
-                m.last_quorum_acked.as_ref().map(|acked| acked.elapsed().as_millis() as u64)
-            } else {
-                None
-            },
+            quorum_ack_age_ms: commit_sample_age(
+                is_leader,
+                m.cluster_committed.as_ref().map(|c| c.committed_leader_id().term),
+                m.current_term,
+                m.last_quorum_acked.as_ref().map(|acked| acked.elapsed()),
+            ),
         }
     }
 
@@ -496,5 +497,42 @@ impl<S: StateMachine> RaftGroup<S> {
             members,
             replication,
         }
+    }
+}
+
+/// The quorum-acknowledgement age a group reports in `/health`, from which
+/// frontends take *commit samples* ("every write acknowledged before
+/// now − age has an index at or below the committed index"): only a leader
+/// has one, and only once it has committed an entry of its own term. Before
+/// that, a new leader's committed index can lag writes its predecessor
+/// acknowledged (Raft §5.4.2: it learns the commit point by committing in
+/// its term), and a sample would let a frontend serve cached answers older
+/// than its staleness bound.
+fn commit_sample_age(
+    is_leader: bool,
+    committed_term: Option<u64>,
+    current_term: u64,
+    since_quorum_ack: Option<Duration>,
+) -> Option<u64> {
+    if !is_leader || committed_term != Some(current_term) {
+        return None;
+    }
+    since_quorum_ack.map(|age| age.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod sample_tests {
+    use super::*;
+
+    #[test]
+    fn a_new_leader_gives_no_commit_sample_until_it_commits_in_its_term() {
+        let acked = Some(Duration::from_millis(30));
+        // Elected in term 5, its committed index still from term 4: it may
+        // be behind writes the term-4 leader acknowledged.
+        assert_eq!(commit_sample_age(true, Some(4), 5, acked), None);
+        assert_eq!(commit_sample_age(true, None, 5, acked), None);
+        assert_eq!(commit_sample_age(true, Some(5), 5, acked), Some(30));
+        assert_eq!(commit_sample_age(false, Some(5), 5, acked), None);
+        assert_eq!(commit_sample_age(true, Some(5), 5, None), None);
     }
 }
