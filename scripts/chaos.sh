@@ -3,7 +3,7 @@
 # of real raft-node processes while a nemesis kills (-9), pauses (SIGSTOP)
 # and restarts nodes, and (as root, with iptables) cuts the links between
 # them while clients keep reaching every node, then a checker verifies
-# every invariant of SPEC section 6 (linearizability included) and prints
+# every invariant of guarantees §6 (linearizability included) and prints
 # a summary table:
 # operations, acknowledged, unknown, violations, and how long writes were
 # unavailable after each fault.

@@ -5,7 +5,7 @@
 //! change stream (see [`crate::stream`]): an `applied` event for index N
 //! removes the entries its keys name.
 //!
-//! # Guarantees (SPEC section 4, `cached`)
+//! # Guarantees (guarantees §4, `cached`)
 //!
 //! Per group, the cache tracks:
 //! - `stream_index`: every change event up to it has been processed;

@@ -36,7 +36,7 @@ pub struct ChaosConfig {
     pub runner: RunnerConfig,
     /// The faults.
     pub schedule: Schedule,
-    /// How long to wait for pending orders to settle once healed (SPEC: 5 s).
+    /// How long to wait for pending orders to settle once healed (guarantees §6.7: 5 s).
     pub settle: Duration,
     /// How long to wait for the replicas to converge once healed.
     pub converge: Duration,

@@ -1,4 +1,4 @@
-//! Checks of SPEC section 6 against a cluster's final state and what the
+//! Checks of guarantees §6 against a cluster's final state and what the
 //! clients were told (a [`Ledger`]), and the collection of that final state.
 //!
 //! | invariant | checked by |
@@ -149,7 +149,7 @@ pub struct Summary {
 }
 
 /// A broken invariant found in an end state: the invariant's number in
-/// SPEC section 6 (0: an answer the API does not allow) and the evidence.
+/// guarantees §6 (0: an answer the API does not allow) and the evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// Which invariant.

@@ -303,7 +303,7 @@ pub enum BookOp {
 }
 
 /// The sequential specification of a book: what the catalog's state machine
-/// does to one book, per SPEC section 2 and section 5 (only a reservation
+/// does to one book, per guarantees §2 and section 5 (only a reservation
 /// takes stock, never below zero, at the current price).
 #[derive(Debug, Clone, Copy)]
 pub struct BookModel {

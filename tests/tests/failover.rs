@@ -1,6 +1,6 @@
 //! Faults under load: kill -9 of each group's leader, a paused leader, and a
 //! restart of every node at once. After each, the history of the workload and
-//! the final state must pass every check of SPEC section 6: nothing
+//! the final state must pass every check of guarantees §6: nothing
 //! acknowledged lost, one order per key, stock conserved and never oversold,
 //! replicas converged, nothing left pending, every book linearizable.
 
@@ -140,7 +140,7 @@ async fn time_to_resume(cluster: &mut Cluster, group: Group, attempt: u64, ledge
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_resume_within_two_seconds_after_a_leader_is_killed() {
-    // SPEC invariant 7: with the default election timeout (150-300 ms),
+    // guarantees §6.7: with the default election timeout (150-300 ms),
     // writes resume within 2 s of losing the leader of either group.
     let mut cluster = Cluster::start(3, &[]).await;
     let mut times = Vec::new();

@@ -7,7 +7,7 @@
 //! copy every few tens of milliseconds) while the operation happens through
 //! `bazar_client::cluster::ClusterAdmin`, the code behind `bazar cluster
 //! add-node | remove-node`. Afterwards the history and the final state must
-//! pass every check of SPEC section 6, and where the operation touches a
+//! pass every check of guarantees §6, and where the operation touches a
 //! leader, the longest pause between two successful writes must stay under
 //! the 2 s the spec allows after losing a leader.
 
