@@ -28,6 +28,18 @@ ensure_cargo() {
   command -v cargo >/dev/null || { echo "cargo is not installed: install Rust from https://rustup.rs" >&2; return 1; }
 }
 
+# Makes sure rustfmt and clippy, which the test command's lint step runs,
+# are installed with the toolchain.
+ensure_lint_tools() {
+  local missing=()
+  cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+  cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+  if ((${#missing[@]})); then
+    echo "the lint step needs ${missing[*]}: install with 'rustup component add ${missing[*]}' and retry" >&2
+    return 1
+  fi
+}
+
 # Makes the admin, cluster and frontend tokens available as exported
 # BAZAR_ADMIN_TOKEN, BAZAR_CLUSTER_TOKEN and BAZAR_FRONTEND_TOKEN: taken from
 # the environment when the first two are set, otherwise read from

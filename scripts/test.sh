@@ -2,9 +2,12 @@
 # Runs every Bazar test, from a fresh clone:
 #   1. builds the release binaries (one profile for everything, so the
 #      dependencies compile once),
-#   2. unit tests and in-process tests of every crate (state machines,
+#   2. lint: rustfmt, clippy and rustdoc with every warning an error
+#      (clippy and rustdoc share the release profile's build scripts, so
+#      RocksDB is not compiled again),
+#   3. unit tests and in-process tests of every crate (state machines,
 #      openraft's storage suite on RocksDB, the node's HTTP API, the client),
-#   3. the real-process integration tests in tests/ (clusters of raft-node
+#   4. the real-process integration tests in tests/ (clusters of raft-node
 #      processes under kill -9, SIGSTOP and full restarts), one at a time so
 #      that their timing is not distorted by each other. Among them,
 #      tests/tests/containers.rs builds the images and runs a compose cluster
@@ -12,7 +15,7 @@
 #      minutes); without one it fails and says why, unless skipping is
 #      asked for (BAZAR_SKIP_CONTAINERS=1; BAZAR_SKIP_PARTITIONS=1 likewise
 #      for the partition tests, which need root and iptables),
-#   4. scripts/fuzz-api.sh: Schemathesis (installed from PyPI into
+#   5. scripts/fuzz-api.sh: Schemathesis (installed from PyPI into
 #      target/fuzz-venv) fuzzes the frontend and a node against
 #      docs/api.yaml: no 5xx, no undocumented status, every body as documented.
 set -euo pipefail
@@ -22,10 +25,15 @@ source "$ROOT/scripts/lib.sh"
 cd "$ROOT"
 ensure_cargo
 ensure_libclang
+ensure_lint_tools
 
 started=$SECONDS
 echo "==> building release binaries"
 cargo build --release --workspace --bins
+echo "==> lint: rustfmt, clippy and rustdoc, warnings denied"
+cargo fmt --all -- --check
+cargo clippy --release --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps
 echo "==> unit and in-process tests"
 cargo test --release --workspace --exclude bazar-tests
 echo "==> real-process integration tests"

@@ -17,7 +17,12 @@ pub enum IsbnError {
     /// Does not start with the GS1 prefix 978 or 979.
     WrongPrefix,
     /// The check digit does not match.
-    BadCheckDigit { expected: u8, found: u8 },
+    BadCheckDigit {
+        /// The check digit the first twelve digits call for.
+        expected: u8,
+        /// The check digit given.
+        found: u8,
+    },
 }
 
 impl fmt::Display for IsbnError {

@@ -13,6 +13,8 @@
 //! - [`events`]: the change-event stream served by `GET /watch`.
 //! - [`cluster`]: cluster status, digests and admin requests.
 
+#![warn(missing_docs)]
+
 pub mod cluster;
 pub mod events;
 pub mod isbn;

@@ -28,7 +28,9 @@
 //! - [`watch`]: decoding a node's change-event stream.
 //! - [`endpoint`]: turning `host:port` or URLs into base URLs.
 //! - [`cli`]: the `bazar` command line.
-//! - [`bench`]: `bazar bench`, the load generator, its reports and plots.
+//! - [`bench`](mod@bench): `bazar bench`, the load generator, its reports and plots.
+
+#![warn(missing_docs)]
 
 pub mod bench;
 pub mod cli;

@@ -12,6 +12,8 @@
 //! Several frontends can run at once: each keeps its own cache fresh from
 //! the nodes' change streams, so each gives the same guarantees.
 
+#![warn(missing_docs)]
+
 pub mod cache;
 pub mod config;
 pub mod conn;

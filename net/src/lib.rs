@@ -7,6 +7,8 @@
 //! general client. A request that may have reached the peer is never sent
 //! twice here: whether that is safe is the caller's decision.
 
+#![warn(missing_docs)]
+
 pub mod mux;
 
 use std::io;

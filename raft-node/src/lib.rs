@@ -27,6 +27,8 @@
 //! election timeout. [`init_tracing`] sets up its logs: every line names the
 //! node, in text or JSON.
 
+#![warn(missing_docs)]
+
 pub mod bootstrap;
 pub mod buy;
 pub mod catalog;

@@ -900,12 +900,16 @@ fn cached_through_frontend(op: &Op, promise: &CachedPromise) -> bool {
     ) && promise.frontends.contains(&op.endpoint)
 }
 
+/// A write acknowledged: when, at which catalog index, and its position in
+/// the operations.
+type Ack = (Nanos, u64, usize);
+
 /// Writes of one book acknowledged with their catalog index, by time of
 /// acknowledgement, with the highest index acknowledged up to each.
-struct AckedWrites(Vec<(Nanos, u64, usize)>);
+struct AckedWrites(Vec<Ack>);
 
 impl AckedWrites {
-    fn new(mut acks: Vec<(Nanos, u64, usize)>) -> AckedWrites {
+    fn new(mut acks: Vec<Ack>) -> AckedWrites {
         acks.sort();
         let mut best: Option<(u64, usize)> = None;
         for a in &mut acks {
@@ -936,8 +940,8 @@ fn cached_index_problems(
     report: &mut Report,
 ) -> Vec<(&'static str, String)> {
     // Acknowledged writes of each book (any endpoint), and of each (book, endpoint).
-    let mut any: HashMap<u64, Vec<(Nanos, u64, usize)>> = HashMap::new();
-    let mut same: HashMap<(u64, &str), Vec<(Nanos, u64, usize)>> = HashMap::new();
+    let mut any: HashMap<u64, Vec<Ack>> = HashMap::new();
+    let mut same: HashMap<(u64, &str), Vec<Ack>> = HashMap::new();
     for (k, op) in ops.iter().enumerate() {
         let book = match (&op.call, op.ok()) {
             (Call::Restock { book, .. } | Call::SetPrice { book, .. }, Some(_)) => *book,

@@ -23,6 +23,8 @@
 //!   [`linearizability`] of every book;
 //! - [`chaos`]: one call that runs all of the above and returns the report.
 
+#![warn(missing_docs)]
+
 pub mod chaos;
 pub mod check;
 pub mod checker;

@@ -72,6 +72,7 @@ pub struct BenchArgs {
     /// Work on saved results instead of running.
     #[command(subcommand)]
     pub action: Option<BenchAction>,
+    /// What to run, when running (the flags of `bazar bench`).
     #[command(flatten)]
     pub run: RunArgs,
 }

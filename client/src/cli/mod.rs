@@ -110,8 +110,10 @@ pub enum Command {
     Search {
         /// Topic, e.g. "distributed systems".
         topic: String,
+        /// Paging (`--limit`, `--cursor`).
         #[command(flatten)]
         page: PageArgs,
+        /// Consistency of the read.
         #[command(flatten)]
         read: ReadArgs,
     },
@@ -119,6 +121,7 @@ pub enum Command {
     Lookup {
         /// Book id.
         id: u64,
+        /// Consistency of the read.
         #[command(flatten)]
         read: ReadArgs,
     },
@@ -150,8 +153,10 @@ pub enum Command {
         /// Only the orders of this buyer.
         #[arg(long, value_name = "NAME")]
         buyer: Option<String>,
+        /// Paging (`--limit`, `--cursor`).
         #[command(flatten)]
         page: PageArgs,
+        /// Consistency of the read.
         #[command(flatten)]
         read: ReadArgs,
     },
@@ -159,6 +164,7 @@ pub enum Command {
     Order {
         /// Order id.
         id: u64,
+        /// Consistency of the read.
         #[command(flatten)]
         read: ReadArgs,
     },

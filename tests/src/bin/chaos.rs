@@ -58,8 +58,10 @@ struct RunArgs {
     /// with iptables, the network ones between nodes, which clients still
     /// reach (partition-leader-catalog, partition-leader-orders,
     /// isolate-minority, bridge, one-way-leader-catalog,
-    /// one-way-leader-orders, partition-restart); default: every process
-    /// fault, and the network ones with --partitions.
+    /// one-way-leader-orders, partition-restart), two at once
+    /// (kill-leader-and-pause-follower-catalog, -orders: five nodes or more)
+    /// and a membership change (remove-and-add-node); default: every
+    /// process fault, and the network ones with --partitions.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<Fault>,
     /// Add the network faults to the default faults (needs root and iptables).
