@@ -346,8 +346,8 @@ impl FaultInjector for Containers {
     }
 
     fn supports(&self, action: Action) -> bool {
-        // Whole containers only: no single direction of a link.
-        !matches!(action, Action::Cut(..) | Action::Mend(..))
+        // Whole containers only: no single direction of a link, no clock.
+        !matches!(action, Action::Cut(..) | Action::Mend(..)) && !action.is_clock()
     }
 
     async fn act(&mut self, action: Action) -> Result<()> {

@@ -58,13 +58,22 @@ struct RunArgs {
     /// with iptables, the network ones between nodes, which clients still
     /// reach (partition-leader-catalog, partition-leader-orders,
     /// isolate-minority, bridge, one-way-leader-catalog,
-    /// one-way-leader-orders, partition-restart); default: every process
-    /// fault, and the network ones with --partitions.
+    /// one-way-leader-orders, partition-restart), and, with libfaketime,
+    /// the clock faults (clock-fast-, clock-slow-, clock-jump- and
+    /// clock-jump-back- followed by leader- or follower- and the group,
+    /// e.g. clock-slow-leader-orders; clock-slow-partition-leader-catalog,
+    /// -orders also need iptables); default: every process fault, and the
+    /// network ones with --partitions, the clock ones with --clocks.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<Fault>,
     /// Add the network faults to the default faults (needs root and iptables).
     #[arg(long)]
     partitions: bool,
+    /// Add the clock faults to the default faults (needs libfaketime; with
+    /// --partitions, also a slow leader cut off its peers). The nodes run
+    /// with libfaketime preloaded whenever a clock fault is asked for.
+    #[arg(long)]
+    clocks: bool,
     /// Pick faults at random instead of cycling.
     #[arg(long)]
     random: bool,
@@ -137,10 +146,6 @@ async fn run(args: RunArgs) -> ExitCode {
     let node_args: Vec<String> =
         args.node_args.as_deref().unwrap_or("").split_whitespace().map(str::to_string).collect();
     let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
-    eprintln!("bazar-chaos: starting {} raft nodes", args.nodes);
-    let mut cluster = Cluster::start(args.nodes, &node_args).await;
-    eprintln!("bazar-chaos: cluster data in {}", cluster.dir().display());
-
     let mut faults = if args.faults.is_empty() { Fault::PROCESS.to_vec() } else { args.faults.clone() };
     if args.partitions {
         if let Err(why) = bazar_tests::partition::available() {
@@ -151,6 +156,24 @@ async fn run(args: RunArgs) -> ExitCode {
             faults.extend(Fault::PARTITION);
         }
     }
+    if args.clocks && args.faults.is_empty() {
+        faults.extend(Fault::CLOCK);
+        if args.partitions {
+            faults.extend(Fault::CLOCK_PARTITION);
+        }
+    }
+    let clocks = faults.iter().any(|f| f.is_clock());
+    if clocks && let Err(why) = bazar_tests::clock::available() {
+        eprintln!("bazar-chaos: clock faults: {why}");
+        return ExitCode::from(2);
+    }
+    eprintln!("bazar-chaos: starting {} raft nodes{}", args.nodes, if clocks { " under libfaketime" } else { "" });
+    let mut cluster = if clocks {
+        Cluster::start_with_clocks(args.nodes, &node_args).await
+    } else {
+        Cluster::start(args.nodes, &node_args).await
+    };
+    eprintln!("bazar-chaos: cluster data in {}", cluster.dir().display());
     let mut endpoints = if args.endpoint.is_empty() { cluster.endpoints() } else { args.endpoint.clone() };
     let frontend = if args.frontend { Some(FrontendProc::start(&cluster, "frontend", &[]).await) } else { None };
     if let Some(fe) = &frontend {
