@@ -71,15 +71,14 @@ pub enum Fault {
     /// Cut the orders leader off every other node; at the end of the hold,
     /// kill another node, then heal the partition while that node starts again.
     PartitionRestart,
-    /// Make a node's clock run fast ([`CLOCK_FAST`]) or slow
-    /// ([`CLOCK_SLOW`]), without a jump, for the hold; true again when
-    /// healing.
+    /// Make a node's clock run fast or slow by [`Schedule::clock_ratio`],
+    /// without a jump, for the hold; true again when healing.
     ClockRate(ClockTarget, Speed),
     /// Step a node's clock (monotonic and wall) by [`CLOCK_JUMP_MS`], forward
     /// or back. Nothing to heal: the clock goes on from where it jumped.
     ClockJump(ClockTarget, Direction),
-    /// Make the leader of a group's clock run slow ([`CLOCK_SLOW`]) and cut
-    /// it off every other node: the case a lease without a drift margin
+    /// Make the leader of a group's clock run slow (by
+    /// [`Schedule::clock_ratio`]) and cut it off every other node: the case a lease without a drift margin
     /// gets wrong (the old leader trusts its lease longer than the others
     /// keep their promise not to elect another). Healed both ways.
     ClockSlowPartitionLeader(Group),
@@ -97,9 +96,9 @@ pub enum ClockTarget {
 /// A clock running fast or slow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Speed {
-    /// [`CLOCK_FAST`].
+    /// [`Schedule::clock_ratio`] times as fast as true time.
     Fast,
-    /// [`CLOCK_SLOW`].
+    /// [`Schedule::clock_ratio`] times as slow.
     Slow,
 }
 
@@ -114,11 +113,6 @@ pub enum Direction {
     Back,
 }
 
-/// A fast clock's rate, per mille: twice true time, the drift the nodes'
-/// default `--max-clock-rate-ratio` allows between a fast node and a true one.
-pub const CLOCK_FAST: u32 = 2_000;
-/// A slow clock's rate, per mille: half of true time.
-pub const CLOCK_SLOW: u32 = 500;
 /// How far a clock jumps, milliseconds: several election timeouts.
 pub const CLOCK_JUMP_MS: i32 = 2_000;
 
@@ -444,6 +438,10 @@ pub struct Schedule {
     pub recover_timeout: Duration,
     /// Seed for picking faults and nodes.
     pub seed: u64,
+    /// How many times faster than true time a fast clock runs, and slower a
+    /// slow one: at most the nodes' `--max-clock-rate-ratio` (default 2),
+    /// whose assumption the clock faults then keep.
+    pub clock_ratio: f64,
 }
 
 impl Schedule {
@@ -460,6 +458,7 @@ impl Schedule {
             leader_wait: Duration::from_secs(5),
             recover_timeout: Duration::from_secs(10),
             seed: rand::random(),
+            clock_ratio: 2.0,
         }
     }
 }
@@ -483,6 +482,7 @@ pub async fn run<I: FaultInjector>(injector: &mut I, schedule: &Schedule, histor
         rng: StdRng::seed_from_u64(schedule.seed),
         leader_wait: schedule.leader_wait,
         broken: BTreeSet::new(),
+        clock_ratio: schedule.clock_ratio,
     };
     let mut reports = Vec::new();
     tokio::time::sleep(schedule.start_after).await;
@@ -535,6 +535,8 @@ struct Nemesis<'h> {
     leader_wait: Duration,
     /// Actions to undo: everything injected and not yet healed.
     broken: BTreeSet<Action>,
+    /// See [`Schedule::clock_ratio`].
+    clock_ratio: f64,
 }
 
 impl Nemesis<'_> {
@@ -599,7 +601,7 @@ impl Nemesis<'_> {
             }
             Fault::ClockRate(target, speed) => {
                 let node = self.clock_target(injector, target).await?;
-                vec![Action::ClockRate(node, if speed == Speed::Fast { CLOCK_FAST } else { CLOCK_SLOW })]
+                vec![Action::ClockRate(node, self.clock_rate(speed))]
             }
             Fault::ClockJump(target, direction) => {
                 let node = self.clock_target(injector, target).await?;
@@ -608,7 +610,7 @@ impl Nemesis<'_> {
             }
             Fault::ClockSlowPartitionLeader(g) => {
                 let l = leader(injector, g, wait).await?;
-                vec![Action::ClockRate(l, CLOCK_SLOW), Action::Isolate(l)]
+                vec![Action::ClockRate(l, self.clock_rate(Speed::Slow)), Action::Isolate(l)]
             }
             Fault::PartitionRestart => {
                 let l = leader(injector, Group::Orders, wait).await?;
@@ -621,6 +623,15 @@ impl Nemesis<'_> {
             }
         };
         Ok((actions, before_heal))
+    }
+
+    /// A fast or slow clock's rate, per mille.
+    fn clock_rate(&self, speed: Speed) -> u32 {
+        let rate = match speed {
+            Speed::Fast => self.clock_ratio,
+            Speed::Slow => 1.0 / self.clock_ratio,
+        };
+        (rate * 1000.0).round().clamp(1.0, 1_000_000.0) as u32
     }
 
     /// The node a clock fault acts on.
@@ -767,6 +778,7 @@ mod tests {
             leader_wait: Duration::from_millis(100),
             recover_timeout: Duration::from_secs(1),
             seed: 7,
+            clock_ratio: 2.0,
         }
     }
 
@@ -916,15 +928,15 @@ mod tests {
             run(&mut rec, &schedule(vec![fault]), &history).await;
         }
         use Action::*;
-        assert_eq!(rec.actions[..2], [ClockRate(2, CLOCK_SLOW), ClockRate(2, 1_000)]);
-        let ClockRate(follower, CLOCK_FAST) = rec.actions[2] else { panic!("{:?}", rec.actions) };
+        assert_eq!(rec.actions[..2], [ClockRate(2, 500), ClockRate(2, 1_000)]);
+        let ClockRate(follower, 2_000) = rec.actions[2] else { panic!("{:?}", rec.actions) };
         assert_ne!(follower, 2, "a follower's clock, not the leader's");
         assert_eq!(rec.actions[3], ClockRate(follower, 1_000));
         assert_eq!(rec.actions[4], ClockJump(2, CLOCK_JUMP_MS), "{:?}", rec.actions);
         let slow_partition: BTreeSet<_> = rec.actions[5..].iter().copied().collect();
         assert_eq!(
             slow_partition,
-            BTreeSet::from([ClockRate(2, CLOCK_SLOW), Isolate(2), ClockRate(2, 1_000), Rejoin(2)]),
+            BTreeSet::from([ClockRate(2, 500), Isolate(2), ClockRate(2, 1_000), Rejoin(2)]),
             "{:?}",
             rec.actions
         );

@@ -71,12 +71,18 @@ async fn libfaketime_makes_a_running_nodes_clock_run_fast_and_slow() {
 }
 
 /// Runs `faults` (cycling) under load for `seconds` on `cluster` with
-/// reads weighted toward `lease`, and returns the outcome, whatever the
-/// verdict.
-async fn run_on(cluster: &mut Cluster, faults: Vec<Fault>, seconds: u64) -> Outcome {
+/// reads weighted toward `lease` (the run's config then adjusted by
+/// `tweak`), and returns the outcome, whatever the verdict.
+async fn run_on(
+    cluster: &mut Cluster,
+    faults: Vec<Fault>,
+    seconds: u64,
+    tweak: impl FnOnce(&mut ChaosConfig),
+) -> Outcome {
     let mut config = ChaosConfig::new(cluster.endpoints(), ADMIN_TOKEN, faults, Duration::from_secs(seconds));
     // cached : lease : linearizable. Lease reads are what clocks can break.
     config.runner.read_levels = [1, 6, 3];
+    tweak(&mut config);
     let path = cluster.dir().join("history.jsonl");
     let history = History::to_file(Clock::start(), &path).expect("history file");
     eprintln!("seed {}, history in {}", config.runner.seed, path.display());
@@ -106,7 +112,7 @@ async fn fast_slow_and_jumping_clocks_on_leaders_and_followers_keep_lease_reads_
         return;
     }
     let mut cluster = Cluster::start_with_clocks(3, &[]).await;
-    let outcome = run_on(&mut cluster, Fault::CLOCK.to_vec(), 40).await;
+    let outcome = run_on(&mut cluster, Fault::CLOCK.to_vec(), 40, |_| {}).await;
     assert_kept_every_promise(&outcome);
     let kinds: Vec<String> =
         outcome.faults.iter().filter(|f| f.skipped.is_none()).map(|f| f.fault.to_string()).collect();
@@ -132,35 +138,55 @@ fn slowed_leader_endpoints(cluster: &Cluster) -> Vec<String> {
         .collect()
 }
 
-/// A leader whose clock runs at half the true rate, cut off its peers
-/// while clients still reach it: the others elect a new leader once their
+/// How much slower than true time the slowed leaders' clocks run, and the
+/// drift bound the nodes are told (`--max-clock-rate-ratio`): 4, beyond the
+/// default 2, because openraft's followers do not campaign before their
+/// promise not to vote (300 ms) *and* an election timeout (150–300 ms) are
+/// over. At a rate of 1/2, a lease without margin (300 ms on the slow clock:
+/// 600 ms) overlaps the new leader's first writes only now and then; at 1/4
+/// (1.2 s), in every partition.
+const SLOW_RATIO: &str = "4";
+
+/// The schedule of the slowed leaders' partitions: what goes wrong does so
+/// within the first 1.2 s of each, so many short ones (held 1.5 s, 1 s
+/// apart), and nearly every read at `lease`.
+fn slow_partitions(config: &mut ChaosConfig) {
+    config.schedule.clock_ratio = SLOW_RATIO.parse().expect("a ratio");
+    config.schedule.hold = Duration::from_millis(1_500);
+    config.schedule.quiet = Duration::from_secs(1);
+    config.runner.read_levels = [0, 9, 1];
+}
+
+/// A leader whose clock runs at a quarter of the true rate, cut off its
+/// peers while clients still reach it, on nodes that allow for that drift
+/// (`--max-clock-rate-ratio 4`): the others elect a new leader once their
 /// promise not to vote (300 ms) is over, while the old leader's read lease
-/// (75 ms on its clock: 150 ms) is long over. No stale read.
+/// (150 ms / 4 on its clock: 150 ms) is long over. No stale read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_leader_cut_off_its_peers_serves_no_stale_lease_read() {
     if !clock::required() || !partition::required() {
         return;
     }
-    let mut cluster = Cluster::start_with_clocks(3, &[]).await;
-    let outcome = run_on(&mut cluster, Fault::CLOCK_PARTITION.to_vec(), 24).await;
+    let mut cluster = Cluster::start_with_clocks(3, &["--max-clock-rate-ratio", SLOW_RATIO]).await;
+    let outcome = run_on(&mut cluster, Fault::CLOCK_PARTITION.to_vec(), 24, slow_partitions).await;
     assert_kept_every_promise(&outcome);
     let resumes = outcome.report.leader_partition_resumes();
     assert!(resumes.len() >= 2, "writes resumed after each slowed leader's partition: {:?}", outcome.report.faults);
 }
 
 /// The same schedule on nodes with the planted bug: the read lease as long
-/// as the followers' promise not to vote (300 ms), on a clock running at
-/// half the rate: the old leader trusts its lease for 600 ms while the
-/// others elect a new leader after about 300 ms. The checker must report
+/// as the followers' promise not to vote (300 ms), on a clock running at a
+/// quarter of the rate: the old leader trusts its lease for 1.2 s while the
+/// others elect a new leader after 450–600 ms. The checker must report
 /// stale lease reads answered by a slowed leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_catches_a_read_lease_without_a_drift_margin() {
     if !clock::required() || !partition::required() {
         return;
     }
-    let mut cluster = Cluster::start_with_clocks(3, &["--planted-bug", "lease-without-drift-margin"]).await;
-    let faults = Fault::CLOCK_PARTITION.to_vec();
-    let outcome = run_on(&mut cluster, faults, 24).await;
+    let args = ["--max-clock-rate-ratio", SLOW_RATIO, "--planted-bug", "lease-without-drift-margin"];
+    let mut cluster = Cluster::start_with_clocks(3, &args).await;
+    let outcome = run_on(&mut cluster, Fault::CLOCK_PARTITION.to_vec(), 24, slow_partitions).await;
     let report = &outcome.report;
     eprintln!("{}", report.table());
     let stale: Vec<_> = report.books.iter().filter(|b| b.verdict.contains("lease reads are stale")).collect();

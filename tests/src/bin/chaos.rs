@@ -74,6 +74,11 @@ struct RunArgs {
     /// with libfaketime preloaded whenever a clock fault is asked for.
     #[arg(long)]
     clocks: bool,
+    /// How many times faster than true time the clock faults make a fast
+    /// clock run, and slower a slow one; also passed to the nodes as
+    /// --max-clock-rate-ratio, the drift they allow for.
+    #[arg(long, default_value_t = 2.0)]
+    clock_ratio: f64,
     /// Pick faults at random instead of cycling.
     #[arg(long)]
     random: bool,
@@ -145,7 +150,11 @@ fn main() -> ExitCode {
 async fn run(args: RunArgs) -> ExitCode {
     let node_args: Vec<String> =
         args.node_args.as_deref().unwrap_or("").split_whitespace().map(str::to_string).collect();
-    let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+    let mut node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+    let clock_ratio = args.clock_ratio.to_string();
+    if args.clock_ratio != 2.0 {
+        node_args.extend(["--max-clock-rate-ratio", &clock_ratio]);
+    }
     let mut faults = if args.faults.is_empty() { Fault::PROCESS.to_vec() } else { args.faults.clone() };
     if args.partitions {
         if let Err(why) = bazar_tests::partition::available() {
@@ -185,6 +194,7 @@ async fn run(args: RunArgs) -> ExitCode {
     config.runner.clients = args.clients;
     config.runner.timeout = Duration::from_millis(args.timeout_ms);
     config.schedule.random = args.random;
+    config.schedule.clock_ratio = args.clock_ratio;
     config.schedule.hold = Duration::from_secs_f64(args.hold);
     config.schedule.quiet = Duration::from_secs_f64(args.quiet);
     let busy = config.schedule.start_after + config.schedule.hold + Duration::from_secs(4);
