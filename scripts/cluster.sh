@@ -24,6 +24,18 @@
 # of the data folder>, jumped to from OUTPUT); heal and down remove it, and
 # status lists the cuts.
 #
+# Clock faults (libfaketime needed: apt-get install faketime). Start the
+# nodes with BAZAR_CLOCKS=1 (up, restart) and each runs with libfaketime
+# preloaded, its clocks (monotonic and wall) and timers following the
+# control file <data>/node-<i>.faketime, which it reads on every call:
+#   scripts/cluster.sh clock N x2    node N's clock runs twice as fast as true time from
+#                                    now on, without a jump (x0.5: half; x1: true again)
+#   scripts/cluster.sh clock N +3    node N's clock jumps 3 s forward (-3: back)
+#   scripts/cluster.sh clock N       show node N's setting
+# The lease of `lease` reads allows for clocks whose rates differ up to the
+# nodes' --max-clock-rate-ratio (default 2); a leader's clock jumping back
+# breaks it (see docs/architecture.md).
+#
 # Environment:
 #   BAZAR_DATA            data folder (default ./data): node-i/, logs, pid files, tokens.env
 #   BAZAR_ADMIN_TOKEN     admin token    } used when set; otherwise read from
@@ -34,6 +46,7 @@
 #   BAZAR_PEER_PREFIX     node i's peer address is <prefix><i>:(BASE+i) (default 127.0.0.1)
 #   BAZAR_FRONTEND_ADDR   frontend address (default 127.0.0.1:8080)
 #   BAZAR_NODE_ARGS       extra flags for every raft node (e.g. --generate-books 1000000)
+#   BAZAR_CLOCKS          1: start nodes under libfaketime, for the clock verb
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,6 +67,9 @@ node_addr() { echo "127.0.0.1:$((PORT_BASE + $1))"; }
 peer_ip() { echo "$PEER_PREFIX$1"; }
 peer_addr() { echo "$(peer_ip "$1"):$((PORT_BASE + $1))"; }
 pid_file() { echo "$DATA/node-$1.pid"; }
+clock_file() { echo "$DATA/node-$1.faketime"; }
+# "<start (s since the epoch)> <offset (s)> <rate>" of node i's faked clock.
+clock_state() { echo "$DATA/node-$1.clock"; }
 log_file() { echo "$DATA/node-$1.log"; }
 
 check_node_arg() {
@@ -110,14 +126,26 @@ start_node() {
   for a in "$addr" "$peer"; do
     listening "$a" && die "$a is already in use by another process: stop it, or pick other ports with BAZAR_PORT_BASE"
   done
+  # Under clock control, the node's clocks follow its control file, from
+  # the true time at its start.
+  local faked=() lib
+  if [[ "${BAZAR_CLOCKS:-}" == 1 ]]; then
+    ensure_faketime || die "BAZAR_CLOCKS=1 needs libfaketime"
+    lib="$(faketime_library)"
+    printf '+0 x1\n' > "$(clock_file "$i")"
+    faked=(env "LD_PRELOAD=$lib" "FAKETIME_TIMESTAMP_FILE=$(clock_file "$i")" FAKETIME_NO_CACHE=1)
+  else
+    rm -f "$(clock_file "$i")" "$(clock_state "$i")"
+  fi
   # Clients on 127.0.0.1; peers on the node's own address, which it
   # advertises and calls them from.
   # shellcheck disable=SC2086
-  setsid "$BIN/raft-node" --id "$i" --listen "$addr" --listen "$peer" --advertise "$peer" \
+  setsid "${faked[@]}" "$BIN/raft-node" --id "$i" --listen "$addr" --listen "$peer" --advertise "$peer" \
     --data-dir "$DATA/node-$i" --initial-cluster "$(initial_cluster)" ${BAZAR_NODE_ARGS:-} \
     >>"$(log_file "$i")" 2>&1 < /dev/null &
   echo $! > "$(pid_file "$i")"
-  say "started node $i on $addr, peers at $peer (pid $!, log $(log_file "$i"))"
+  (( ${#faked[@]} )) && echo "$(date +%s.%N) 0 1" > "$(clock_state "$i")"
+  say "started node $i on $addr, peers at $peer (pid $!, log $(log_file "$i"))${faked:+, clock under control}"
 }
 
 start_frontend() {
@@ -398,6 +426,39 @@ case "$cmd" in
       sleep 0.2
     done
     say "node $2 is back"
+    ;;
+  clock)
+    check_node_arg "${2:-}"
+    pid_of "$2" >/dev/null || die "node $2 is not running"
+    [[ -f "$(clock_state "$2")" ]] \
+      || die "node $2 was not started under libfaketime: start it with BAZAR_CLOCKS=1 (up, or restart $2)"
+    read -r started offset rate < "$(clock_state "$2")"
+    spec="${3:-}"
+    now="$(date +%s.%N)"
+    # The node's clock reads start + (now - start) * rate + offset.
+    if [[ -z "$spec" ]]; then
+      say "node $2: clock at x$rate, $(awk -v s="$started" -v n="$now" -v o="$offset" -v r="$rate" \
+        'BEGIN { printf "%+.3f", (n - s) * (r - 1) + o }') s from true time ($(cat "$(clock_file "$2")"))"
+      exit 0
+    elif [[ "$spec" =~ ^x([0-9]+(\.[0-9]+)?)$ ]]; then
+      new="${BASH_REMATCH[1]}"
+      awk -v r="$new" 'BEGIN { exit !(r > 0) }' || die "the rate must be above 0"
+      # Carry what the clock gained or lost so far into the offset: no jump.
+      offset="$(awk -v s="$started" -v n="$now" -v o="$offset" -v r="$rate" -v q="$new" \
+        'BEGIN { printf "%.6f", o + (n - s) * (r - q) }')"
+      rate="$new"
+      what="runs at x$rate from now on"
+    elif [[ "$spec" =~ ^[+-][0-9]+(\.[0-9]+)?$ ]]; then
+      offset="$(awk -v o="$offset" -v j="$spec" 'BEGIN { printf "%.6f", o + j }')"
+      what="jumped ${spec} s"
+    else
+      die "expected xRATE (x2, x0.5, x1) or +SECONDS / -SECONDS, got '$spec'"
+    fi
+    tmp="$(clock_file "$2").tmp"
+    awk -v o="$offset" -v r="$rate" 'BEGIN { printf "%+.6f x%.6f\n", o, r }' > "$tmp"
+    mv "$tmp" "$(clock_file "$2")"
+    echo "$started $offset $rate" > "$(clock_state "$2")"
+    say "node $2: clock $what ($(cat "$(clock_file "$2")"))"
     ;;
   *)
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"

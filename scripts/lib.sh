@@ -23,6 +23,35 @@ ensure_libclang() {
   fi
 }
 
+# Prints the path of libfaketime's thread-safe library (what the clock
+# faults preload into nodes), or fails when it is not installed.
+faketime_library() {
+  local f
+  for f in "${BAZAR_LIBFAKETIME:-}" /usr/lib/*/faketime/libfaketimeMT.so.1 \
+    /usr/lib/faketime/libfaketimeMT.so.1 /usr/local/lib/faketime/libfaketimeMT.so.1; do
+    [[ -n "$f" && -f "$f" ]] && { echo "$f"; return 0; }
+  done
+  return 1
+}
+
+# Makes sure libfaketime is installed (the clock-fault tests run nodes under
+# it). Installs Debian's faketime through apt when running as root,
+# otherwise says what to do.
+ensure_faketime() {
+  faketime_library >/dev/null && return 0
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing faketime (the clock-fault tests run nodes under libfaketime)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null 2>&1 \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; } \
+      || { echo "could not install faketime" >&2; return 1; }
+    faketime_library >/dev/null || { echo "faketime is installed but libfaketimeMT.so.1 was not found" >&2; return 1; }
+  else
+    echo "the clock-fault tests need libfaketime: install it (Debian/Ubuntu: sudo apt-get install faketime)," \
+      "set BAZAR_LIBFAKETIME to libfaketimeMT.so.1, or skip them with BAZAR_SKIP_CLOCKS=1" >&2
+    return 1
+  fi
+}
+
 # Makes sure cargo is available.
 ensure_cargo() {
   command -v cargo >/dev/null || { echo "cargo is not installed: install Rust from https://rustup.rs" >&2; return 1; }

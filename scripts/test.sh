@@ -14,7 +14,9 @@
 #      under network partitions when a Docker engine answers (about 1-2
 #      minutes); without one it fails and says why, unless skipping is
 #      asked for (BAZAR_SKIP_CONTAINERS=1; BAZAR_SKIP_PARTITIONS=1 likewise
-#      for the partition tests, which need root and iptables),
+#      for the partition tests, which need root and iptables;
+#      BAZAR_SKIP_CLOCKS=1 for the clock-fault tests, which need
+#      libfaketime, installed here through apt when missing and root),
 #   5. scripts/fuzz-api.sh: Schemathesis (installed from PyPI into
 #      target/fuzz-venv) fuzzes the frontend and a node against
 #      docs/api.yaml: no 5xx, no undocumented status, every body as documented.
@@ -26,6 +28,7 @@ cd "$ROOT"
 ensure_cargo
 ensure_libclang
 ensure_lint_tools
+ensure_faketime || [[ "${BAZAR_SKIP_CLOCKS:-}" == 1 ]] || exit 1
 
 started=$SECONDS
 echo "==> building release binaries"

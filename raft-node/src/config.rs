@@ -82,6 +82,14 @@ pub struct Args {
     #[arg(long, default_value_t = 50)]
     pub heartbeat_ms: u64,
 
+    /// How many times faster than another node's clock any node's clock may
+    /// run: the clock drift that `lease` reads allow for. A leader serves
+    /// them from its lease for the minimum election timeout divided by this
+    /// after a quorum acknowledged it (see `docs/architecture.md`, "Reads").
+    /// 2 means each clock keeps within a third of true time.
+    #[arg(long, default_value_t = 2.0, value_name = "RATIO")]
+    pub max_clock_rate_ratio: f64,
+
     /// Build a snapshot (and purge the log behind it) every this many applied
     /// entries, in each group unless overridden below. A snapshot copies the
     /// whole state machine, so its cost per entry grows with the data over
@@ -137,6 +145,11 @@ pub enum PlantedBug {
     /// quorum that it still leads: a deposed leader cut off its peers
     /// answers stale reads.
     UnconfirmedLeaderReads,
+    /// The leader's read lease is as long as the followers' promise not to
+    /// vote (the maximum election timeout), with no margin for clock drift:
+    /// a leader whose clock runs slow keeps serving `lease` reads after the
+    /// others elected a new leader.
+    LeaseWithoutDriftMargin,
 }
 
 /// How logs are printed.
@@ -175,6 +188,13 @@ pub struct NodeConfig {
     pub election_timeout_ms: (u64, u64),
     /// Heartbeat interval, milliseconds.
     pub heartbeat_ms: u64,
+    /// The assumed bound on clock drift: no node's clock runs more than this
+    /// many times faster than another's.
+    pub max_clock_rate_ratio: f64,
+    /// How long after a quorum acknowledged it, on its own clock, a leader
+    /// serves `lease` reads without asking the quorum again (see
+    /// [`NodeConfig::read_lease`]).
+    pub read_lease: Duration,
     /// Snapshot every this many entries, per group.
     pub snapshot_logs: BTreeMap<Group, u64>,
     /// Entries kept in the log behind a snapshot.
@@ -217,6 +237,16 @@ impl Args {
         }
         if self.heartbeat_ms == 0 || self.heartbeat_ms >= self.election_timeout_min_ms {
             bail!("--heartbeat-ms must be positive and below the election timeout");
+        }
+        if !self.max_clock_rate_ratio.is_finite() || self.max_clock_rate_ratio < 1.0 {
+            bail!("--max-clock-rate-ratio must be a number of at least 1");
+        }
+        let read_lease = match self.planted_bug {
+            Some(PlantedBug::LeaseWithoutDriftMargin) => Duration::from_millis(self.election_timeout_max_ms),
+            _ => NodeConfig::read_lease(self.election_timeout_min_ms, self.max_clock_rate_ratio),
+        };
+        if read_lease < Duration::from_millis(1) {
+            bail!("the read lease (--election-timeout-min-ms / --max-clock-rate-ratio) must be at least 1 ms");
         }
         let mut listen = self.listen;
         if listen.is_empty() {
@@ -278,6 +308,8 @@ impl Args {
             seed,
             election_timeout_ms: (self.election_timeout_min_ms, self.election_timeout_max_ms),
             heartbeat_ms: self.heartbeat_ms,
+            max_clock_rate_ratio: self.max_clock_rate_ratio,
+            read_lease,
             snapshot_logs: BTreeMap::from([
                 (Group::Catalog, self.catalog_snapshot_logs.unwrap_or(self.snapshot_logs).max(1)),
                 (Group::Orders, self.orders_snapshot_logs.unwrap_or(self.snapshot_logs).max(1)),
@@ -292,6 +324,26 @@ impl Args {
 }
 
 impl NodeConfig {
+    /// The read lease: the minimum election timeout divided by the clock
+    /// rate bound `ratio`.
+    ///
+    /// A follower that acknowledged the leader's heartbeat sent at `t`
+    /// refuses to vote for anyone else for openraft's `leader_lease` (the
+    /// maximum election timeout) after receiving it, on its clock; the
+    /// leader serves `lease` reads until `t + read_lease` on its own. With a
+    /// follower's clock running up to `ratio` times faster than the
+    /// leader's, that promise lasts at least `max / ratio` on the leader's
+    /// clock, which the lease must not outlast. Taking the *minimum*
+    /// election timeout keeps the lease short of the window by a further
+    /// `max / min` (2 with the defaults), so that the lease is safe with
+    /// any election timeout openraft draws, and stays safe if a version of
+    /// openraft bases the followers' promise on the minimum.
+    /// With `ratio = (1 + ρ) / (1 − ρ)` (every clock within ρ of true
+    /// time) this is `min × (1 − ρ) / (1 + ρ)`.
+    pub fn read_lease(election_timeout_min_ms: u64, ratio: f64) -> Duration {
+        Duration::from_secs_f64(election_timeout_min_ms as f64 / 1000.0 / ratio)
+    }
+
     /// How many entries `group` applies between two snapshots.
     pub fn snapshot_logs(&self, group: Group) -> u64 {
         self.snapshot_logs.get(&group).copied().unwrap_or(20_000)
@@ -372,6 +424,37 @@ mod tests {
             "127.0.0.1:1",
         ]);
         assert!(twice.unwrap().resolve().is_err());
+    }
+
+    #[test]
+    fn the_read_lease_is_shorter_than_the_vote_refusal_window_by_the_drift_margin() {
+        let config = parse(&[]);
+        // 150 ms / 2: a follower's 300 ms promise lasts at least 150 ms on
+        // a clock that runs half as fast; the lease is half of that again.
+        assert_eq!(config.read_lease, Duration::from_millis(75));
+        let window = Duration::from_millis(config.election_timeout_ms.1);
+        assert!(config.read_lease.mul_f64(config.max_clock_rate_ratio) < window);
+        let config = parse(&["--max-clock-rate-ratio", "1.25", "--election-timeout-min-ms", "200"]);
+        assert_eq!(config.read_lease, Duration::from_millis(160));
+        assert!(
+            Args::try_parse_from([
+                "raft-node",
+                "--id",
+                "1",
+                "--admin-token",
+                "a",
+                "--cluster-token",
+                "c",
+                "--max-clock-rate-ratio",
+                "0.5"
+            ])
+            .unwrap()
+            .resolve()
+            .is_err()
+        );
+        // The planted bug drops the margin: the lease is the whole window.
+        let bug = parse(&["--planted-bug", "lease-without-drift-margin"]);
+        assert_eq!(bug.read_lease, window);
     }
 
     #[test]

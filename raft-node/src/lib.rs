@@ -94,6 +94,7 @@ pub async fn run(
     let catalog = RaftGroup::<Catalog>::open(
         config.id,
         Arc::new(config.raft_config(Group::Catalog)?),
+        config.read_lease,
         store.clone(),
         &config.data_dir,
         peers.clone(),
@@ -102,6 +103,7 @@ pub async fn run(
     let orders = RaftGroup::<Orders>::open(
         config.id,
         Arc::new(config.raft_config(Group::Orders)?),
+        config.read_lease,
         store.clone(),
         &config.data_dir,
         peers.clone(),

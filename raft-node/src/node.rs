@@ -71,8 +71,11 @@ impl Node {
     }
 
     /// How long after its start a node neither votes nor campaigns: the
-    /// leader lease (openraft's is the maximum election timeout), plus a
-    /// tenth for clock-rate drift.
+    /// followers' promise not to vote (openraft's leader lease, the maximum
+    /// election timeout), plus a tenth. A leader's read lease, on a clock
+    /// up to `--max-clock-rate-ratio` times slower, lasts at most the
+    /// minimum election timeout on this node's clock
+    /// ([`crate::config::NodeConfig::read_lease`]), well within it.
     pub fn vote_quarantine(&self) -> Duration {
         let lease = Duration::from_millis(self.config.election_timeout_ms.1);
         lease + lease / 10

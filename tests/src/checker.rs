@@ -1064,10 +1064,12 @@ fn cached_book_reads(book: &Book, ops: &[Op], promise: &CachedPromise) -> Vec<Bo
 
 /// Whether the fault named `fault` takes a group's leader away, so that
 /// writes resume only once the others elect one: a leader killed, or cut
-/// off its peers (the nemesis's `kill-leader-*`, `partition-leader-*` and
-/// `partition-restart`).
+/// off its peers (the nemesis's `kill-leader-*`, `partition-leader-*`,
+/// `partition-restart` and `clock-slow-partition-leader-*`).
 pub fn loses_a_leader(fault: &str) -> bool {
-    ["kill-leader", "partition-leader", "partition-restart"].iter().any(|p| fault.starts_with(p))
+    ["kill-leader", "partition-leader", "partition-restart", "clock-slow-partition-leader"]
+        .iter()
+        .any(|p| fault.starts_with(p))
 }
 
 fn finish(mut report: Report, found: BTreeMap<&'static str, Vec<String>>) -> Report {

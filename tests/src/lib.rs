@@ -4,10 +4,12 @@
 //! [`Cluster`] starts `raft-node` processes (built beforehand, found next to
 //! the test binary or in `BAZAR_BIN_DIR`) on free loopback ports with their
 //! own data directories, and injects real faults: `kill -9`, `SIGSTOP`/
-//! `SIGCONT`, graceful restarts, and network partitions between nodes
+//! `SIGCONT`, graceful restarts, network partitions between nodes
 //! ([`partition`]: each node talks to its peers from a loopback address of
 //! its own, `127.x.y.<id>`, which iptables rules cut, while clients reach
-//! every node on 127.0.0.1). Every wait is bounded. Dropping the cluster
+//! every node on 127.0.0.1), and, on a cluster started with
+//! [`Cluster::start_with_clocks`], clocks that run fast or slow or jump
+//! ([`clock`]: libfaketime). Every wait is bounded. Dropping the cluster
 //! kills every process it started, and only those, and removes its rules.
 //!
 //! The chaos tooling, in the order data flows through it:
@@ -28,6 +30,7 @@
 pub mod chaos;
 pub mod check;
 pub mod checker;
+pub mod clock;
 pub mod frontend;
 pub mod history;
 pub mod linearizability;
@@ -176,6 +179,11 @@ pub struct Cluster {
     peer_net: [u8; 2],
     /// The links cut, once a partition was asked for.
     firewall: Option<partition::Firewall>,
+    /// The libfaketime library the nodes run with, when their clocks are
+    /// under control ([`Cluster::start_with_clocks`]).
+    clock_library: Option<PathBuf>,
+    /// Each node's faked clock.
+    clocks: BTreeMap<u64, clock::NodeClock>,
 }
 
 /// A node's `/health` through `client`, if it answers within a second.
@@ -188,6 +196,19 @@ impl Cluster {
     /// with `extra_args`, and waits until both groups have a leader and the
     /// catalog is loaded.
     pub async fn start(n: u64, extra_args: &[&str]) -> Cluster {
+        Cluster::start_inner(n, extra_args, None).await
+    }
+
+    /// Like [`Cluster::start`], with every node's clock under control
+    /// ([`Cluster::set_clock_rate`], [`Cluster::jump_clock`]): the nodes run
+    /// with libfaketime preloaded. Panics when libfaketime is missing (see
+    /// [`clock::required`]).
+    pub async fn start_with_clocks(n: u64, extra_args: &[&str]) -> Cluster {
+        let library = clock::library().unwrap_or_else(|why| panic!("{why}"));
+        Cluster::start_inner(n, extra_args, Some(library)).await
+    }
+
+    async fn start_inner(n: u64, extra_args: &[&str], clock_library: Option<PathBuf>) -> Cluster {
         let mut cluster = Cluster {
             dir: Some(tempfile::Builder::new().prefix("bazar-test-").tempdir().expect("temp dir")),
             nodes: BTreeMap::new(),
@@ -196,6 +217,8 @@ impl Cluster {
             // 127.0.y.z stays for people's own use (127.0.0.1x in scripts/cluster.sh).
             peer_net: [rand::random_range(1..=254), rand::random_range(1..=254)],
             firewall: None,
+            clock_library,
+            clocks: BTreeMap::new(),
         };
         for id in 1..=n {
             cluster.add_slot(id);
@@ -263,6 +286,18 @@ impl Cluster {
         let log_path = self.dir().join(format!("node-{id}.log"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
         let data_dir = self.dir().join(format!("node-{id}"));
+        let mut clock_env = Vec::new();
+        if let Some(library) = &self.clock_library {
+            let file = self.dir().join(format!("node-{id}.faketime"));
+            let clock = match self.clocks.entry(id) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(clock::NodeClock::new(&file).expect("a clock control file"))
+                }
+            };
+            clock.before_start().expect("resetting a node's clock");
+            clock_env = clock.env(library);
+        }
         let node = self.nodes.get_mut(&id).expect("node id");
         let child = Command::new(binary("raft-node"))
             .arg("--id")
@@ -282,6 +317,7 @@ impl Cluster {
             .env("BAZAR_CLUSTER_TOKEN", CLUSTER_TOKEN)
             .env("BAZAR_FRONTEND_TOKEN", FRONTEND_TOKEN)
             .env("RUST_LOG", std::env::var("BAZAR_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .envs(clock_env)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -289,6 +325,38 @@ impl Cluster {
             .expect("spawning raft-node");
         node.child = Some(child);
         node.paused = false;
+        if let Some(clock) = self.clocks.get_mut(&id) {
+            clock.started();
+        }
+    }
+
+    /// Whether the nodes' clocks are under control ([`Cluster::start_with_clocks`]).
+    pub fn controls_clocks(&self) -> bool {
+        self.clock_library.is_some()
+    }
+
+    fn clock(&mut self, id: u64) -> Result<&mut clock::NodeClock> {
+        if !self.controls_clocks() {
+            return Err(Error::Unsupported("this cluster was not started with clock control".into()));
+        }
+        self.clocks.get_mut(&id).ok_or_else(|| Error::Cluster(format!("node {id} has no clock (never started)")))
+    }
+
+    /// Makes node `id`'s clock run `rate` times as fast as true time from
+    /// now on (1: true), without a jump; the node keeps running.
+    pub fn set_clock_rate(&mut self, id: u64, rate: f64) -> Result<()> {
+        self.clock(id)?.set_rate(rate)
+    }
+
+    /// Steps node `id`'s clocks (monotonic and wall) by `seconds`, back
+    /// when negative.
+    pub fn jump_clock(&mut self, id: u64, seconds: f64) -> Result<()> {
+        self.clock(id)?.jump(seconds)
+    }
+
+    /// How fast node `id`'s clock runs (1 without clock control).
+    pub fn clock_rate(&self, id: u64) -> f64 {
+        self.clocks.get(&id).map_or(1.0, clock::NodeClock::rate)
     }
 
     /// A client for node `id`, with the admin token.

@@ -2,13 +2,15 @@
 //! always leaves the cluster healed.
 //!
 //! Faults are described once ([`Fault`]: "kill the catalog leader", "isolate
-//! a minority", "cut the orders leader's outgoing packets") and carried out
-//! as primitive [`Action`]s on nodes (kill, start, pause, resume, isolate,
-//! rejoin, cut and mend one direction of a link) by a [`FaultInjector`].
-//! The injector is the only part that knows how nodes run: [`crate::Cluster`]
-//! implements it for local processes (signals, and iptables rules between
-//! the nodes' own loopback addresses, see [`crate::partition`], where
-//! clients keep reaching every node); a container harness implements it
+//! a minority", "cut the orders leader's outgoing packets", "make a
+//! follower's clock run fast") and carried out as primitive [`Action`]s on
+//! nodes (kill, start, pause, resume, isolate, rejoin, cut and mend one
+//! direction of a link, set a clock's rate, step a clock) by a
+//! [`FaultInjector`]. The injector is the only part that knows how nodes
+//! run: [`crate::Cluster`] implements it for local processes (signals,
+//! iptables rules between the nodes' own loopback addresses, see
+//! [`crate::partition`], where clients keep reaching every node, and
+//! libfaketime, see [`crate::clock`]); a container harness implements it
 //! with `docker kill/pause/network disconnect` (clients cut off with the
 //! node). What an injector cannot do is skipped ([`FaultInjector::supports`]).
 //!
@@ -78,7 +80,50 @@ pub enum Fault {
     /// removed from both groups, leadership moving away first; healing adds
     /// it back, as a learner that catches up and then a voter.
     RemoveAndAdd,
+    /// Make a node's clock run fast or slow by [`Schedule::clock_ratio`],
+    /// without a jump, for the hold; true again when healing.
+    ClockRate(ClockTarget, Speed),
+    /// Step a node's clock (monotonic and wall) by [`CLOCK_JUMP_MS`], forward
+    /// or back. Nothing to heal: the clock goes on from where it jumped.
+    ClockJump(ClockTarget, Direction),
+    /// Make the leader of a group's clock run slow (by
+    /// [`Schedule::clock_ratio`]) and cut it off every other node: the case a lease without a drift margin
+    /// gets wrong (the old leader trusts its lease longer than the others
+    /// keep their promise not to elect another). Healed both ways.
+    ClockSlowPartitionLeader(Group),
 }
+
+/// Whose clock a clock fault changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClockTarget {
+    /// The leader of the group.
+    Leader(Group),
+    /// A random node that does not lead the group.
+    Follower(Group),
+}
+
+/// A clock running fast or slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Speed {
+    /// [`Schedule::clock_ratio`] times as fast as true time.
+    Fast,
+    /// [`Schedule::clock_ratio`] times as slow.
+    Slow,
+}
+
+/// Which way a clock jumps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Forward: time passes at once.
+    Forward,
+    /// Back. On a leader, this breaks the assumption that `lease` reads
+    /// rest on (a monotonic clock never goes back; see [`crate::clock`]),
+    /// so [`Fault::CLOCK`] makes backward jumps on followers only.
+    Back,
+}
+
+/// How far a clock jumps, milliseconds: several election timeouts.
+pub const CLOCK_JUMP_MS: i32 = 2_000;
 
 impl Fault {
     /// Every fault that local processes support.
@@ -102,6 +147,31 @@ impl Fault {
         Fault::PartitionRestart,
     ];
 
+    /// Clock faults on leaders and followers that local processes carry out
+    /// with libfaketime (see [`crate::clock`]), within the assumptions of
+    /// `lease` reads: rates within the drift bound, forward jumps, backward
+    /// jumps of followers.
+    pub const CLOCK: [Fault; 8] = [
+        Fault::ClockRate(ClockTarget::Leader(Group::Catalog), Speed::Slow),
+        Fault::ClockRate(ClockTarget::Follower(Group::Orders), Speed::Fast),
+        Fault::ClockJump(ClockTarget::Leader(Group::Orders), Direction::Forward),
+        Fault::ClockRate(ClockTarget::Leader(Group::Orders), Speed::Fast),
+        Fault::ClockJump(ClockTarget::Follower(Group::Catalog), Direction::Back),
+        Fault::ClockRate(ClockTarget::Follower(Group::Catalog), Speed::Slow),
+        Fault::ClockJump(ClockTarget::Follower(Group::Orders), Direction::Forward),
+        Fault::ClockRate(ClockTarget::Leader(Group::Orders), Speed::Slow),
+    ];
+
+    /// Clock faults that also need partitions (root, iptables).
+    pub const CLOCK_PARTITION: [Fault; 2] =
+        [Fault::ClockSlowPartitionLeader(Group::Catalog), Fault::ClockSlowPartitionLeader(Group::Orders)];
+
+    /// Whether the fault acts on a clock (the nodes must run under
+    /// libfaketime, see [`crate::Cluster::start_with_clocks`]).
+    pub fn is_clock(self) -> bool {
+        matches!(self, Fault::ClockRate(..) | Fault::ClockJump(..) | Fault::ClockSlowPartitionLeader(_))
+    }
+
     /// Whether the fault kills the leader of a group (guarantees §6.7 bounds
     /// how long writes may stop after one).
     pub fn kills_a_leader(self) -> bool {
@@ -124,6 +194,39 @@ impl fmt::Display for Fault {
             Fault::PartitionRestart => f.write_str("partition-restart"),
             Fault::Overlap(g) => write!(f, "kill-leader-and-pause-follower-{g}"),
             Fault::RemoveAndAdd => f.write_str("remove-and-add-node"),
+            Fault::ClockRate(target, speed) => {
+                let speed = match speed {
+                    Speed::Fast => "fast",
+                    Speed::Slow => "slow",
+                };
+                write!(f, "clock-{speed}-{target}")
+            }
+            Fault::ClockJump(target, Direction::Forward) => write!(f, "clock-jump-{target}"),
+            Fault::ClockJump(target, Direction::Back) => write!(f, "clock-jump-back-{target}"),
+            Fault::ClockSlowPartitionLeader(g) => write!(f, "clock-slow-partition-leader-{g}"),
+        }
+    }
+}
+
+impl fmt::Display for ClockTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClockTarget::Leader(g) => write!(f, "leader-{g}"),
+            ClockTarget::Follower(g) => write!(f, "follower-{g}"),
+        }
+    }
+}
+
+impl FromStr for ClockTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<ClockTarget, String> {
+        if let Some(g) = s.strip_prefix("leader-") {
+            g.parse().map(ClockTarget::Leader)
+        } else if let Some(g) = s.strip_prefix("follower-") {
+            g.parse().map(ClockTarget::Follower)
+        } else {
+            Err(format!("{s:?} is not leader-GROUP or follower-GROUP"))
         }
     }
 }
@@ -133,6 +236,7 @@ impl FromStr for Fault {
 
     fn from_str(s: &str) -> std::result::Result<Fault, String> {
         let with_group = |rest: &str, make: fn(Group) -> Fault| rest.parse::<Group>().map(make);
+        let clock = |rest: &str, make: fn(ClockTarget) -> Fault| rest.parse::<ClockTarget>().map(make);
         match s {
             "kill-node" => Ok(Fault::KillNode),
             "pause-node" => Ok(Fault::PauseNode),
@@ -152,12 +256,24 @@ impl FromStr for Fault {
                     with_group(rest, Fault::PartitionLeader)
                 } else if let Some(rest) = s.strip_prefix("one-way-leader-") {
                     with_group(rest, Fault::OneWayLeader)
+                } else if let Some(rest) = s.strip_prefix("clock-slow-partition-leader-") {
+                    with_group(rest, Fault::ClockSlowPartitionLeader)
+                } else if let Some(rest) = s.strip_prefix("clock-fast-") {
+                    clock(rest, |t| Fault::ClockRate(t, Speed::Fast))
+                } else if let Some(rest) = s.strip_prefix("clock-slow-") {
+                    clock(rest, |t| Fault::ClockRate(t, Speed::Slow))
+                } else if let Some(rest) = s.strip_prefix("clock-jump-back-") {
+                    clock(rest, |t| Fault::ClockJump(t, Direction::Back))
+                } else if let Some(rest) = s.strip_prefix("clock-jump-") {
+                    clock(rest, |t| Fault::ClockJump(t, Direction::Forward))
                 } else {
                     Err(format!(
                         "unknown fault {s:?}: expected kill-node, kill-leader-{{catalog,orders}}, pause-node, \
                          pause-leader-{{catalog,orders}}, restart-all, partition-leader-{{catalog,orders}}, \
                          isolate-minority, bridge, one-way-leader-{{catalog,orders}}, partition-restart, \
-                         kill-leader-and-pause-follower-{{catalog,orders}} or remove-and-add-node"
+                         kill-leader-and-pause-follower-{{catalog,orders}}, remove-and-add-node, \
+                         clock-{{fast,slow,jump,jump-back}}-{{leader,follower}}-{{catalog,orders}} or \
+                         clock-slow-partition-leader-{{catalog,orders}}"
                     ))
                 }
             }
@@ -189,11 +305,17 @@ pub enum Action {
     /// Add it back to both groups: a learner until caught up, then a voter;
     /// a no-op on a member.
     Add(u64),
+    /// Make the node's clock run at this rate, per mille of true time (1000:
+    /// true), from now on, without a jump.
+    ClockRate(u64, u32),
+    /// Step the node's clock by this many milliseconds (back when negative).
+    ClockJump(u64, i32),
 }
 
 impl Action {
-    /// The action that undoes this one (starting, resuming, rejoining and
-    /// mending undo themselves).
+    /// The action that undoes this one (starting, resuming, rejoining,
+    /// mending and a true clock undo themselves). A jump is not undone,
+    /// which would be a jump back: its inverse does nothing.
     pub fn inverse(self) -> Action {
         match self {
             Action::Kill(n) | Action::Start(n) => Action::Start(n),
@@ -201,12 +323,15 @@ impl Action {
             Action::Isolate(n) | Action::Rejoin(n) => Action::Rejoin(n),
             Action::Cut(a, b) | Action::Mend(a, b) => Action::Mend(a, b),
             Action::Remove(n) | Action::Add(n) => Action::Add(n),
+            Action::ClockRate(n, _) => Action::ClockRate(n, 1_000),
+            Action::ClockJump(n, _) => Action::ClockJump(n, 0),
         }
     }
 
     /// Whether this action breaks something (its inverse heals it).
     pub fn breaks(self) -> bool {
         matches!(self, Action::Kill(_) | Action::Pause(_) | Action::Isolate(_) | Action::Cut(..) | Action::Remove(_))
+            || matches!(self, Action::ClockRate(_, rate) if rate != 1_000)
     }
 
     /// The node acted on (of a link, the sending end).
@@ -221,7 +346,9 @@ impl Action {
             | Action::Cut(n, _)
             | Action::Mend(n, _)
             | Action::Remove(n)
-            | Action::Add(n) => n,
+            | Action::Add(n)
+            | Action::ClockRate(n, _)
+            | Action::ClockJump(n, _) => n,
         }
     }
 
@@ -236,6 +363,11 @@ impl Action {
     /// Whether it acts on the network rather than on a process.
     pub fn is_network(self) -> bool {
         matches!(self, Action::Isolate(_) | Action::Rejoin(_) | Action::Cut(..) | Action::Mend(..))
+    }
+
+    /// Whether it acts on a node's clock.
+    pub fn is_clock(self) -> bool {
+        matches!(self, Action::ClockRate(..) | Action::ClockJump(..))
     }
 }
 
@@ -264,13 +396,18 @@ pub trait FaultInjector: Send {
 /// Local `raft-node` processes: kill, pause and restart with signals; cut
 /// links between nodes with iptables rules on their peer addresses (as
 /// root, see [`crate::partition`]), which leave every node reachable by
-/// clients. Rules are removed when healed, and when the cluster is dropped.
+/// clients; change clocks through libfaketime, on a cluster started with
+/// [`Cluster::start_with_clocks`] (see [`crate::clock`]). Rules are removed
+/// when healed, and when the cluster is dropped.
 impl FaultInjector for Cluster {
     fn node_ids(&self) -> Vec<u64> {
         self.ids()
     }
 
     fn supports(&self, action: Action) -> bool {
+        if action.is_clock() {
+            return self.controls_clocks();
+        }
         !action.is_network() || crate::partition::available().is_ok()
     }
 
@@ -298,6 +435,9 @@ impl FaultInjector for Cluster {
                     .await
                     .map_err(|e| Error::Cluster(format!("adding node {n} back: {e}")))?;
             }
+            Action::ClockRate(n, per_mille) => self.set_clock_rate(n, f64::from(per_mille) / 1000.0)?,
+            Action::ClockJump(_, 0) => {}
+            Action::ClockJump(n, ms) => self.jump_clock(n, f64::from(ms) / 1000.0)?,
         }
         Ok(())
     }
@@ -335,6 +475,10 @@ pub struct Schedule {
     pub recover_timeout: Duration,
     /// Seed for picking faults and nodes.
     pub seed: u64,
+    /// How many times faster than true time a fast clock runs, and slower a
+    /// slow one: at most the nodes' `--max-clock-rate-ratio` (default 2),
+    /// whose assumption the clock faults then keep.
+    pub clock_ratio: f64,
 }
 
 impl Schedule {
@@ -351,6 +495,7 @@ impl Schedule {
             leader_wait: Duration::from_secs(5),
             recover_timeout: Duration::from_secs(10),
             seed: rand::random(),
+            clock_ratio: 2.0,
         }
     }
 }
@@ -374,6 +519,7 @@ pub async fn run<I: FaultInjector>(injector: &mut I, schedule: &Schedule, histor
         rng: StdRng::seed_from_u64(schedule.seed),
         leader_wait: schedule.leader_wait,
         broken: BTreeSet::new(),
+        clock_ratio: schedule.clock_ratio,
     };
     let mut reports = Vec::new();
     tokio::time::sleep(schedule.start_after).await;
@@ -426,6 +572,8 @@ struct Nemesis<'h> {
     leader_wait: Duration,
     /// Actions to undo: everything injected and not yet healed.
     broken: BTreeSet<Action>,
+    /// See [`Schedule::clock_ratio`].
+    clock_ratio: f64,
 }
 
 impl Nemesis<'_> {
@@ -498,6 +646,19 @@ impl Nemesis<'_> {
                 let f = followers[self.rng.random_range(0..followers.len())];
                 vec![Action::Pause(f), Action::Kill(l)]
             }
+            Fault::ClockRate(target, speed) => {
+                let node = self.clock_target(injector, target).await?;
+                vec![Action::ClockRate(node, self.clock_rate(speed))]
+            }
+            Fault::ClockJump(target, direction) => {
+                let node = self.clock_target(injector, target).await?;
+                let ms = if direction == Direction::Forward { CLOCK_JUMP_MS } else { -CLOCK_JUMP_MS };
+                vec![Action::ClockJump(node, ms)]
+            }
+            Fault::ClockSlowPartitionLeader(g) => {
+                let l = leader(injector, g, wait).await?;
+                vec![Action::ClockRate(l, self.clock_rate(Speed::Slow)), Action::Isolate(l)]
+            }
             Fault::PartitionRestart => {
                 let l = leader(injector, Group::Orders, wait).await?;
                 let others: Vec<u64> = nodes.iter().copied().filter(|n| *n != l).collect();
@@ -509,6 +670,34 @@ impl Nemesis<'_> {
             }
         };
         Ok((actions, before_heal))
+    }
+
+    /// A fast or slow clock's rate, per mille.
+    fn clock_rate(&self, speed: Speed) -> u32 {
+        let rate = match speed {
+            Speed::Fast => self.clock_ratio,
+            Speed::Slow => 1.0 / self.clock_ratio,
+        };
+        (rate * 1000.0).round().clamp(1.0, 1_000_000.0) as u32
+    }
+
+    /// The node a clock fault acts on.
+    async fn clock_target<I: FaultInjector>(
+        &mut self,
+        injector: &mut I,
+        target: ClockTarget,
+    ) -> std::result::Result<u64, String> {
+        match target {
+            ClockTarget::Leader(g) => leader(injector, g, self.leader_wait).await,
+            ClockTarget::Follower(g) => {
+                let l = leader(injector, g, self.leader_wait).await?;
+                let others: Vec<u64> = injector.node_ids().into_iter().filter(|n| *n != l).collect();
+                if others.is_empty() {
+                    return Err(format!("no {g} follower"));
+                }
+                Ok(others[self.rng.random_range(0..others.len())])
+            }
+        }
     }
 
     /// Injects `fault`; returns what was done and the actions to carry out
@@ -636,16 +825,33 @@ mod tests {
             leader_wait: Duration::from_millis(100),
             recover_timeout: Duration::from_secs(1),
             seed: 7,
+            clock_ratio: 2.0,
         }
     }
 
     #[test]
     fn faults_parse_from_their_names() {
-        let overlaps = [Fault::Overlap(Group::Catalog), Fault::Overlap(Group::Orders)];
-        for fault in Fault::PROCESS.into_iter().chain(Fault::PARTITION).chain([Fault::IsolateMinority]).chain(overlaps)
+        let overlaps = [Fault::Overlap(Group::Catalog), Fault::Overlap(Group::Orders), Fault::RemoveAndAdd];
+        let clock = [
+            Fault::ClockJump(ClockTarget::Leader(Group::Catalog), Direction::Back),
+            Fault::ClockRate(ClockTarget::Follower(Group::Orders), Speed::Slow),
+        ];
+        for fault in Fault::PROCESS
+            .into_iter()
+            .chain(Fault::PARTITION)
+            .chain([Fault::IsolateMinority])
+            .chain(overlaps)
+            .chain(Fault::CLOCK)
+            .chain(Fault::CLOCK_PARTITION)
+            .chain(clock)
         {
             assert_eq!(fault.to_string().parse::<Fault>(), Ok(fault));
         }
+        assert_eq!(
+            "clock-jump-back-follower-orders".parse::<Fault>().unwrap().to_string(),
+            "clock-jump-back-follower-orders"
+        );
+        assert!("clock-fast-nobody-orders".parse::<Fault>().is_err());
         assert!("kill-leader-nobody".parse::<Fault>().is_err());
         assert!("explode".parse::<Fault>().unwrap_err().contains("restart-all"));
     }
@@ -778,6 +984,36 @@ mod tests {
             Recorder { nodes: vec![1, 2, 3], leader: Some(3), actions: vec![], partitions: false, healthy: true };
         run(&mut rec, &schedule(vec![Fault::PartitionRestart]), &history).await;
         assert!(rec.actions.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_clock_rate_is_made_true_again_and_a_jump_is_not_undone() {
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3], leader: Some(2), actions: vec![], partitions: true, healthy: true };
+        let history = History::in_memory(Clock::start());
+        let faults = vec![
+            Fault::ClockRate(ClockTarget::Leader(Group::Orders), Speed::Slow),
+            Fault::ClockRate(ClockTarget::Follower(Group::Orders), Speed::Fast),
+            Fault::ClockJump(ClockTarget::Leader(Group::Catalog), Direction::Forward),
+            Fault::ClockSlowPartitionLeader(Group::Catalog),
+        ];
+        for fault in faults {
+            run(&mut rec, &schedule(vec![fault]), &history).await;
+        }
+        use Action::*;
+        assert_eq!(rec.actions[..2], [ClockRate(2, 500), ClockRate(2, 1_000)]);
+        let ClockRate(follower, 2_000) = rec.actions[2] else { panic!("{:?}", rec.actions) };
+        assert_ne!(follower, 2, "a follower's clock, not the leader's");
+        assert_eq!(rec.actions[3], ClockRate(follower, 1_000));
+        assert_eq!(rec.actions[4], ClockJump(2, CLOCK_JUMP_MS), "{:?}", rec.actions);
+        let slow_partition: BTreeSet<_> = rec.actions[5..].iter().copied().collect();
+        assert_eq!(
+            slow_partition,
+            BTreeSet::from([ClockRate(2, 500), Isolate(2), ClockRate(2, 1_000), Rejoin(2)]),
+            "{:?}",
+            rec.actions
+        );
+        assert_eq!(rec.actions.len(), 9, "nothing undoes the jump: {:?}", rec.actions);
     }
 
     #[tokio::test]

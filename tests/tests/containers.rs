@@ -349,9 +349,9 @@ impl FaultInjector for Containers {
     }
 
     fn supports(&self, action: Action) -> bool {
-        // Whole containers only: no single direction of a link; membership
-        // changes are tested on local processes.
-        !matches!(action, Action::Cut(..) | Action::Mend(..) | Action::Remove(_) | Action::Add(_))
+        // Whole containers only: no single direction of a link, no clock;
+        // membership changes are tested on local processes.
+        !matches!(action, Action::Cut(..) | Action::Mend(..) | Action::Remove(_) | Action::Add(_)) && !action.is_clock()
     }
 
     async fn act(&mut self, action: Action) -> Result<()> {

@@ -82,11 +82,17 @@ pub enum ReadKind {
 }
 
 impl ReadKind {
-    fn option(self) -> LinearizerOption {
+    /// How openraft confirms the leadership for this kind of read; a lease
+    /// read trusts a quorum acknowledgement for at most `lease` (on the
+    /// leader's clock), and sends a heartbeat at once when the last one is
+    /// older.
+    fn option(self, lease: Duration) -> LinearizerOption {
         match self {
             ReadKind::ReadIndex => ReadPolicy::ReadIndex.into(),
-            // Lease age defaults to the leader lease; wait for a heartbeat when stale.
-            ReadKind::Lease => LinearizerOption::new(None, true),
+            // Never openraft's default lease age, its `leader_lease`: that is
+            // exactly as long as the followers' promise not to vote, and a
+            // leader whose clock runs slow would outlast the promise.
+            ReadKind::Lease => LinearizerOption::new(Some(lease), true),
         }
     }
 }
@@ -104,6 +110,9 @@ pub struct RaftGroup<S: StateMachine> {
     peers: Arc<Peers>,
     counters: Arc<RaftCounters>,
     proposer: Proposer<S::C>,
+    /// How long a quorum acknowledgement lets this node, as the leader,
+    /// serve `lease` reads (see [`crate::config::NodeConfig::read_lease`]).
+    read_lease: Duration,
     /// Reads waiting for a read index, by [`ReadKind`].
     reads: [Rounds<Result<ReadLogId<S::C>>>; 2],
     /// This group, for the tasks that serve read rounds.
@@ -117,10 +126,12 @@ const RETRY_MAX: Duration = Duration::from_millis(200);
 const READ_ROUND_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl<S: StateMachine> RaftGroup<S> {
-    /// Opens group `S::GROUP` on `store` and starts its Raft.
+    /// Opens group `S::GROUP` on `store` and starts its Raft; as its leader,
+    /// it serves `lease` reads for `read_lease` after a quorum acknowledged it.
     pub async fn open(
         node_id: NodeId,
         config: Arc<Config>,
+        read_lease: Duration,
         store: Store,
         data_dir: &Path,
         peers: Arc<Peers>,
@@ -144,6 +155,7 @@ impl<S: StateMachine> RaftGroup<S> {
             peers,
             counters,
             proposer,
+            read_lease,
             reads: Default::default(),
             me: me.clone(),
         }))
@@ -407,7 +419,7 @@ impl<S: StateMachine> RaftGroup<S> {
 
     /// A read index from this node, as the leader.
     pub async fn local_read_log_id(&self, kind: ReadKind) -> Result<ReadLogId<S::C>> {
-        match self.raft.get_read_linearizer(kind.option()).await {
+        match self.raft.get_read_linearizer(kind.option(self.read_lease)).await {
             Ok(linearizer) => Ok(*linearizer.read_log_id()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => Err(self.not_leader()),
             Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => {

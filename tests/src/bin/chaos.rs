@@ -59,14 +59,28 @@ struct RunArgs {
     /// reach (partition-leader-catalog, partition-leader-orders,
     /// isolate-minority, bridge, one-way-leader-catalog,
     /// one-way-leader-orders, partition-restart), two at once
-    /// (kill-leader-and-pause-follower-catalog, -orders: five nodes or more)
-    /// and a membership change (remove-and-add-node); default: every
-    /// process fault, and the network ones with --partitions.
+    /// (kill-leader-and-pause-follower-catalog, -orders: five nodes or more),
+    /// a membership change (remove-and-add-node) and, with libfaketime,
+    /// the clock faults (clock-fast-, clock-slow-, clock-jump- and
+    /// clock-jump-back- followed by leader- or follower- and the group,
+    /// e.g. clock-slow-leader-orders; clock-slow-partition-leader-catalog,
+    /// -orders also need iptables); default: every process fault, and the
+    /// network ones with --partitions, the clock ones with --clocks.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<Fault>,
     /// Add the network faults to the default faults (needs root and iptables).
     #[arg(long)]
     partitions: bool,
+    /// Add the clock faults to the default faults (needs libfaketime; with
+    /// --partitions, also a slow leader cut off its peers). The nodes run
+    /// with libfaketime preloaded whenever a clock fault is asked for.
+    #[arg(long)]
+    clocks: bool,
+    /// How many times faster than true time the clock faults make a fast
+    /// clock run, and slower a slow one; also passed to the nodes as
+    /// --max-clock-rate-ratio, the drift they allow for.
+    #[arg(long, default_value_t = 2.0)]
+    clock_ratio: f64,
     /// Pick faults at random instead of cycling.
     #[arg(long)]
     random: bool,
@@ -138,11 +152,11 @@ fn main() -> ExitCode {
 async fn run(args: RunArgs) -> ExitCode {
     let node_args: Vec<String> =
         args.node_args.as_deref().unwrap_or("").split_whitespace().map(str::to_string).collect();
-    let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
-    eprintln!("bazar-chaos: starting {} raft nodes", args.nodes);
-    let mut cluster = Cluster::start(args.nodes, &node_args).await;
-    eprintln!("bazar-chaos: cluster data in {}", cluster.dir().display());
-
+    let mut node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+    let clock_ratio = args.clock_ratio.to_string();
+    if args.clock_ratio != 2.0 {
+        node_args.extend(["--max-clock-rate-ratio", &clock_ratio]);
+    }
     let mut faults = if args.faults.is_empty() { Fault::PROCESS.to_vec() } else { args.faults.clone() };
     if args.partitions {
         if let Err(why) = bazar_tests::partition::available() {
@@ -153,6 +167,24 @@ async fn run(args: RunArgs) -> ExitCode {
             faults.extend(Fault::PARTITION);
         }
     }
+    if args.clocks && args.faults.is_empty() {
+        faults.extend(Fault::CLOCK);
+        if args.partitions {
+            faults.extend(Fault::CLOCK_PARTITION);
+        }
+    }
+    let clocks = faults.iter().any(|f| f.is_clock());
+    if clocks && let Err(why) = bazar_tests::clock::available() {
+        eprintln!("bazar-chaos: clock faults: {why}");
+        return ExitCode::from(2);
+    }
+    eprintln!("bazar-chaos: starting {} raft nodes{}", args.nodes, if clocks { " under libfaketime" } else { "" });
+    let mut cluster = if clocks {
+        Cluster::start_with_clocks(args.nodes, &node_args).await
+    } else {
+        Cluster::start(args.nodes, &node_args).await
+    };
+    eprintln!("bazar-chaos: cluster data in {}", cluster.dir().display());
     let mut endpoints = if args.endpoint.is_empty() { cluster.endpoints() } else { args.endpoint.clone() };
     let frontend = if args.frontend { Some(FrontendProc::start(&cluster, "frontend", &[]).await) } else { None };
     let mut cached = None;
@@ -169,6 +201,7 @@ async fn run(args: RunArgs) -> ExitCode {
     config.runner.clients = args.clients;
     config.runner.timeout = Duration::from_millis(args.timeout_ms);
     config.schedule.random = args.random;
+    config.schedule.clock_ratio = args.clock_ratio;
     config.schedule.hold = Duration::from_secs_f64(args.hold);
     config.schedule.quiet = Duration::from_secs_f64(args.quiet);
     let busy = config.schedule.start_after + config.schedule.hold + Duration::from_secs(4);
