@@ -64,11 +64,19 @@ impl SnapshotData {
 }
 
 /// The directory holding one group's snapshots.
+///
+/// A build and an install of the same group can finish at the same moment
+/// (openraft builds on its own task while the state-machine task installs
+/// a snapshot from the leader). Publishing one removes the files older than
+/// it, so every step from listing or renaming a file to opening it runs
+/// under `files`: a file is never removed between being named and opened,
+/// and once open it stays readable after it is unlinked.
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
     dir: Arc<PathBuf>,
     group: Group,
     stats: Arc<SnapshotStats>,
+    files: Arc<std::sync::Mutex<()>>,
 }
 
 /// What this node did with snapshots since it started, for `/metrics`.
@@ -119,7 +127,7 @@ impl SnapshotStore {
                 let _ = fs::remove_file(&path);
             }
         }
-        Ok(SnapshotStore { dir: Arc::new(dir), group, stats: Arc::default() })
+        Ok(SnapshotStore { dir: Arc::new(dir), group, stats: Arc::default(), files: Arc::default() })
     }
 
     /// The group these snapshots belong to.
@@ -156,10 +164,13 @@ impl SnapshotStore {
 
     /// The newest complete snapshot, if any.
     pub fn current(&self) -> io::Result<Option<GroupSnapshot>> {
-        let Some(path) = self.complete()?.pop() else {
-            return Ok(None);
+        let data = {
+            let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(path) = self.complete()?.pop() else {
+                return Ok(None);
+            };
+            SnapshotData::open(path)?
         };
-        let data = SnapshotData::open(path)?;
         let meta = read_meta(&mut BufReader::new(&data.file))?;
         // Reading the header moved the shared file offset; rewind for the sender.
         let mut file = &data.file;
@@ -167,22 +178,25 @@ impl SnapshotStore {
         Ok(Some(GroupSnapshot { meta, snapshot: data }))
     }
 
-    /// Moves a complete snapshot file into place as the newest snapshot and
-    /// removes older ones.
-    fn publish(&self, tmp: &Path, meta: &GroupSnapshotMeta) -> io::Result<PathBuf> {
+    /// Moves a complete snapshot file into place, opens it, and removes the
+    /// snapshots older than it (a newer one, published meanwhile, stays and
+    /// remains the current snapshot).
+    fn publish(&self, tmp: &Path, meta: &GroupSnapshotMeta) -> io::Result<SnapshotData> {
         let (index, term, leader) = match &meta.last_log_id {
             Some(id) => (id.index, id.leader_id.term, id.leader_id.node_id),
             None => (0, 0, 0),
         };
         let path = self.final_path(index, term, leader);
+        let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         fs::rename(tmp, &path)?;
         File::open(&*self.dir)?.sync_all()?;
+        let data = SnapshotData::open(path.clone())?;
         for old in self.complete()? {
             if old < path {
                 let _ = fs::remove_file(old);
             }
         }
-        Ok(path)
+        Ok(data)
     }
 
     /// Total bytes of the complete snapshots on disk.
@@ -317,7 +331,7 @@ fn build_file<S: StateMachine>(pinned: &Pinned, snapshots: &SnapshotStore) -> io
     file.sync_all()?;
     drop(file);
 
-    let path = snapshots.publish(&tmp, &meta)?;
+    let data = snapshots.publish(&tmp, &meta)?;
     let millis = started.elapsed().as_millis() as u64;
     snapshots.stats.record_build(written + 32, millis);
     tracing::info!(
@@ -328,7 +342,7 @@ fn build_file<S: StateMachine>(pinned: &Pinned, snapshots: &SnapshotStore) -> io
         millis,
         "built snapshot"
     );
-    Ok(GroupSnapshot { meta, snapshot: SnapshotData::open(path)? })
+    Ok(GroupSnapshot { meta, snapshot: data })
 }
 
 /// Replaces the state machine of `S::GROUP` with the snapshot in `data`,
@@ -379,7 +393,10 @@ pub(crate) fn install<S: StateMachine>(
 
     // Keep the installed file as our current snapshot: a received (temporary)
     // file is moved into place; any other file is copied, unless it already is.
-    let current = snapshots.complete()?.pop();
+    let current = {
+        let _files = snapshots.files.lock().unwrap_or_else(|e| e.into_inner());
+        snapshots.complete()?.pop()
+    };
     if data.path.extension().is_some_and(|e| e == "tmp") && data.path.parent() == Some(snapshots.dir.as_path()) {
         snapshots.publish(&data.path, meta)?;
     } else if current.as_deref() != Some(data.path.as_path()) {
@@ -399,4 +416,69 @@ pub(crate) fn install<S: StateMachine>(
         "installed snapshot"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::LogId;
+
+    use super::*;
+    use crate::sm::GroupLeaderId;
+
+    fn meta(index: u64) -> GroupSnapshotMeta {
+        let leader = GroupLeaderId { term: 1, node_id: 1 };
+        GroupSnapshotMeta { last_log_id: Some(LogId::new(leader, index)), last_membership: Default::default() }
+    }
+
+    /// Publishes a file that starts like a snapshot of `index` (what
+    /// `current` reads of it).
+    fn publish(store: &SnapshotStore, index: u64) -> io::Result<SnapshotData> {
+        let tmp = store.temp_path("test");
+        let mut file = File::create(&tmp)?;
+        file.write_all(MAGIC)?;
+        write_chunk(&mut file, &encode(&meta(index))?)?;
+        drop(file);
+        store.publish(&tmp, &meta(index))
+    }
+
+    /// What happened on a node under faults: an install of a newer snapshot
+    /// from the leader and a build of an older one finished together, and
+    /// the install's clean-up removed the built file before the build
+    /// opened it. openraft takes the build's error for a storage failure
+    /// and stops the group on that node for good.
+    #[test]
+    fn a_build_and_an_install_finishing_together_never_lose_the_file_they_publish() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path().to_path_buf(), Group::Catalog).unwrap();
+        let installs = {
+            let store = store.clone();
+            std::thread::spawn(move || -> io::Result<()> {
+                for i in 0..300u64 {
+                    publish(&store, 1_000_000 + i * 2)?;
+                }
+                Ok(())
+            })
+        };
+        let readers = {
+            let store = store.clone();
+            std::thread::spawn(move || -> io::Result<u64> {
+                let mut seen = 0;
+                for _ in 0..300 {
+                    if store.current()?.is_some() {
+                        seen += 1;
+                    }
+                }
+                Ok(seen)
+            })
+        };
+        for i in 0..300u64 {
+            // Older than every install: removed as soon as an install runs.
+            let data = publish(&store, 1 + i).expect("a built snapshot can be opened once published");
+            assert!(data.size > 8);
+        }
+        installs.join().unwrap().expect("installs publish");
+        readers.join().unwrap().expect("the current snapshot can always be opened");
+        let newest = store.current().unwrap().expect("a snapshot");
+        assert_eq!(newest.meta, meta(1_000_000 + 299 * 2));
+    }
 }
