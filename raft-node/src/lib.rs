@@ -152,14 +152,20 @@ pub async fn run(
         tokio::spawn(placement::colocate_leaders(node.clone())),
     ];
 
+    let watchdog = tokio::spawn(watch_groups(node.clone()));
     let stopping = node.clone();
     let stop = async move {
-        shutdown.await;
-        tracing::info!("shutting down");
-        // While the server still carries Raft RPCs: a leader that simply
-        // vanished would cost its group an election timeout without writes.
-        stopping.hand_off_leadership().await;
-        stopping.shutdown.cancel();
+        tokio::select! {
+            () = shutdown => {
+                tracing::info!("shutting down");
+                // While the server still carries Raft RPCs: a leader that simply
+                // vanished would cost its group an election timeout without writes.
+                stopping.hand_off_leadership().await;
+                stopping.shutdown.cancel();
+            }
+            // A group stopped on its own (see `watch_groups`).
+            () = stopping.shutdown.cancelled() => {}
+        }
     };
     // Nagle's algorithm off on every connection: a multiplexed connection
     // (the frontend's or a peer's, see `bazar_net::mux`) already gathers
@@ -189,8 +195,32 @@ pub async fn run(
     if let Err(e) = node.orders.raft().shutdown().await {
         tracing::warn!(error = %e, "stopping the orders group");
     }
+    if let Ok(Some(group)) = watchdog.await {
+        anyhow::bail!(
+            "the {group} Raft group stopped on an error (logged above); this node stopped with it so that it \
+             can be restarted"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits until a group's Raft core stops on its own: openraft stops it for
+/// good on a storage error or an internal one, and a node whose core is
+/// gone still answers HTTP but never votes, acknowledges or applies in that
+/// group again (under faults this cost a group its quorum). The node then
+/// stops loudly, to be restarted, instead of lingering; returns that group,
+/// or `None` when the node is shut down first.
+async fn watch_groups(node: Arc<Node>) -> Option<Group> {
+    let group = tokio::select! {
+        biased;
+        () = node.shutdown.cancelled() => return None,
+        () = node.catalog.stopped() => Group::Catalog,
+        () = node.orders.stopped() => Group::Orders,
+    };
+    tracing::error!(%group, "the {group} Raft group stopped; stopping this node so that it can be restarted");
+    node.shutdown.cancel();
+    Some(group)
 }
 
 /// Sets up logging for a node binary: `RUST_LOG` filters (default

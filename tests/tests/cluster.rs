@@ -135,3 +135,37 @@ async fn a_node_added_after_the_log_was_purged_is_caught_up_with_a_snapshot() {
     assert_eq!(read.value.stock, restocked.stock);
     check_all(&mut cluster, &classic_stock(), &ledger, Duration::from_secs(5)).await;
 }
+
+/// openraft stops a group's core for good on a storage error. The node must
+/// then stop, loudly, instead of lingering as a process that answers HTTP
+/// but never votes, acknowledges or applies in that group again (under
+/// faults such a node cost the catalog group its quorum for minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_group_stops_on_a_storage_error_stops_instead_of_lingering() {
+    let mut cluster = Cluster::start(3, &["--snapshot-logs", "30"]).await;
+    let leader = cluster.wait_leader(Group::Catalog, None, Duration::from_secs(10)).await;
+    let victim = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    // Its catalog snapshot directory becomes a file: its next snapshot build fails.
+    let dir = cluster.data_dir(victim).join("snapshots").join("catalog");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let client = cluster.client(leader);
+    for i in 0..100u64 {
+        client.restock(i % 7 + 1, 1).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while cluster.live_ids().contains(&victim) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {victim} still runs with its catalog group stopped:\n{}",
+            cluster.logs_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The others go on; the node, repaired and restarted, catches up.
+    client.restock(1, 1).await.unwrap();
+    std::fs::remove_file(&dir).unwrap();
+    cluster.restart(victim);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    converged(&mut cluster, Group::Catalog, Duration::from_secs(30)).await.unwrap();
+}

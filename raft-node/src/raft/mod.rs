@@ -448,6 +448,13 @@ impl<S: StateMachine> RaftGroup<S> {
         }
     }
 
+    /// Resolves when this group's Raft core has stopped (its metrics
+    /// channel closes): after `shutdown`, or on a fatal error.
+    pub async fn stopped(&self) {
+        let mut metrics = self.raft.metrics();
+        while metrics.changed().await.is_ok() {}
+    }
+
     /// This group's progress, for `/health`.
     pub fn health(&self) -> GroupHealth {
         let m = self.raft.metrics();
