@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long)]
     pub id: u64,
 
-    /// Address to listen on [default: 127.0.0.1:710<id>]. Repeat it to
+    /// Address to listen on [default: 127.0.0.1:710N]. Repeat it to
     /// listen on more than one, e.g. one address for clients and one that
     /// peers reach this node at (see --advertise and --peer-source-ip).
     #[arg(long)]
@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long, value_name = "IP")]
     pub peer_source_ip: Option<IpAddr>,
 
-    /// Data directory [default: ./data/node-<id>].
+    /// Data directory [default: ./data/node-N].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
 

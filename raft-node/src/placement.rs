@@ -13,7 +13,7 @@
 //! partition that leaves both with a majority through a third node), no
 //! buy can reserve its stock, and the catalog leader's hand-off cannot
 //! reach its target. So an orders leader that has not heard from the
-//! catalog leader's node for [`CUT_OFF_AFTER`] hands the *orders*
+//! catalog leader's node for `CUT_OFF_AFTER` hands the *orders*
 //! leadership to a caught-up voter it does hear from: that node forwards
 //! the reservations, and the catalog's leadership then follows it.
 

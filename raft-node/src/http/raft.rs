@@ -8,7 +8,7 @@
 //! All need the cluster token.
 //!
 //! The RPCs that make this node count as a member (append, vote, pre-vote,
-//! transfer-leader, snapshot) are checked first ([`guard`]): when the sender
+//! transfer-leader, snapshot) are checked first (`guard`): when the sender
 //! has another incarnation of this node on record, this node is not the
 //! member it believes (its data directory was lost) and answers `409` with
 //! its own incarnation in the `x-bazar-incarnation` header, without handing
