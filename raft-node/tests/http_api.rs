@@ -532,6 +532,7 @@ async fn an_interrupted_buy_with_only_its_order_placed_is_reserved_and_settled()
         quantity: 2,
         created_at: "2026-11-22T10:00:00.000Z".into(),
         buyer: Some("manar".into()),
+        seen: 0,
     };
     let body = bazar_node::store::log::encode(&place).unwrap();
     let r = node.http.post(node.url("/raft/orders/write")).bearer_auth(CLUSTER).body(body).send().await.unwrap();
