@@ -103,6 +103,9 @@ pub async fn buy(node: &Node, request: Purchase, deadline: Instant) -> Result<Bo
     let key = key.unwrap_or_else(new_key);
     let unknown = |e| unknown_outcome(e, &key, client_key);
     let mut checked_book = false;
+    // The order this request has met under the key, if any: should a purge
+    // forget the key while the request looks again, that is still its buy.
+    let mut known: Option<u64> = None;
     loop {
         // A retry of a buy already recorded: its one outcome. The view this
         // is decided on travels with the proposals (see `crate::retention`).
@@ -110,6 +113,11 @@ pub async fn buy(node: &Node, request: Purchase, deadline: Instant) -> Result<Bo
             let view = node.orders.view();
             if let Some(bought) = already_recorded(&view, &key, book_id, quantity, buyer.as_deref())? {
                 return outcome(bought);
+            }
+            match (Orders::by_key(&view, &key)?, known) {
+                (Some(pending), _) => known = Some(pending.order_id),
+                (None, Some(order_id)) => return forgotten_meanwhile(&view, order_id, book_id, quantity, &buyer),
+                (None, None) => {}
             }
             decided_on(node, &view)?
         };
@@ -137,7 +145,10 @@ pub async fn buy(node: &Node, request: Purchase, deadline: Instant) -> Result<Bo
         let reserved = reserved.map_err(unknown)?;
         let placed = placed.map_err(unknown)?;
         let order = match placed.response {
-            OrdersResponse::Order { order, .. } => Some(order),
+            OrdersResponse::Order { order, .. } => {
+                known = Some(order.order_id);
+                Some(order)
+            }
             OrdersResponse::Stale => None,
             other => return Err(Error::Internal(format!("unexpected answer to place: {other:?}"))),
         };
@@ -181,6 +192,29 @@ pub async fn buy(node: &Node, request: Purchase, deadline: Instant) -> Result<Bo
             return Err(Error::NotFound(format!("no book with id {book_id}")));
         }
         return outcome(Bought { order, orders_index: placed.index, catalog_index: reservation.index });
+    }
+}
+
+/// The answer to a request that met order `order_id` under its key, and
+/// then found the key forgotten by a retention purge: the purge only
+/// forgets settled buys, so the order is settled, and it is this request's.
+fn forgotten_meanwhile(
+    view: &crate::sm::View<'_>,
+    order_id: u64,
+    book_id: u64,
+    quantity: u64,
+    buyer: &Option<String>,
+) -> Result<Bought> {
+    match Orders::order(view, order_id)? {
+        Some(order) if order.status != OrderStatus::Pending => {
+            if !same_buy(&order, book_id, quantity, buyer.as_deref()) {
+                return Err(Error::IdempotencyKeyReused(format!(
+                    "the key's order {order_id} was for a different book, quantity or buyer"
+                )));
+            }
+            outcome(Bought { order, orders_index: view.applied_index()?, catalog_index: 0 })
+        }
+        _ => Err(Error::Internal(format!("order {order_id} lost its key while unsettled"))),
     }
 }
 
