@@ -162,6 +162,20 @@ pub struct Digest {
     pub applied_index: u64,
     /// Hex SHA-256 over the state machine's data, in key order.
     pub digest: String,
+    /// Rows and bytes (keys plus values) of the state machine, by kind of
+    /// row (`books`, `reservations`, `orders`, `idempotency_keys`, ...),
+    /// counted in the same pass.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rows: BTreeMap<String, RowCount>,
+}
+
+/// How many rows of one kind a state machine holds, and their size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowCount {
+    /// Rows.
+    pub rows: u64,
+    /// Bytes of their keys and values.
+    pub bytes: u64,
 }
 
 /// Body of `POST /admin/{group}/add-learner`: a node to replicate the group

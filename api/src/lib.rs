@@ -24,7 +24,7 @@ pub mod read;
 
 pub use cluster::{
     AddLearnerRequest, ChangeMembershipRequest, ClusterStatus, Digest, GroupHealth, GroupStatus, InitRequest,
-    MemberInfo, NodeHealth, RemoveNodeRequest, StateLost, TransferLeaderRequest,
+    MemberInfo, NodeHealth, RemoveNodeRequest, RowCount, StateLost, TransferLeaderRequest,
 };
 pub use events::WatchEvent;
 pub use model::{

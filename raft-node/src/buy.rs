@@ -101,53 +101,136 @@ pub async fn buy(node: &Node, request: Purchase, deadline: Instant) -> Result<Bo
     }
     let client_key = key.is_some();
     let key = key.unwrap_or_else(new_key);
-    // A retry of a buy already recorded: its one outcome.
-    if let Some(bought) = already_recorded(node, &key, book_id, quantity, buyer.as_deref())? {
-        return outcome(bought);
-    }
-    ensure_book_exists(node, book_id, deadline).await?;
     let unknown = |e| unknown_outcome(e, &key, client_key);
-    let _claim = Settling::claim(&node.settling, &key);
-    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let place = OrdersCommand::Place {
-        key: key.clone(),
-        book_id,
-        quantity,
-        created_at: created_at.clone(),
-        buyer: buyer.clone(),
-    };
-    let reserve = CatalogCommand::Reserve { key: key.clone(), book_id, quantity, created_at, buyer: buyer.clone() };
-    let (placed, reserved) =
-        futures::future::join(node.orders.write(place, deadline), node.catalog.write_anywhere(reserve, deadline)).await;
-    let reserved = reserved.map_err(unknown)?;
-    let reservation = match reserved.response {
-        CatalogResponse::Reservation(r) => r,
-        CatalogResponse::KeyReused => return Err(key_reused(&key)),
-        other => return Err(Error::Internal(format!("unexpected answer to reserve: {other:?}"))),
-    };
-    let placed = placed.map_err(unknown)?;
-    let order = match placed.response {
-        OrdersResponse::Order { order, .. } => order,
-        other => return Err(Error::Internal(format!("unexpected answer to place: {other:?}"))),
-    };
-    if order.status != OrderStatus::Pending {
-        // Settled by another attempt under this key in the meantime.
-        let existing = Bought { order, orders_index: placed.index, catalog_index: reservation.index };
-        if !same_buy(&existing.order, book_id, quantity, buyer.as_deref()) {
-            return Err(key_reused(&key));
+    let mut checked_book = false;
+    // The order this request has met under the key, if any: should a purge
+    // forget the key while the request looks again, that is still its buy.
+    let mut known: Option<u64> = None;
+    loop {
+        // A retry of a buy already recorded: its one outcome. The view this
+        // is decided on travels with the proposals (see `crate::retention`).
+        let seen = {
+            let view = node.orders.view();
+            if let Some(bought) = already_recorded(&view, &key, book_id, quantity, buyer.as_deref())? {
+                return outcome(bought);
+            }
+            match (Orders::by_key(&view, &key)?, known) {
+                (Some(pending), _) => known = Some(pending.order_id),
+                (None, Some(order_id)) => return forgotten_meanwhile(&view, order_id, book_id, quantity, &buyer),
+                (None, None) => {}
+            }
+            decided_on(node, &view)?
+        };
+        if !checked_book {
+            ensure_book_exists(node, book_id, deadline).await?;
+            checked_book = true;
         }
-        return outcome(existing);
+        let _claim = Settling::claim(&node.settling, &key);
+        // Taken after the look at the orders: a buy placed under a key
+        // forgotten by a purge is created after the purge.
+        let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let place = OrdersCommand::Place {
+            key: key.clone(),
+            book_id,
+            quantity,
+            created_at: created_at.clone(),
+            buyer: buyer.clone(),
+            seen,
+        };
+        let reserve =
+            CatalogCommand::Reserve { key: key.clone(), book_id, quantity, created_at, buyer: buyer.clone(), seen };
+        let (placed, reserved) =
+            futures::future::join(node.orders.write(place, deadline), node.catalog.write_anywhere(reserve, deadline))
+                .await;
+        let reserved = reserved.map_err(unknown)?;
+        let placed = placed.map_err(unknown)?;
+        let order = match placed.response {
+            OrdersResponse::Order { order, .. } => {
+                known = Some(order.order_id);
+                Some(order)
+            }
+            OrdersResponse::Stale => None,
+            other => return Err(Error::Internal(format!("unexpected answer to place: {other:?}"))),
+        };
+        if let Some(order) = &order
+            && order.status != OrderStatus::Pending
+        {
+            // Settled by another attempt under this key in the meantime.
+            if !same_buy(order, book_id, quantity, buyer.as_deref()) {
+                return Err(key_reused(&key));
+            }
+            let catalog_index = match &reserved.response {
+                CatalogResponse::Reservation(r) => r.index,
+                _ => 0,
+            };
+            return outcome(Bought { order: order.clone(), orders_index: placed.index, catalog_index });
+        }
+        let reservation = match reserved.response {
+            CatalogResponse::Reservation(r) => Some(r),
+            CatalogResponse::Stale => None,
+            CatalogResponse::KeyReused => return Err(key_reused(&key)),
+            other => return Err(Error::Internal(format!("unexpected answer to reserve: {other:?}"))),
+        };
+        let (Some(order), Some(reservation)) = (order, reservation) else {
+            // Decided on a view older than a purge of idempotency keys that
+            // committed meanwhile: look again. Whatever either proposal made
+            // (a pending order, a reservation) belongs to this key's buy,
+            // which the next round finds.
+            if Instant::now() >= deadline {
+                return Err(unknown(Error::Unavailable("a purge of idempotency keys kept intervening".into())));
+            }
+            node.retention.stale_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        };
+        // The reservation decides the order placed under its key (even one
+        // placed for another buy by a request reusing the key): this is the
+        // order the settlement will write, and what reads show until then.
+        let settlement = Settlement::of(&key, &reservation);
+        let order = settled(order, &settlement);
+        node.settlements.push((settlement, if seen > 0 { reserved.index } else { 0 }));
+        if reservation.outcome == ReservationOutcome::NoSuchBook {
+            return Err(Error::NotFound(format!("no book with id {book_id}")));
+        }
+        return outcome(Bought { order, orders_index: placed.index, catalog_index: reservation.index });
     }
-    // The reservation decides the order placed under its key (even one
-    // placed for another buy by a request reusing the key): this is the
-    // order the settlement will write, and what reads show until then.
-    let settlement = Settlement::of(&key, &reservation);
-    let order = settled(order, &settlement);
-    node.settlements.push(settlement);
-    if reservation.outcome == ReservationOutcome::NoSuchBook {
-        return Err(Error::NotFound(format!("no book with id {book_id}")));
+}
+
+/// The answer to a request that met order `order_id` under its key, and
+/// then found the key forgotten by a retention purge: the purge only
+/// forgets settled buys, so the order is settled, and it is this request's.
+fn forgotten_meanwhile(
+    view: &crate::sm::View<'_>,
+    order_id: u64,
+    book_id: u64,
+    quantity: u64,
+    buyer: &Option<String>,
+) -> Result<Bought> {
+    match Orders::order(view, order_id)? {
+        Some(order) if order.status != OrderStatus::Pending => {
+            if !same_buy(&order, book_id, quantity, buyer.as_deref()) {
+                return Err(Error::IdempotencyKeyReused(format!(
+                    "the key's order {order_id} was for a different book, quantity or buyer"
+                )));
+            }
+            outcome(Bought { order, orders_index: view.applied_index()?, catalog_index: 0 })
+        }
+        _ => Err(Error::Internal(format!("order {order_id} lost its key while unsettled"))),
     }
-    outcome(Bought { order, orders_index: placed.index, catalog_index: reservation.index })
+}
+
+/// The orders index a proposal says it was decided on: the index of
+/// `view`, once any idempotency key was ever purged (seen by either
+/// group's replica here), and 0 before, which keeps commands in the layout
+/// earlier versions read (see [`crate::compat`]).
+fn decided_on(node: &Node, view: &crate::sm::View<'_>) -> Result<u64> {
+    if Orders::fenced(view)? || Catalog::fenced(&node.catalog.view())? { Ok(view.applied_index()?) } else { Ok(0) }
+}
+
+/// The catalog index a settlement says its reservation was seen alive at:
+/// `index`, once any key was ever purged, else 0 (as [`decided_on`]).
+fn catalog_seen(node: &Node, index: u64) -> Result<u64> {
+    let fenced = Orders::fenced(&node.orders.view())? || Catalog::fenced(&node.catalog.view())?;
+    Ok(if fenced { index } else { 0 })
 }
 
 /// Fails with `NotFound`, writing nothing, unless the book exists. A miss on
@@ -168,22 +251,21 @@ fn key_reused(key: &str) -> Error {
     Error::IdempotencyKeyReused(format!("Idempotency-Key {key:?} was used for a different book, quantity or buyer"))
 }
 
-/// The order already settled under `key`, from this node's replica.
+/// The order already settled under `key`, in `view` of the orders.
 fn already_recorded(
-    node: &Node,
+    view: &crate::sm::View<'_>,
     key: &str,
     book_id: u64,
     quantity: u64,
     buyer: Option<&str>,
 ) -> Result<Option<Bought>> {
-    let view = node.orders.view();
-    let Some(order) = Orders::by_key(&view, key)?.filter(|o| o.status != OrderStatus::Pending) else {
+    let Some(order) = Orders::by_key(view, key)?.filter(|o| o.status != OrderStatus::Pending) else {
         return Ok(None);
     };
     if !same_buy(&order, book_id, quantity, buyer) {
         return Err(key_reused(key));
     }
-    let catalog_index = Orders::reservation_index(&view, order.order_id)?.unwrap_or(0);
+    let catalog_index = Orders::reservation_index(view, order.order_id)?.unwrap_or(0);
     Ok(Some(Bought { order, orders_index: view.applied_index()?, catalog_index }))
 }
 
@@ -220,10 +302,12 @@ fn outcome(bought: Bought) -> Result<Bought> {
     }
 }
 
-/// Records the order of reservation `r` (settling the order placed under
-/// its key, if any), then queues its claim.
-pub async fn record(node: &Node, key: &str, r: &Reservation, deadline: Instant) -> Result<Bought> {
-    let written = node.orders.write(Settlement::of(key, r).into_record(), deadline).await?;
+/// Records the order of reservation `r`, seen alive at catalog index
+/// `seen_at` (settling the order placed under its key, if any), then
+/// queues its claim.
+pub async fn record(node: &Node, key: &str, r: &Reservation, seen_at: u64, deadline: Instant) -> Result<Bought> {
+    let catalog_seen = catalog_seen(node, seen_at)?;
+    let written = node.orders.write(Settlement::of(key, r).into_record(catalog_seen), deadline).await?;
     match written.response {
         OrdersResponse::Order { order, existing } => {
             node.claims.push(key.to_string());
@@ -237,6 +321,9 @@ pub async fn record(node: &Node, key: &str, r: &Reservation, deadline: Instant) 
             Ok(Bought { order, orders_index: written.index, catalog_index })
         }
         OrdersResponse::KeyReused { .. } => Err(key_reused(key)),
+        OrdersResponse::Stale => {
+            Err(Error::Unavailable("the reservation was read before a purge of idempotency keys; read again".into()))
+        }
         other => Err(Error::Internal(format!("unexpected answer to record: {other:?}"))),
     }
 }
@@ -311,10 +398,16 @@ const LINGER: Duration = Duration::from_millis(20);
 /// claims. Runs until the node shuts down. A batch that fails is dropped:
 /// its reservations stay unclaimed, and the resumer settles them.
 pub async fn settle_reserved(node: Arc<Node>) {
-    while let Some(records) = node.settlements.next_batch(&node).await {
+    while let Some(batch) = node.settlements.next_batch(&node).await {
+        // One view for the lot: the oldest any of them was seen at.
+        let catalog_seen = batch.iter().map(|(_, seen)| *seen).min().unwrap_or(0);
+        let records: Vec<Settlement> = batch.into_iter().map(|(s, _)| s).collect();
         let keys: Vec<String> = records.iter().map(|s| s.key.clone()).collect();
         let deadline = Instant::now() + node.request_timeout();
-        match node.orders.write(OrdersCommand::Settle { records }, deadline).await {
+        // Settlements refused as stale are skipped by the state machine and
+        // stay unclaimed; the claim of those keys then finds nothing to do
+        // until the resumer records them.
+        match node.orders.write(OrdersCommand::Settle { records, catalog_seen }, deadline).await {
             Ok(_) => keys.into_iter().for_each(|k| node.claims.push(k)),
             Err(e) => tracing::warn!(error = %e, buys = keys.len(), "settling buys failed; the resumer will retry"),
         }
@@ -381,30 +474,34 @@ pub async fn resume_unsettled(node: Arc<Node>) {
     }
 }
 
-/// A buy the resumer may have to finish.
+/// A buy the resumer may have to finish, with the view it was found in.
 enum Unsettled {
-    /// A reservation not yet claimed: its order may be pending or missing.
-    Reserved(String, Reservation),
-    /// A pending order: its reservation may be missing.
-    Placed(Order),
+    /// A reservation not yet claimed, seen at this catalog index: its
+    /// order may be pending or missing.
+    Reserved(String, Reservation, u64),
+    /// A pending order, and the orders index it was decided on (as
+    /// [`decided_on`]): its reservation may be missing.
+    Placed(Order, u64),
 }
 
 impl Unsettled {
     fn key(&self) -> &str {
         match self {
-            Unsettled::Reserved(key, _) => key,
-            Unsettled::Placed(order) => order.idempotency_key.as_deref().unwrap_or_default(),
+            Unsettled::Reserved(key, ..) => key,
+            Unsettled::Placed(order, _) => order.idempotency_key.as_deref().unwrap_or_default(),
         }
     }
 }
 
 fn unsettled(node: &Node) -> Result<Vec<Unsettled>> {
-    let mut out: Vec<Unsettled> = Catalog::unclaimed(&node.catalog.view(), BATCH)?
-        .into_iter()
-        .map(|(key, r)| Unsettled::Reserved(key, r))
-        .collect();
-    let placed = Orders::pending(&node.orders.view(), BATCH)?;
-    out.extend(placed.into_iter().filter(|o| o.idempotency_key.is_some()).map(Unsettled::Placed));
+    let catalog = node.catalog.view();
+    let at = catalog.applied_index()?;
+    let mut out: Vec<Unsettled> =
+        Catalog::unclaimed(&catalog, BATCH)?.into_iter().map(|(key, r)| Unsettled::Reserved(key, r, at)).collect();
+    let orders = node.orders.view();
+    let seen = decided_on(node, &orders)?;
+    let placed = Orders::pending(&orders, BATCH)?;
+    out.extend(placed.into_iter().filter(|o| o.idempotency_key.is_some()).map(|o| Unsettled::Placed(o, seen)));
     Ok(out)
 }
 
@@ -413,9 +510,9 @@ async fn resume(node: Arc<Node>, buy: Unsettled) {
     let key = buy.key().to_string();
     let Some(_claim) = Settling::claim(&node.settling, &key) else { return };
     let deadline = Instant::now() + node.request_timeout();
-    let reservation = match buy {
-        Unsettled::Reserved(_, r) => r,
-        Unsettled::Placed(order) => {
+    let (reservation, seen_at) = match buy {
+        Unsettled::Reserved(_, r, seen_at) => (r, seen_at),
+        Unsettled::Placed(order, seen) => {
             // Reserving again is harmless: the catalog returns the first
             // reservation under the key, if there is one.
             let reserve = CatalogCommand::Reserve {
@@ -424,17 +521,23 @@ async fn resume(node: Arc<Node>, buy: Unsettled) {
                 quantity: order.quantity,
                 created_at: order.created_at.clone(),
                 buyer: order.buyer.clone(),
+                seen,
             };
             match node.catalog.write_anywhere(reserve, deadline).await {
                 Ok(w) => match w.response {
-                    CatalogResponse::Reservation(r) => r,
+                    CatalogResponse::Reservation(r) => (r, w.index),
                     // Reserved for another buy under the same key: that
                     // reservation decides the order, once this replica has it.
-                    CatalogResponse::KeyReused => match Catalog::reservation(&node.catalog.view(), &key) {
-                        Ok(Some(r)) => r,
-                        Ok(None) => return,
-                        Err(e) => return tracing::error!(error = %e, "reading a reservation"),
-                    },
+                    CatalogResponse::KeyReused => {
+                        let view = node.catalog.view();
+                        match (Catalog::reservation(&view, &key), view.applied_index()) {
+                            (Ok(Some(r)), Ok(at)) => (r, at),
+                            (Ok(None), _) => return,
+                            (Err(e), _) | (_, Err(e)) => return tracing::error!(error = %e, "reading a reservation"),
+                        }
+                    }
+                    // Decided on a view older than a purge: the next scan looks again.
+                    CatalogResponse::Stale => return,
                     other => return tracing::error!(response = ?other, "unexpected answer to reserve"),
                 },
                 Err(e) => return tracing::warn!(error = %e, "could not reserve a pending order's stock yet"),
@@ -443,7 +546,7 @@ async fn resume(node: Arc<Node>, buy: Unsettled) {
     };
     match Orders::by_key(&node.orders.view(), &key) {
         Ok(Some(o)) if o.status != OrderStatus::Pending => node.claims.push(key),
-        Ok(_) => match record(&node, &key, &reservation, deadline).await {
+        Ok(_) => match record(&node, &key, &reservation, seen_at, deadline).await {
             Ok(b) => {
                 tracing::info!(order_id = b.order.order_id, status = %b.order.status, "settled an interrupted buy")
             }

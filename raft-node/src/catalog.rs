@@ -8,10 +8,14 @@
 //! # Invariants
 //! - Stock never goes negative: a reservation larger than the stock is
 //!   refused and changes nothing.
-//! - Reservations are keyed by the buy's idempotency key and remembered
-//!   forever, whatever their outcome: re-applying `Reserve` for a key returns
-//!   the first outcome and changes nothing. This is what makes the buy
-//!   protocol safe to retry from any orders leader (see [`crate::buy`]).
+//! - Reservations are keyed by the buy's idempotency key and remembered,
+//!   whatever their outcome, until the retention window has passed and the
+//!   buy is settled ([`CatalogCommand::Purge`], see [`crate::retention`]):
+//!   re-applying `Reserve` for a key returns the first outcome and changes
+//!   nothing. This is what makes the buy protocol safe to retry from any
+//!   orders leader (see [`crate::buy`]). After a purge, a new reservation
+//!   decided on a view of the orders older than the purge's fence is
+//!   refused ([`CatalogResponse::Stale`]).
 //! - A reservation that needs an order (taken, or refused for lack of stock)
 //!   stays in the *unclaimed* set until `Claim` removes it, which the orders
 //!   leader does once the order is recorded. An unclaimed reservation is a
@@ -29,7 +33,7 @@
 //! | `r` idempotency key | [`Reservation`] |
 //! | `u` seq | idempotency key: the unclaimed set, in reservation order |
 //! | `c` name | also `next_claim_seq` and `claim_floor` (every unclaimed seq is ≥ it) |
-//! | `c` name | counters and flags (`next_book_id`, `seeded`) |
+//! | `c` name | counters and flags (`next_book_id`, `seeded`; `purge_fence`, `retained_reservations`, `purged_reservations`: see [`crate::retention`]) |
 
 use std::fmt;
 use std::io;
@@ -87,6 +91,11 @@ pub enum CatalogCommand {
         created_at: String,
         /// Who buys, kept for the same reason.
         buyer: Option<String>,
+        /// The orders applied index of the view in which the proposer found
+        /// no settled order under the key (0: no purge had happened in its
+        /// view); a new reservation decided on a view older than the last
+        /// purge is refused (see [`crate::retention`]).
+        seen: u64,
     },
     /// Remove recorded buys from the unclaimed set.
     Claim {
@@ -101,6 +110,19 @@ pub enum CatalogCommand {
     },
     /// Mark the initial load as complete.
     SeedComplete,
+    /// Purge the reservations of settled buys past the retention window,
+    /// before the orders group forgets their keys
+    /// ([`crate::orders::OrdersCommand::Forget`]); see [`crate::retention`].
+    Purge {
+        /// The orders applied index at which every one of these buys was
+        /// settled: from now on, a new reservation decided on an older view
+        /// of the orders is refused.
+        fence: u64,
+        /// The keys, each with the log index of the reservation it must
+        /// still name (a reservation made again under the key after an
+        /// earlier purge is another buy's, and stays).
+        keys: Vec<(String, u64)>,
+    },
 }
 
 impl fmt::Display for CatalogCommand {
@@ -113,6 +135,7 @@ impl fmt::Display for CatalogCommand {
             CatalogCommand::Claim { keys } => write!(f, "claim({} buys)", keys.len()),
             CatalogCommand::Seed { books } => write!(f, "seed({} books)", books.len()),
             CatalogCommand::SeedComplete => write!(f, "seed-complete"),
+            CatalogCommand::Purge { keys, .. } => write!(f, "purge({} reservations)", keys.len()),
         }
     }
 }
@@ -180,6 +203,15 @@ pub enum CatalogResponse {
         /// Books inserted (skipped ones not counted).
         inserted: u64,
     },
+    /// Refused, nothing changed: a new reservation decided on a view of the
+    /// orders older than the last purge (see [`crate::retention`]); the
+    /// proposer looks again and retries.
+    Stale,
+    /// How many reservations a [`CatalogCommand::Purge`] removed.
+    Purged {
+        /// Reservations removed (those already gone are not counted).
+        reservations: u64,
+    },
 }
 
 /// The catalog state machine.
@@ -236,6 +268,16 @@ fn unclaimed_row(seq: u64) -> Vec<u8> {
 
 const COUNTER_NEXT_CLAIM: &[u8] = b"cnext_claim_seq";
 const COUNTER_CLAIM_FLOOR: &[u8] = b"cclaim_floor";
+/// The orders index of the last purge's fence (see `Purge`).
+const COUNTER_PURGE_FENCE: &[u8] = b"cpurge_fence";
+/// Reservations made since retention existed and not purged yet.
+const COUNTER_RETAINED: &[u8] = b"cretained_reservations";
+/// Reservations purged, in total.
+const COUNTER_PURGED: &[u8] = b"cpurged_reservations";
+
+fn counter(txn: &Txn<'_>, name: &[u8]) -> io::Result<u64> {
+    Ok(txn.get_value::<u64>(name)?.unwrap_or(0))
+}
 
 fn keys_of(book: &Book) -> Vec<String> {
     vec![book_key(book.id), topic_key(&normalize_topic(&book.topic))]
@@ -253,6 +295,18 @@ impl StateMachine for Catalog {
     type Response = CatalogResponse;
     type C = CatalogTypes;
     const GROUP: Group = Group::Catalog;
+
+    fn row_kind(prefix: u8) -> &'static str {
+        match prefix {
+            b'b' => "books",
+            b't' => "topic_index",
+            b'i' => "isbn_index",
+            b'r' => "reservations",
+            b'u' => "unclaimed",
+            b'c' => "counters",
+            _ => "other",
+        }
+    }
 
     fn apply(txn: &mut Txn<'_>, index: u64, cmd: &CatalogCommand) -> io::Result<Applied<CatalogResponse>> {
         let nothing = |response| Ok(Applied { response, keys: Vec::new() });
@@ -309,13 +363,19 @@ impl StateMachine for Catalog {
                 txn.put_value(book_row(book.id), &book)?;
                 Ok(Applied { response: CatalogResponse::Book(book), keys })
             }
-            CatalogCommand::Reserve { key, book_id, quantity, created_at, buyer } => {
+            CatalogCommand::Reserve { key, book_id, quantity, created_at, buyer, seen } => {
                 let row = reservation_row(key);
                 if let Some(first) = txn.get_with(&row, decode_reservation)? {
                     if first.book_id != *book_id || first.quantity != *quantity || first.buyer != *buyer {
                         return nothing(CatalogResponse::KeyReused);
                     }
                     return nothing(CatalogResponse::Reservation(first));
+                }
+                if *seen < counter(txn, COUNTER_PURGE_FENCE)? {
+                    // The proposer looked at the orders before this key's
+                    // buy may have been settled and purged: reserving now
+                    // could take stock a second time for one order.
+                    return nothing(CatalogResponse::Stale);
                 }
                 let (outcome, keys) = match txn.get_value::<Book>(&book_row(*book_id))? {
                     None => (ReservationOutcome::NoSuchBook, Vec::new()),
@@ -346,7 +406,35 @@ impl StateMachine for Catalog {
                     buyer: buyer.clone(),
                 };
                 txn.put_value(row, &reservation)?;
+                let retained = counter(txn, COUNTER_RETAINED)?;
+                txn.put_value(COUNTER_RETAINED.to_vec(), &(retained + 1))?;
                 Ok(Applied { response: CatalogResponse::Reservation(reservation), keys })
+            }
+            CatalogCommand::Purge { fence, keys } => {
+                let mut purged = 0;
+                for (key, reservation_index) in keys {
+                    let row = reservation_row(key);
+                    let Some(r) = txn.get_with(&row, decode_reservation)? else { continue };
+                    if r.index != *reservation_index {
+                        continue;
+                    }
+                    // A settled buy may not be claimed yet: its place in the
+                    // unclaimed set goes with it.
+                    if let Some(seq) = r.claim_seq {
+                        txn.delete(unclaimed_row(seq));
+                    }
+                    txn.delete(row);
+                    purged += 1;
+                }
+                let next = txn.get_value::<u64>(COUNTER_NEXT_CLAIM)?.unwrap_or(0);
+                txn.raise_floor(COUNTER_CLAIM_FLOOR, 0, next, unclaimed_row)?;
+                let was = counter(txn, COUNTER_PURGE_FENCE)?;
+                txn.put_value(COUNTER_PURGE_FENCE.to_vec(), &was.max(*fence))?;
+                let retained = counter(txn, COUNTER_RETAINED)?;
+                txn.put_value(COUNTER_RETAINED.to_vec(), &retained.saturating_sub(purged))?;
+                let total = counter(txn, COUNTER_PURGED)?;
+                txn.put_value(COUNTER_PURGED.to_vec(), &(total + purged))?;
+                nothing(CatalogResponse::Purged { reservations: purged })
             }
             CatalogCommand::Claim { keys } => {
                 for key in keys {
@@ -473,6 +561,18 @@ impl Catalog {
         view.scan(b"u", &unclaimed_row(floor), |_, value| visit(crate::store::log::decode(value)?))
     }
 
+    /// Whether any reservation was ever purged: then proposers must say
+    /// which view of the orders they decided on (see [`crate::retention`]).
+    pub fn fenced(view: &View<'_>) -> io::Result<bool> {
+        Ok(view.get::<u64>(COUNTER_PURGE_FENCE)?.unwrap_or(0) > 0)
+    }
+
+    /// Reservations retained (those made since retention existed) and
+    /// purged in total.
+    pub fn reservation_counts(view: &View<'_>) -> io::Result<(u64, u64)> {
+        Ok((view.get::<u64>(COUNTER_RETAINED)?.unwrap_or(0), view.get::<u64>(COUNTER_PURGED)?.unwrap_or(0)))
+    }
+
     /// Whether the initial catalog load completed.
     pub fn is_seeded(view: &View<'_>) -> io::Result<bool> {
         Ok(view.get::<bool>(FLAG_SEEDED)?.unwrap_or(false))
@@ -507,8 +607,15 @@ mod tests {
 
     fn reserve(db: &mut TestDb, key: &str, book_id: u64, quantity: u64) -> CatalogResponse {
         let created_at = "2026-11-21T10:00:00.000Z".to_string();
-        db.apply::<Catalog>(CatalogCommand::Reserve { key: key.into(), book_id, quantity, created_at, buyer: None })
-            .response
+        db.apply::<Catalog>(CatalogCommand::Reserve {
+            seen: 0,
+            key: key.into(),
+            book_id,
+            quantity,
+            created_at,
+            buyer: None,
+        })
+        .response
     }
 
     /// The outcome of a reservation answer.
@@ -537,6 +644,7 @@ mod tests {
         let mut db = seeded(vec![book(1, 5)]);
         let created_at = String::from("t");
         let applied = db.apply::<Catalog>(CatalogCommand::Reserve {
+            seen: 0,
             key: "k1".into(),
             book_id: 1,
             quantity: 6,
@@ -572,6 +680,7 @@ mod tests {
         assert_eq!(reserve(&mut db, "k", 1, 2), CatalogResponse::KeyReused);
         assert_eq!(reserve(&mut db, "k", 2, 1), CatalogResponse::KeyReused);
         let by_another = CatalogCommand::Reserve {
+            seen: 0,
             key: "k".into(),
             book_id: 1,
             quantity: 1,
@@ -586,6 +695,7 @@ mod tests {
     fn a_reservation_remembers_its_buyer() {
         let mut db = seeded(vec![book(1, 5)]);
         let reserve = CatalogCommand::Reserve {
+            seen: 0,
             key: "k".into(),
             book_id: 1,
             quantity: 1,

@@ -12,9 +12,14 @@
 //! |---|---|---|
 //! | 1 | (the first layout) | |
 //! | 2 | buys name their buyer: [`OrdersCommand`] and [`CatalogCommand::Reserve`] carry `buyer`; [`Order`] and [`Reservation`] rows end with it | commands: the version-1 variants keep their positions and are read with no buyer; rows: a row that ends before `buyer` is a version-1 row |
+//! | 3 | idempotency keys are kept for a retention window: `Place`, `Reserve`, `Record` and `Settle` carry the view they were decided on (`seen`, `catalog_seen`); new commands `Forget` (orders) and `Purge` (catalog) | the version-1 and -2 variants keep their positions and are read with a view of 0 (decided before any purge) |
 //!
 //! A command is written in the oldest layout that holds it: a buy that names
-//! no buyer is still written as version 1 wrote it. So during a rolling
+//! no buyer is still written as version 1 wrote it, and a command decided
+//! on a view of 0 (no key was ever purged in the proposer's view) as
+//! version 2 or 1 wrote it. A command read with a view of 0 is refused as
+//! stale once a purge has happened, which is safe: its proposer looks
+//! again and resends it in the new layout. So during a rolling
 //! upgrade the nodes not yet restarted keep reading the log, as long as no
 //! buy names a buyer before every node runs version 2 (an older node cannot
 //! read a newer layout). Rows have no such concern between nodes except in
@@ -154,23 +159,37 @@ pub enum OrdersWire {
     Place { key: String, book_id: u64, quantity: u64, created_at: String, buyer: Option<String> },
     /// `Settle`, with the buyers.
     Settle { records: Vec<Settlement> },
+    /// `Record`, with the catalog view it was decided on (version 3).
+    RecordSeen { settlement: Settlement, catalog_seen: u64 },
+    /// `Place`, with the orders view it was decided on (version 3).
+    PlaceSeen { key: String, book_id: u64, quantity: u64, created_at: String, buyer: Option<String>, seen: u64 },
+    /// `Settle`, with the catalog view it was decided on (version 3).
+    SettleSeen { records: Vec<Settlement>, catalog_seen: u64 },
+    /// `Forget` (version 3).
+    Forget { catalog_index: u64, keys: Vec<(String, u64)> },
 }
 
 impl From<OrdersWire> for OrdersCommand {
     fn from(w: OrdersWire) -> OrdersCommand {
         match w {
-            OrdersWire::RecordV1(s) => Settlement::from(s).into_record(),
-            OrdersWire::Record(s) => s.into_record(),
+            OrdersWire::RecordV1(s) => Settlement::from(s).into_record(0),
+            OrdersWire::Record(s) => s.into_record(0),
+            OrdersWire::RecordSeen { settlement, catalog_seen } => settlement.into_record(catalog_seen),
             OrdersWire::PlaceV1 { key, book_id, quantity, created_at } => {
-                OrdersCommand::Place { key, book_id, quantity, created_at, buyer: None }
+                OrdersCommand::Place { key, book_id, quantity, created_at, buyer: None, seen: 0 }
             }
             OrdersWire::Place { key, book_id, quantity, created_at, buyer } => {
-                OrdersCommand::Place { key, book_id, quantity, created_at, buyer }
+                OrdersCommand::Place { key, book_id, quantity, created_at, buyer, seen: 0 }
+            }
+            OrdersWire::PlaceSeen { key, book_id, quantity, created_at, buyer, seen } => {
+                OrdersCommand::Place { key, book_id, quantity, created_at, buyer, seen }
             }
             OrdersWire::SettleV1 { records } => {
-                OrdersCommand::Settle { records: records.into_iter().map(Settlement::from).collect() }
+                OrdersCommand::Settle { records: records.into_iter().map(Settlement::from).collect(), catalog_seen: 0 }
             }
-            OrdersWire::Settle { records } => OrdersCommand::Settle { records },
+            OrdersWire::Settle { records } => OrdersCommand::Settle { records, catalog_seen: 0 },
+            OrdersWire::SettleSeen { records, catalog_seen } => OrdersCommand::Settle { records, catalog_seen },
+            OrdersWire::Forget { catalog_index, keys } => OrdersCommand::Forget { catalog_index, keys },
         }
     }
 }
@@ -186,20 +205,38 @@ impl From<Settlement> for SettlementV1 {
 impl From<OrdersCommand> for OrdersWire {
     fn from(c: OrdersCommand) -> OrdersWire {
         match c {
-            OrdersCommand::Record { key, book_id, quantity, created_at, outcome, catalog_index, buyer } => {
+            OrdersCommand::Record {
+                key,
+                book_id,
+                quantity,
+                created_at,
+                outcome,
+                catalog_index,
+                buyer,
+                catalog_seen,
+            } => {
                 let s = Settlement { key, book_id, quantity, created_at, outcome, catalog_index, buyer };
-                if s.buyer.is_none() { OrdersWire::RecordV1(s.into()) } else { OrdersWire::Record(s) }
+                match (catalog_seen, &s.buyer) {
+                    (0, None) => OrdersWire::RecordV1(s.into()),
+                    (0, Some(_)) => OrdersWire::Record(s),
+                    _ => OrdersWire::RecordSeen { settlement: s, catalog_seen },
+                }
             }
-            OrdersCommand::Place { key, book_id, quantity, created_at, buyer: None } => {
+            OrdersCommand::Place { key, book_id, quantity, created_at, buyer: None, seen: 0 } => {
                 OrdersWire::PlaceV1 { key, book_id, quantity, created_at }
             }
-            OrdersCommand::Place { key, book_id, quantity, created_at, buyer } => {
+            OrdersCommand::Place { key, book_id, quantity, created_at, buyer, seen: 0 } => {
                 OrdersWire::Place { key, book_id, quantity, created_at, buyer }
             }
-            OrdersCommand::Settle { records } if records.iter().all(|s| s.buyer.is_none()) => {
+            OrdersCommand::Place { key, book_id, quantity, created_at, buyer, seen } => {
+                OrdersWire::PlaceSeen { key, book_id, quantity, created_at, buyer, seen }
+            }
+            OrdersCommand::Settle { records, catalog_seen: 0 } if records.iter().all(|s| s.buyer.is_none()) => {
                 OrdersWire::SettleV1 { records: records.into_iter().map(SettlementV1::from).collect() }
             }
-            OrdersCommand::Settle { records } => OrdersWire::Settle { records },
+            OrdersCommand::Settle { records, catalog_seen: 0 } => OrdersWire::Settle { records },
+            OrdersCommand::Settle { records, catalog_seen } => OrdersWire::SettleSeen { records, catalog_seen },
+            OrdersCommand::Forget { catalog_index, keys } => OrdersWire::Forget { catalog_index, keys },
         }
     }
 }
@@ -239,6 +276,20 @@ pub enum CatalogWire {
         created_at: String,
         buyer: Option<String>,
     },
+    /// `Reserve`, with the view of the orders it was decided on (version 3).
+    ReserveSeen {
+        key: String,
+        book_id: u64,
+        quantity: u64,
+        created_at: String,
+        buyer: Option<String>,
+        seen: u64,
+    },
+    /// `Purge` (version 3).
+    Purge {
+        fence: u64,
+        keys: Vec<(String, u64)>,
+    },
 }
 
 impl From<CatalogWire> for CatalogCommand {
@@ -248,11 +299,15 @@ impl From<CatalogWire> for CatalogCommand {
             CatalogWire::Restock { book_id, quantity } => CatalogCommand::Restock { book_id, quantity },
             CatalogWire::Update { book_id, patch } => CatalogCommand::Update { book_id, patch },
             CatalogWire::ReserveV1 { key, book_id, quantity, created_at } => {
-                CatalogCommand::Reserve { key, book_id, quantity, created_at, buyer: None }
+                CatalogCommand::Reserve { key, book_id, quantity, created_at, buyer: None, seen: 0 }
             }
             CatalogWire::Reserve { key, book_id, quantity, created_at, buyer } => {
-                CatalogCommand::Reserve { key, book_id, quantity, created_at, buyer }
+                CatalogCommand::Reserve { key, book_id, quantity, created_at, buyer, seen: 0 }
             }
+            CatalogWire::ReserveSeen { key, book_id, quantity, created_at, buyer, seen } => {
+                CatalogCommand::Reserve { key, book_id, quantity, created_at, buyer, seen }
+            }
+            CatalogWire::Purge { fence, keys } => CatalogCommand::Purge { fence, keys },
             CatalogWire::Claim { keys } => CatalogCommand::Claim { keys },
             CatalogWire::Seed { books } => CatalogCommand::Seed { books },
             CatalogWire::SeedComplete => CatalogCommand::SeedComplete,
@@ -266,12 +321,16 @@ impl From<CatalogCommand> for CatalogWire {
             CatalogCommand::AddBook(b) => CatalogWire::AddBook(b),
             CatalogCommand::Restock { book_id, quantity } => CatalogWire::Restock { book_id, quantity },
             CatalogCommand::Update { book_id, patch } => CatalogWire::Update { book_id, patch },
-            CatalogCommand::Reserve { key, book_id, quantity, created_at, buyer: None } => {
+            CatalogCommand::Reserve { key, book_id, quantity, created_at, buyer: None, seen: 0 } => {
                 CatalogWire::ReserveV1 { key, book_id, quantity, created_at }
             }
-            CatalogCommand::Reserve { key, book_id, quantity, created_at, buyer } => {
+            CatalogCommand::Reserve { key, book_id, quantity, created_at, buyer, seen: 0 } => {
                 CatalogWire::Reserve { key, book_id, quantity, created_at, buyer }
             }
+            CatalogCommand::Reserve { key, book_id, quantity, created_at, buyer, seen } => {
+                CatalogWire::ReserveSeen { key, book_id, quantity, created_at, buyer, seen }
+            }
+            CatalogCommand::Purge { fence, keys } => CatalogWire::Purge { fence, keys },
             CatalogCommand::Claim { keys } => CatalogWire::Claim { keys },
             CatalogCommand::Seed { books } => CatalogWire::Seed { books },
             CatalogCommand::SeedComplete => CatalogWire::SeedComplete,
@@ -374,7 +433,14 @@ mod tests {
         let place = OrdersV1::Place { key: "k".into(), book_id: 1, quantity: 2, created_at: "t".into() };
         assert_eq!(
             decode::<OrdersCommand>(&encode(&place).unwrap()).unwrap(),
-            OrdersCommand::Place { key: "k".into(), book_id: 1, quantity: 2, created_at: "t".into(), buyer: None }
+            OrdersCommand::Place {
+                seen: 0,
+                key: "k".into(),
+                book_id: 1,
+                quantity: 2,
+                created_at: "t".into(),
+                buyer: None
+            }
         );
         let s = settlement_v1();
         let record = OrdersV1::Record {
@@ -386,17 +452,24 @@ mod tests {
             catalog_index: s.catalog_index,
         };
         let expected = Settlement::from(settlement_v1());
-        assert_eq!(decode::<OrdersCommand>(&encode(&record).unwrap()).unwrap(), expected.clone().into_record());
+        assert_eq!(decode::<OrdersCommand>(&encode(&record).unwrap()).unwrap(), expected.clone().into_record(0));
         let settle = OrdersV1::Settle { records: vec![settlement_v1(), settlement_v1()] };
         assert_eq!(
             decode::<OrdersCommand>(&encode(&settle).unwrap()).unwrap(),
-            OrdersCommand::Settle { records: vec![expected.clone(), expected] }
+            OrdersCommand::Settle { catalog_seen: 0, records: vec![expected.clone(), expected] }
         );
 
         let reserve = CatalogV1::Reserve { key: "k".into(), book_id: 1, quantity: 2, created_at: "t".into() };
         assert_eq!(
             decode::<CatalogCommand>(&encode(&reserve).unwrap()).unwrap(),
-            CatalogCommand::Reserve { key: "k".into(), book_id: 1, quantity: 2, created_at: "t".into(), buyer: None }
+            CatalogCommand::Reserve {
+                seen: 0,
+                key: "k".into(),
+                book_id: 1,
+                quantity: 2,
+                created_at: "t".into(),
+                buyer: None
+            }
         );
         let claim = CatalogV1::Claim { keys: vec!["a".into()] };
         assert_eq!(
@@ -407,15 +480,27 @@ mod tests {
 
     #[test]
     fn commands_without_a_buyer_are_written_as_version_1_wrote_them() {
-        let place =
-            OrdersCommand::Place { key: "k".into(), book_id: 1, quantity: 2, created_at: "t".into(), buyer: None };
+        let place = OrdersCommand::Place {
+            seen: 0,
+            key: "k".into(),
+            book_id: 1,
+            quantity: 2,
+            created_at: "t".into(),
+            buyer: None,
+        };
         let v1 = OrdersV1::Place { key: "k".into(), book_id: 1, quantity: 2, created_at: "t".into() };
         assert_eq!(encode(&place).unwrap(), encode(&v1).unwrap());
-        let settle = OrdersCommand::Settle { records: vec![Settlement::from(settlement_v1())] };
+        let settle = OrdersCommand::Settle { catalog_seen: 0, records: vec![Settlement::from(settlement_v1())] };
         let v1 = OrdersV1::Settle { records: vec![settlement_v1()] };
         assert_eq!(encode(&settle).unwrap(), encode(&v1).unwrap());
-        let reserve =
-            CatalogCommand::Reserve { key: "k".into(), book_id: 1, quantity: 2, created_at: "t".into(), buyer: None };
+        let reserve = CatalogCommand::Reserve {
+            seen: 0,
+            key: "k".into(),
+            book_id: 1,
+            quantity: 2,
+            created_at: "t".into(),
+            buyer: None,
+        };
         let v1 = CatalogV1::Reserve { key: "k".into(), book_id: 1, quantity: 2, created_at: "t".into() };
         assert_eq!(encode(&reserve).unwrap(), encode(&v1).unwrap());
     }
@@ -423,6 +508,7 @@ mod tests {
     #[test]
     fn new_commands_round_trip_with_their_buyer() {
         let place = OrdersCommand::Place {
+            seen: 0,
             key: "k".into(),
             book_id: 1,
             quantity: 2,
@@ -431,10 +517,12 @@ mod tests {
         };
         assert_eq!(decode::<OrdersCommand>(&encode(&place).unwrap()).unwrap(), place);
         let settle = OrdersCommand::Settle {
+            catalog_seen: 0,
             records: vec![Settlement { buyer: Some("x".into()), ..Settlement::from(settlement_v1()) }],
         };
         assert_eq!(decode::<OrdersCommand>(&encode(&settle).unwrap()).unwrap(), settle);
         let reserve = CatalogCommand::Reserve {
+            seen: 0,
             key: "k".into(),
             book_id: 1,
             quantity: 2,

@@ -126,6 +126,14 @@ pub struct Args {
     #[arg(long, default_value_t = 100)]
     pub watch_heartbeat_ms: u64,
 
+    /// How long the idempotency key of a settled buy is kept, e.g. `24h`,
+    /// `90m`, `2s`, `7d` (units ms, s, m, h, d; a bare number is seconds).
+    /// Within it, a retry with the key returns the buy's one order; after
+    /// it, both groups forget the key and a retry is a new buy. Measured
+    /// from the buy's `created_at`, by the clock of the orders leader.
+    #[arg(long, value_parser = parse_duration, default_value = "24h", value_name = "TIME")]
+    pub idempotency_retention: Duration,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -150,6 +158,33 @@ pub enum PlantedBug {
     /// a leader whose clock runs slow keeps serving `lease` reads after the
     /// others elected a new leader.
     LeaseWithoutDriftMargin,
+    /// The retention purge forgets keys in the orders group but leaves
+    /// their reservations in the catalog: a retry after the window places
+    /// a new order that the old reservation settles, confirmed without
+    /// taking stock.
+    ForgetKeepsReservations,
+}
+
+/// Parses `24h`, `90m`, `2s`, `500ms`, `7d`, `1.5h` or a bare number of
+/// seconds (the grammar of `bazar bench --duration`, with hours and days).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 24h or 500ms"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
+        other => return Err(format!("unknown unit {other:?} in {text:?}: use ms, s, m, h or d")),
+    };
+    // At most ten years: far beyond any use, and far inside Duration.
+    if !(0.001..=315_360_000.0).contains(&secs) {
+        return Err(format!("{text:?} is out of range (1ms to 3650d)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// How logs are printed.
@@ -205,6 +240,8 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// `/watch` heartbeat interval.
     pub watch_heartbeat: Duration,
+    /// How long idempotency keys of settled buys are kept.
+    pub idempotency_retention: Duration,
     /// A deliberate bug (tests only).
     pub planted_bug: Option<PlantedBug>,
 }
@@ -318,6 +355,7 @@ impl Args {
             shutdown_handoff: Duration::from_millis(self.shutdown_handoff_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
             watch_heartbeat: Duration::from_millis(self.watch_heartbeat_ms.max(10)),
+            idempotency_retention: self.idempotency_retention,
             planted_bug: self.planted_bug,
         })
     }
@@ -455,6 +493,24 @@ mod tests {
         // The planted bug drops the margin: the lease is the whole window.
         let bug = parse(&["--planted-bug", "lease-without-drift-margin"]);
         assert_eq!(bug.read_lease, window);
+    }
+
+    #[test]
+    fn idempotency_retention_defaults_to_a_day_and_reads_units() {
+        assert_eq!(parse(&[]).idempotency_retention, Duration::from_secs(86_400));
+        for (text, want) in [
+            ("2s", Duration::from_secs(2)),
+            ("500ms", Duration::from_millis(500)),
+            ("90m", Duration::from_secs(5400)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("7d", Duration::from_secs(7 * 86_400)),
+            ("30", Duration::from_secs(30)),
+        ] {
+            assert_eq!(parse(&["--idempotency-retention", text]).idempotency_retention, want, "{text}");
+        }
+        for bad in ["", "h", "2 weeks", "0s", "-1s", "5000d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

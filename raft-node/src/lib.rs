@@ -12,6 +12,7 @@
 //! - [`catalog`], [`orders`]: the two state machines; [`compat`]: reading what earlier versions stored;
 //! - [`raft`]: a group on this node, its network, leader forwarding and follower reads;
 //! - [`buy`]: the buy protocol across the two groups and recovery of interrupted buys;
+//! - [`retention`]: forgetting idempotency keys after their window, in both groups;
 //! - [`placement`]: keeping the catalog's leadership with the orders leader;
 //! - [`http`]: the HTTP edge (routes, errors as problem+json, auth, `/watch`, metrics);
 //! - [`membership`]: adding and removing members, moving leadership;
@@ -43,6 +44,7 @@ pub mod node;
 pub mod orders;
 pub mod placement;
 pub mod raft;
+pub mod retention;
 pub mod seed;
 pub mod sm;
 pub mod stats;
@@ -122,6 +124,7 @@ pub async fn run(
         settlements: Default::default(),
         claims: Default::default(),
         http_metrics: Default::default(),
+        retention: Default::default(),
         unclaimed: Default::default(),
         shutdown: CancellationToken::new(),
         started: std::time::Instant::now(),
@@ -149,6 +152,7 @@ pub async fn run(
         tokio::spawn(buy::resume_unsettled(node.clone())),
         tokio::spawn(buy::settle_reserved(node.clone())),
         tokio::spawn(buy::claim_recorded(node.clone())),
+        tokio::spawn(retention::purge_expired(node.clone())),
         tokio::spawn(placement::colocate_leaders(node.clone())),
     ];
 

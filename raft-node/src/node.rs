@@ -45,12 +45,15 @@ pub struct Node {
     /// Idempotency keys of buys some task of this node is handling right now
     /// (see [`crate::buy`]).
     pub settling: Mutex<HashSet<String>>,
-    /// Reserved buys waiting to be written into their orders.
-    pub settlements: crate::buy::Queue<crate::orders::Settlement>,
+    /// Reserved buys waiting to be written into their orders, each with the
+    /// catalog index its reservation was seen at.
+    pub settlements: crate::buy::Queue<(crate::orders::Settlement, u64)>,
     /// Settled buys waiting to be claimed in the catalog.
     pub claims: crate::buy::Queue<String>,
     /// Request counters and latencies.
     pub http_metrics: HttpMetrics,
+    /// What the retention purge did on this node.
+    pub retention: crate::retention::Stats,
     /// The last count of unsettled buys, for `/health`.
     pub unclaimed: tokio::sync::Mutex<Option<(Instant, u64)>>,
     /// Cancelled when the node shuts down; long-lived streams watch it.

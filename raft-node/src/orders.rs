@@ -33,7 +33,16 @@
 //! | `x` order_id | catalog index of the order's reservation |
 //! | `p` order_id | (empty): the pending orders |
 //! | `b` buyer 0x00 order_id | (empty): a buyer's order history |
-//! | `c` name | counters (`next_order_id`, `pending_floor`: every pending order's id is ≥ it) |
+//! | `e` created_at 0x00 order_id | idempotency key: the retained keys of settled orders, oldest first |
+//! | `c` name | counters (`next_order_id`, `pending_floor`: every pending order's id is ≥ it; `forget_fence`, `catalog_fence`, `retained_keys`, `forgotten_keys`: see [`crate::retention`]) |
+//!
+//! # Retention
+//! The idempotency rows of a settled buy (`k`, `x`, `e`) are kept for the
+//! retention window, then [`OrdersCommand::Forget`] removes them; the
+//! order and its history rows stay. A pending order is never forgotten
+//! (only settled orders have an `e` row). Commands decided on a view older
+//! than the last purge, that would create or settle an order, are refused
+//! as [`OrdersResponse::Stale`]: the argument is in [`crate::retention`].
 
 use std::fmt;
 use std::io;
@@ -82,6 +91,10 @@ pub enum OrdersCommand {
         catalog_index: u64,
         /// Who bought, as the reservation names it.
         buyer: Option<String>,
+        /// The catalog log index at which the proposer saw the reservation
+        /// alive (0: no purge had happened in its view); see
+        /// [`crate::retention`] for the fence it is checked against.
+        catalog_seen: u64,
     },
     /// Place a `pending` order for a buy whose reservation is being made (or
     /// find the order placed or recorded earlier under the same key).
@@ -96,11 +109,30 @@ pub enum OrdersCommand {
         created_at: String,
         /// Who buys.
         buyer: Option<String>,
+        /// The orders applied index of the view in which the coordinator
+        /// found no settled order under the key (0: no purge had happened
+        /// in its view); see [`crate::retention`].
+        seen: u64,
     },
     /// Record many buys at once, each exactly as [`OrdersCommand::Record`].
     Settle {
         /// The buys, in order.
         records: Vec<Settlement>,
+        /// The oldest catalog index at which the proposer saw one of their
+        /// reservations (as `catalog_seen` of [`OrdersCommand::Record`]).
+        catalog_seen: u64,
+    },
+    /// Forget the idempotency keys of settled buys past the retention
+    /// window, after the catalog purged their reservations
+    /// ([`crate::catalog::CatalogCommand::Purge`]); see [`crate::retention`].
+    /// The orders stay; a key forgotten here is unknown to later buys.
+    Forget {
+        /// The catalog log index at which the reservations were purged:
+        /// from now on, a settlement of a reservation seen before it is
+        /// refused as stale.
+        catalog_index: u64,
+        /// The keys, each with the order it must still name.
+        keys: Vec<(String, u64)>,
     },
 }
 
@@ -139,9 +171,9 @@ impl Settlement {
     }
 
     /// The command recording this one buy.
-    pub fn into_record(self) -> OrdersCommand {
+    pub fn into_record(self, catalog_seen: u64) -> OrdersCommand {
         let Settlement { key, book_id, quantity, created_at, outcome, catalog_index, buyer } = self;
-        OrdersCommand::Record { key, book_id, quantity, created_at, outcome, catalog_index, buyer }
+        OrdersCommand::Record { key, book_id, quantity, created_at, outcome, catalog_index, buyer, catalog_seen }
     }
 }
 
@@ -152,7 +184,8 @@ impl fmt::Display for OrdersCommand {
                 write!(f, "record(book {book_id}, {quantity}, {outcome:?})")
             }
             OrdersCommand::Place { book_id, quantity, .. } => write!(f, "place(book {book_id}, {quantity})"),
-            OrdersCommand::Settle { records } => write!(f, "settle({} buys)", records.len()),
+            OrdersCommand::Settle { records, .. } => write!(f, "settle({} buys)", records.len()),
+            OrdersCommand::Forget { keys, .. } => write!(f, "forget({} keys)", keys.len()),
         }
     }
 }
@@ -233,6 +266,26 @@ pub enum OrdersResponse {
         /// The order made under that key.
         order_id: u64,
     },
+    /// Refused, nothing changed: the command was decided on a view older
+    /// than the last purge of idempotency keys (see [`crate::retention`]);
+    /// the proposer looks again and retries.
+    Stale,
+    /// How many keys a [`OrdersCommand::Forget`] forgot.
+    Forgot {
+        /// Keys forgotten (those already gone are not counted).
+        keys: u64,
+    },
+}
+
+/// A settled buy whose idempotency key is past the retention window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredKey {
+    /// The key.
+    pub key: String,
+    /// Its order.
+    pub order_id: u64,
+    /// The catalog index of the order's reservation (which names it there).
+    pub reservation_index: u64,
 }
 
 /// The orders state machine.
@@ -241,6 +294,16 @@ pub struct Orders;
 const COUNTER_NEXT_ID: &[u8] = b"cnext_order_id";
 /// Every pending order's id is at least this.
 const COUNTER_PENDING_FLOOR: &[u8] = b"cpending_floor";
+/// Orders index of the last `Forget`: a `Place` decided on an older view
+/// must not create an order.
+const COUNTER_FORGET_FENCE: &[u8] = b"cforget_fence";
+/// Catalog index of the purge before the last `Forget`: a settlement of a
+/// reservation seen before it must not create or settle an order.
+const COUNTER_CATALOG_FENCE: &[u8] = b"ccatalog_fence";
+/// Keys with an `e` row.
+const COUNTER_RETAINED: &[u8] = b"cretained_keys";
+/// Keys forgotten, in total.
+const COUNTER_FORGOTTEN: &[u8] = b"cforgotten_keys";
 
 fn order_row(id: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
@@ -274,6 +337,15 @@ fn reservation_index_row(order_id: u64) -> Vec<u8> {
 fn pending_row(order_id: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
     k.push(b'p');
+    k.extend_from_slice(&be(order_id));
+    k
+}
+
+fn expiry_row(created_at: &str, order_id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(created_at.len() + 10);
+    k.push(b'e');
+    k.extend_from_slice(created_at.as_bytes());
+    k.push(0);
     k.extend_from_slice(&be(order_id));
     k
 }
@@ -313,9 +385,32 @@ impl StateMachine for Orders {
     type C = OrdersTypes;
     const GROUP: Group = Group::Orders;
 
-    fn apply(txn: &mut Txn<'_>, _index: u64, cmd: &OrdersCommand) -> io::Result<Applied<OrdersResponse>> {
+    fn row_kind(prefix: u8) -> &'static str {
+        match prefix {
+            b'o' => "orders",
+            b'h' => "book_history",
+            b'b' => "buyer_history",
+            b'k' => "idempotency_keys",
+            b'x' => "reservation_indexes",
+            b'e' => "key_expiry",
+            b'p' => "pending",
+            b'c' => "counters",
+            _ => "other",
+        }
+    }
+
+    fn apply(txn: &mut Txn<'_>, index: u64, cmd: &OrdersCommand) -> io::Result<Applied<OrdersResponse>> {
         match cmd {
-            OrdersCommand::Record { key, book_id, quantity, created_at, outcome, catalog_index, buyer } => {
+            OrdersCommand::Record {
+                key,
+                book_id,
+                quantity,
+                created_at,
+                outcome,
+                catalog_index,
+                buyer,
+                catalog_seen,
+            } => {
                 let s = Settlement {
                     key: key.clone(),
                     book_id: *book_id,
@@ -326,21 +421,31 @@ impl StateMachine for Orders {
                     buyer: buyer.clone(),
                 };
                 let mut keys = Vec::new();
-                let response = record(txn, &s, &mut keys)?;
+                let response = record(txn, &s, *catalog_seen, &mut keys)?;
                 raise_pending_floor(txn)?;
                 Ok(Applied { response, keys })
             }
-            OrdersCommand::Settle { records } => {
+            OrdersCommand::Settle { records, catalog_seen } => {
                 let mut keys = Vec::new();
                 for s in records {
-                    record(txn, s, &mut keys)?;
+                    record(txn, s, *catalog_seen, &mut keys)?;
                 }
                 raise_pending_floor(txn)?;
                 Ok(Applied { response: OrdersResponse::Done, keys })
             }
-            OrdersCommand::Place { key, book_id, quantity, created_at, buyer } => {
+            OrdersCommand::Forget { catalog_index, keys } => {
+                let forgot = forget(txn, index, *catalog_index, keys)?;
+                Ok(Applied { response: OrdersResponse::Forgot { keys: forgot }, keys: Vec::new() })
+            }
+            OrdersCommand::Place { key, book_id, quantity, created_at, buyer, seen } => {
                 if let Some(order) = by_key(txn, key)? {
                     return Ok(Applied { response: OrdersResponse::Order { order, existing: true }, keys: Vec::new() });
+                }
+                if *seen < counter(txn, COUNTER_FORGET_FENCE)? {
+                    // The coordinator looked before the key may have been
+                    // forgotten: the order it would create could be a
+                    // second one for a buy it did not see settled.
+                    return Ok(Applied { response: OrdersResponse::Stale, keys: Vec::new() });
                 }
                 let order = Order {
                     order_id: txn.get_value::<u64>(COUNTER_NEXT_ID)?.unwrap_or(1),
@@ -394,14 +499,23 @@ fn raise_pending_floor(txn: &mut Txn<'_>) -> io::Result<()> {
 /// Records one buy: settles its pending order, or writes its order in its
 /// final state when none was placed, or finds the order settled earlier.
 /// Pushes the change-event keys of what it wrote onto `keys`.
-fn record(txn: &mut Txn<'_>, s: &Settlement, keys: &mut Vec<String>) -> io::Result<OrdersResponse> {
-    let order = match by_key(txn, &s.key)? {
-        Some(order) if order.status != OrderStatus::Pending => {
-            if !same_buy(&order, s.book_id, s.quantity, s.buyer.as_deref()) {
-                return Ok(OrdersResponse::KeyReused { order_id: order.order_id });
-            }
-            return Ok(OrdersResponse::Order { order, existing: true });
+fn record(txn: &mut Txn<'_>, s: &Settlement, catalog_seen: u64, keys: &mut Vec<String>) -> io::Result<OrdersResponse> {
+    let found = by_key(txn, &s.key)?;
+    if let Some(order) = &found
+        && order.status != OrderStatus::Pending
+    {
+        if !same_buy(order, s.book_id, s.quantity, s.buyer.as_deref()) {
+            return Ok(OrdersResponse::KeyReused { order_id: order.order_id });
         }
+        return Ok(OrdersResponse::Order { order: order.clone(), existing: true });
+    }
+    if catalog_seen < counter(txn, COUNTER_CATALOG_FENCE)? {
+        // The reservation was seen before the last purge: it may be one
+        // whose order was settled and forgotten, which must not decide a
+        // second order.
+        return Ok(OrdersResponse::Stale);
+    }
+    let order = match found {
         Some(pending) => {
             let placed_for = pending.book_id;
             let placed_by = pending.buyer.clone();
@@ -446,8 +560,46 @@ fn record(txn: &mut Txn<'_>, s: &Settlement, keys: &mut Vec<String>) -> io::Resu
         }
     };
     txn.put_value(reservation_index_row(order.order_id), &s.catalog_index)?;
+    txn.put_value(expiry_row(&order.created_at, order.order_id), &s.key)?;
+    let retained = counter(txn, COUNTER_RETAINED)?;
+    txn.put_value(COUNTER_RETAINED.to_vec(), &(retained + 1))?;
     keys.extend(keys_of(&order));
     Ok(OrdersResponse::Order { order, existing: false })
+}
+
+fn counter(txn: &Txn<'_>, name: &[u8]) -> io::Result<u64> {
+    Ok(txn.get_value::<u64>(name)?.unwrap_or(0))
+}
+
+/// Forgets the idempotency rows of `keys` (each with the order it must
+/// still name, and only if that order is settled), and raises the fences:
+/// commands decided before this entry (`index`) that would create an
+/// order, or settle one from a reservation seen before `catalog_index`,
+/// are refused from now on. Returns how many keys were forgotten.
+fn forget(txn: &mut Txn<'_>, index: u64, catalog_index: u64, keys: &[(String, u64)]) -> io::Result<u64> {
+    let mut forgot = 0;
+    for (key, order_id) in keys {
+        if txn.get_value::<u64>(&key_row(key))? != Some(*order_id) {
+            continue;
+        }
+        let Some(order) = get_order(txn, *order_id)? else { continue };
+        if order.status == OrderStatus::Pending {
+            // Never: only settled orders are listed as expired. Kept as a
+            // guard, since forgetting an unsettled buy could settle it twice.
+            continue;
+        }
+        txn.delete(key_row(key));
+        txn.delete(reservation_index_row(*order_id));
+        txn.delete(expiry_row(&order.created_at, *order_id));
+        forgot += 1;
+    }
+    let retained = counter(txn, COUNTER_RETAINED)?;
+    txn.put_value(COUNTER_RETAINED.to_vec(), &retained.saturating_sub(forgot))?;
+    let forgotten = counter(txn, COUNTER_FORGOTTEN)?;
+    txn.put_value(COUNTER_FORGOTTEN.to_vec(), &(forgotten + forgot))?;
+    txn.put_value(COUNTER_FORGET_FENCE.to_vec(), &index)?;
+    let fence = counter(txn, COUNTER_CATALOG_FENCE)?.max(catalog_index);
+    txn.put_value(COUNTER_CATALOG_FENCE.to_vec(), &fence).map(|()| forgot)
 }
 
 /// Reads of the orders, from a consistent view.
@@ -486,6 +638,40 @@ impl Orders {
             Ok(n < limit)
         })?;
         Ok(n)
+    }
+
+    /// Up to `limit` settled buys whose idempotency key is retained and
+    /// whose `created_at` sorts before `cutoff` (RFC 3339, as orders store
+    /// it), oldest first: the keys a purge may forget.
+    pub fn expired(view: &View<'_>, cutoff: &str, limit: usize) -> io::Result<Vec<ExpiredKey>> {
+        let mut rows = Vec::new();
+        let end = expiry_row(cutoff, 0);
+        view.scan(b"e", b"e", |row, value| {
+            if row >= end.as_slice() || rows.len() == limit {
+                return Ok(false);
+            }
+            let id = from_be(&row[row.len() - 8..]).ok_or_else(|| io::Error::other("bad expiry row"))?;
+            rows.push((crate::store::log::decode::<String>(value)?, id));
+            Ok(true)
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (key, order_id) in rows {
+            let reservation_index = Orders::reservation_index(view, order_id)?.unwrap_or(0);
+            out.push(ExpiredKey { key, order_id, reservation_index });
+        }
+        Ok(out)
+    }
+
+    /// Whether any key was ever forgotten: then proposers must say which
+    /// view they decided on (see [`crate::retention`]).
+    pub fn fenced(view: &View<'_>) -> io::Result<bool> {
+        Ok(view.get::<u64>(COUNTER_FORGET_FENCE)?.unwrap_or(0) > 0)
+    }
+
+    /// Idempotency keys retained (those of settled buys since retention
+    /// existed) and forgotten in total.
+    pub fn key_counts(view: &View<'_>) -> io::Result<(u64, u64)> {
+        Ok((view.get::<u64>(COUNTER_RETAINED)?.unwrap_or(0), view.get::<u64>(COUNTER_FORGOTTEN)?.unwrap_or(0)))
     }
 
     fn pending_floor(view: &View<'_>) -> io::Result<u64> {
@@ -578,6 +764,7 @@ mod tests {
 
     fn record(db: &mut TestDb, key: &str, book_id: u64, quantity: u64, outcome: Outcome) -> OrdersResponse {
         db.apply::<Orders>(OrdersCommand::Record {
+            catalog_seen: 0,
             key: key.into(),
             book_id,
             quantity,
@@ -669,6 +856,7 @@ mod tests {
         seed_one_book(&mut db);
         // The old leader reserved stock for a buy, then crashed before recording it.
         let reserve = CatalogCommand::Reserve {
+            seen: 0,
             key: "buy-1".into(),
             book_id: 1,
             quantity: 3,
@@ -683,6 +871,7 @@ mod tests {
         let ReservationOutcome::Reserved { unit_price_cents } = first.outcome else { panic!() };
         let (order, _) = recorded(
             db.apply::<Orders>(OrdersCommand::Record {
+                catalog_seen: 0,
                 key: "buy-1".into(),
                 book_id: first.book_id,
                 quantity: first.quantity,
@@ -709,6 +898,7 @@ mod tests {
     fn place(db: &mut TestDb, key: &str, book_id: u64, quantity: u64) -> (Order, bool) {
         recorded(
             db.apply::<Orders>(OrdersCommand::Place {
+                seen: 0,
                 key: key.into(),
                 book_id,
                 quantity,
@@ -745,7 +935,7 @@ mod tests {
         // Placing again (a retry) finds it.
         assert_eq!(place(&mut db, "a", 3, 2), (placed.clone(), true));
 
-        let settle = OrdersCommand::Settle { records: vec![settlement("a", 3, 2, confirmed(250))] };
+        let settle = OrdersCommand::Settle { catalog_seen: 0, records: vec![settlement("a", 3, 2, confirmed(250))] };
         let applied = db.apply::<Orders>(settle);
         assert_eq!(applied.keys, vec![order_key(1), book_orders_key(3)]);
         let order = Orders::order(&db.view::<Orders>(), 1).unwrap().unwrap();
@@ -754,7 +944,10 @@ mod tests {
         assert!(pending_ids(&db).is_empty());
         assert_eq!(Orders::reservation_index(&db.view::<Orders>(), 1).unwrap(), Some(7));
         // Settling again, and placing again, change nothing.
-        db.apply::<Orders>(OrdersCommand::Settle { records: vec![settlement("a", 3, 2, confirmed(999))] });
+        db.apply::<Orders>(OrdersCommand::Settle {
+            catalog_seen: 0,
+            records: vec![settlement("a", 3, 2, confirmed(999))],
+        });
         assert_eq!(place(&mut db, "a", 3, 2), (order.clone(), true));
         assert_eq!(Orders::order(&db.view::<Orders>(), 1).unwrap(), Some(order));
     }
@@ -769,7 +962,7 @@ mod tests {
             settlement("a", 1, 1, confirmed(10)),
             settlement("never-placed", 1, 3, confirmed(10)),
         ];
-        db.apply::<Orders>(OrdersCommand::Settle { records });
+        db.apply::<Orders>(OrdersCommand::Settle { catalog_seen: 0, records });
         let (orders, _) = Orders::list(&db.view::<Orders>(), &OrderFilter::All, 0, 10).unwrap();
         let summary: Vec<_> = orders.iter().map(|o| (o.order_id, o.status, o.total_cents)).collect();
         assert_eq!(
@@ -805,6 +998,7 @@ mod tests {
         let unreserved = Orders::resolve(placed.clone(), &db.view::<Catalog>()).unwrap();
         assert_eq!(unreserved, placed, "no reservation yet: still pending");
         let reserve = CatalogCommand::Reserve {
+            seen: 0,
             key: "k".into(),
             book_id: 1,
             quantity: 3,
@@ -823,6 +1017,7 @@ mod tests {
             place(&mut db, key, 1, 1);
         }
         let settle = |keys: &[&str]| OrdersCommand::Settle {
+            catalog_seen: 0,
             records: keys.iter().map(|k| settlement(k, 1, 1, confirmed(1))).collect(),
         };
         db.apply::<Orders>(settle(&["b"]));
@@ -850,6 +1045,7 @@ mod tests {
     fn place_by(db: &mut TestDb, key: &str, book_id: u64, buyer: &str) -> Order {
         recorded(
             db.apply::<Orders>(OrdersCommand::Place {
+                seen: 0,
                 key: key.into(),
                 book_id,
                 quantity: 1,
@@ -877,6 +1073,7 @@ mod tests {
             let placed = place_by(&mut db, &key, 1, buyer);
             assert_eq!(placed.buyer.as_deref(), Some(buyer));
             db.apply::<Orders>(OrdersCommand::Settle {
+                catalog_seen: 0,
                 records: vec![by(buyer, settlement(&key, 1, 1, confirmed(5)))],
             });
         }
@@ -895,14 +1092,14 @@ mod tests {
     fn a_key_reused_by_another_buyer_is_refused_and_the_buyer_never_changes() {
         let mut db = TestDb::new();
         let first =
-            recorded(db.apply::<Orders>(by("manar", settlement("k", 1, 1, confirmed(5))).into_record()).response).0;
+            recorded(db.apply::<Orders>(by("manar", settlement("k", 1, 1, confirmed(5))).into_record(0)).response).0;
         assert_eq!(first.buyer.as_deref(), Some("manar"));
-        let other = db.apply::<Orders>(by("ali", settlement("k", 1, 1, confirmed(5))).into_record()).response;
+        let other = db.apply::<Orders>(by("ali", settlement("k", 1, 1, confirmed(5))).into_record(0)).response;
         assert_eq!(other, OrdersResponse::KeyReused { order_id: 1 });
-        let anonymous = db.apply::<Orders>(settlement("k", 1, 1, confirmed(5)).into_record()).response;
+        let anonymous = db.apply::<Orders>(settlement("k", 1, 1, confirmed(5)).into_record(0)).response;
         assert_eq!(anonymous, OrdersResponse::KeyReused { order_id: 1 });
         let (again, existing) =
-            recorded(db.apply::<Orders>(by("manar", settlement("k", 1, 1, confirmed(5))).into_record()).response);
+            recorded(db.apply::<Orders>(by("manar", settlement("k", 1, 1, confirmed(5))).into_record(0)).response);
         assert!(existing);
         assert_eq!(again, first);
     }
@@ -911,8 +1108,10 @@ mod tests {
     fn the_reservations_buyer_decides_a_pending_order_and_moves_it_between_buyers() {
         let mut db = TestDb::new();
         place_by(&mut db, "k", 1, "ali");
-        let applied = db
-            .apply::<Orders>(OrdersCommand::Settle { records: vec![by("manar", settlement("k", 1, 1, confirmed(5)))] });
+        let applied = db.apply::<Orders>(OrdersCommand::Settle {
+            catalog_seen: 0,
+            records: vec![by("manar", settlement("k", 1, 1, confirmed(5)))],
+        });
         assert!(applied.keys.contains(&buyer_orders_key("ali")) && applied.keys.contains(&buyer_orders_key("manar")));
         let view = db.view::<Orders>();
         assert!(Orders::list(&view, &OrderFilter::Buyer("ali".into()), 0, 10).unwrap().0.is_empty());
@@ -950,7 +1149,10 @@ mod tests {
         // A retry of the old settled buy finds it; the old pending one settles.
         let (again, existing) = recorded(record(&mut db, "old-1", 1, 1, confirmed(5)));
         assert!(existing && again.order_id == 1);
-        db.apply::<Orders>(OrdersCommand::Settle { records: vec![settlement("old-2", 1, 1, confirmed(5))] });
+        db.apply::<Orders>(OrdersCommand::Settle {
+            catalog_seen: 0,
+            records: vec![settlement("old-2", 1, 1, confirmed(5))],
+        });
         let settled = Orders::order(&db.view::<Orders>(), 2).unwrap().unwrap();
         assert_eq!((settled.status, settled.buyer), (OrderStatus::Confirmed, None));
         let (new, _) = recorded(record(&mut db, "new", 1, 1, confirmed(5)));

@@ -532,6 +532,7 @@ async fn an_interrupted_buy_with_only_its_order_placed_is_reserved_and_settled()
         quantity: 2,
         created_at: "2026-11-22T10:00:00.000Z".into(),
         buyer: Some("manar".into()),
+        seen: 0,
     };
     let body = bazar_node::store::log::encode(&place).unwrap();
     let r = node.http.post(node.url("/raft/orders/write")).bearer_auth(CLUSTER).body(body).send().await.unwrap();
@@ -716,4 +717,80 @@ async fn a_node_grants_no_vote_for_a_lease_period_after_it_starts() {
     node.wait_ready().await;
     eprintln!("led {:?} after the refused vote", started.elapsed());
     node.stop().await;
+}
+
+/// Buys one copy of book 3 under a key, retries it within the window, waits
+/// for the key to be forgotten, and retries it again. Returns the order of
+/// the first buy, the order the late retry got, the confirmed orders of
+/// the book under the key, and the copies taken in all.
+async fn retry_after_the_window(extra: &[&str]) -> (Order, Order, usize, u64) {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let node = TestNode::spawn(1, |_| extra).await;
+    node.wait_ready().await;
+    let stock = node.book(3).await.stock;
+    let buy = || node.http.post(node.url("/books/3/buy")).header("Idempotency-Key", "late").json(&json!({})).send();
+    let r = buy().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first: Order = r.json().await.unwrap();
+    let again: Order = buy().await.unwrap().json().await.unwrap();
+    assert_eq!(again, first, "within the window: the same order");
+
+    // The orders forget the key one window (1 s) after the buy, give or
+    // take a purge interval.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = node.http.get(node.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if metrics.lines().any(|l| l == "bazar_idempotency_keys_purged_total{group=\"orders\"} 1") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the key was not forgotten in 20 s:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let orders = node.digest("orders").await;
+    assert_eq!(orders.rows.get("idempotency_keys").map(|c| c.rows), None, "{orders:?}");
+    let r = buy().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "after the window: a new buy");
+    let late: Order = r.json().await.unwrap();
+
+    // Once settled: the book's confirmed orders under the key, and the stock.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let health: NodeHealth = node.http.get(node.url("/health")).send().await.unwrap().json().await.unwrap();
+        if health.unclaimed_buys == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the late buy was not settled: {health:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = node.http.get(node.url("/orders?book_id=3&consistency=linearizable")).send().await.unwrap();
+    let page: bazar_api::OrderPage = r.json().await.unwrap();
+    let confirmed = page
+        .orders
+        .iter()
+        .filter(|o| o.idempotency_key.as_deref() == Some("late") && o.status.as_str() == "confirmed")
+        .count();
+    let taken = stock - node.book(3).await.stock;
+    node.stop().await;
+    (first, late, confirmed, taken)
+}
+
+/// Within the retention window a retry gets the one order; after it, both
+/// groups forget the key and a retry is a new buy, which takes its own
+/// stock: two confirmed orders under the key, two copies taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_retention_window_is_a_new_buy_that_takes_its_own_stock() {
+    let (first, late, confirmed, taken) = retry_after_the_window(&["--idempotency-retention=1s"]).await;
+    assert_ne!(late.order_id, first.order_id);
+    assert_eq!((confirmed, taken), (2, 2), "one copy per confirmed order");
+}
+
+/// The planted bug `forget-keeps-reservations` (the orders forget the key,
+/// the catalog keeps its reservation) is caught by the same comparison:
+/// the late retry's order is confirmed by the old reservation and takes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_planted_bug_of_a_purge_that_keeps_reservations_confirms_an_order_for_free() {
+    let (_, _, confirmed, taken) =
+        retry_after_the_window(&["--idempotency-retention=1s", "--planted-bug=forget-keeps-reservations"]).await;
+    assert_eq!((confirmed, taken), (2, 1), "the bug must show: two confirmed orders, one copy taken");
 }

@@ -55,7 +55,13 @@ pub async fn converged(cluster: &mut Cluster, group: Group, timeout: Duration) -
         for id in cluster.live_ids() {
             match cluster.client(id).digest(group).await {
                 Ok(d) => digests.push(d),
-                Err(e) => digests.push(Digest { group, node_id: id, applied_index: 0, digest: format!("error: {e}") }),
+                Err(e) => digests.push(Digest {
+                    group,
+                    node_id: id,
+                    applied_index: 0,
+                    digest: format!("error: {e}"),
+                    rows: Default::default(),
+                }),
             }
         }
         let agree = digests.windows(2).all(|w| w[0].applied_index == w[1].applied_index && w[0].digest == w[1].digest);
@@ -333,9 +339,13 @@ pub async fn collect_final(
             for group in Group::ALL {
                 match client.digest(group).await {
                     Ok(d) => digests.push(d),
-                    Err(e) => {
-                        digests.push(Digest { group, node_id: *id, applied_index: 0, digest: format!("error: {e}") })
-                    }
+                    Err(e) => digests.push(Digest {
+                        group,
+                        node_id: *id,
+                        applied_index: 0,
+                        digest: format!("error: {e}"),
+                        rows: Default::default(),
+                    }),
                 }
             }
         }

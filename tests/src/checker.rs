@@ -1371,7 +1371,13 @@ mod tests {
         fn new(stock: u64) -> Script {
             let records =
                 vec![Record::Setup { time: 0, books: vec![book(1, stock, 100)], orders: vec![], cached: None }];
-            let digest = |node_id, group| Digest { group, node_id, applied_index: 9, digest: "d".into() };
+            let digest = |node_id, group| Digest {
+                group,
+                node_id,
+                applied_index: 9,
+                digest: "d".into(),
+                rows: Default::default(),
+            };
             let fin = FinalState {
                 orders_read: Some((1000 * MS, 1010 * MS)),
                 books_read: Some((1020 * MS, 1030 * MS)),

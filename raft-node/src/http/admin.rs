@@ -17,10 +17,12 @@ use bazar_api::{
 use super::auth::Admin;
 use super::client::Params;
 use super::error::{AppError, JsonBody, OptionalJsonBody};
+use crate::catalog::Catalog;
 use crate::error::Error;
 use crate::incarnation::Member;
 use crate::membership;
 use crate::node::Node;
+use crate::orders::Orders;
 use crate::raft::RaftGroup;
 use crate::sm::StateMachine;
 
@@ -66,16 +68,16 @@ fn group_path(group: &str) -> Result<Group, AppError> {
 pub async fn digest(_: Admin, State(node): State<Arc<Node>>, params: Params) -> Result<Json<Digest>, AppError> {
     let group = group_param(&params)?;
     let node2 = node.clone();
-    let (applied_index, digest) = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
-        let view = match group {
-            Group::Catalog => node2.catalog.view(),
-            Group::Orders => node2.orders.view(),
+    let (applied_index, (digest, rows)) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let (view, kind): (_, fn(u8) -> &'static str) = match group {
+            Group::Catalog => (node2.catalog.view(), Catalog::row_kind),
+            Group::Orders => (node2.orders.view(), Orders::row_kind),
         };
-        Ok((view.applied_index()?, view.digest()?))
+        Ok((view.applied_index()?, view.digest_and_rows(kind)?))
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))??;
-    Ok(Json(Digest { group, node_id: node.id, applied_index, digest }))
+    Ok(Json(Digest { group, node_id: node.id, applied_index, digest, rows }))
 }
 
 /// `POST /admin/init` (admin): initialize both groups with the given voters.

@@ -521,6 +521,37 @@ fn http_families(x: &mut Exposition, metrics: &HttpMetrics) {
     }
 }
 
+/// Idempotency keys retained and purged, from each group's replicated
+/// counters (every replica agrees at one applied index), and what this
+/// node's purges did.
+fn retention_families(x: &mut Exposition, node: &Node) {
+    let (reservations, purged) = crate::catalog::Catalog::reservation_counts(&node.catalog.view()).unwrap_or_default();
+    let (keys, forgotten) = crate::orders::Orders::key_counts(&node.orders.view()).unwrap_or_default();
+    x.per_group(
+        "bazar_idempotency_keys_retained",
+        "gauge",
+        "Idempotency keys kept: reservations in the catalog, settled keys in the orders (rows made since retention exists).",
+        [reservations, keys],
+    );
+    x.per_group(
+        "bazar_idempotency_keys_purged_total",
+        "counter",
+        "Idempotency keys purged past the retention window: reservations in the catalog, keys in the orders.",
+        [purged, forgotten],
+    );
+    let r = &node.retention;
+    x.family("bazar_retention_rounds_total", "counter", "Purge rounds this node ran as orders leader.");
+    x.sample("bazar_retention_rounds_total", &[], r.rounds.load(Relaxed));
+    x.family(
+        "bazar_retention_stale_retries_total",
+        "counter",
+        "Buys that looked at the orders again because a purge committed while they were decided.",
+    );
+    x.sample("bazar_retention_stale_retries_total", &[], r.stale_retries.load(Relaxed));
+    x.family("bazar_retention_window_seconds", "gauge", "The idempotency retention window.");
+    x.sample("bazar_retention_window_seconds", &[], node.config.idempotency_retention.as_secs_f64());
+}
+
 /// The whole exposition of `node`.
 pub fn exposition(node: &Node) -> String {
     let mut x = Exposition { out: String::with_capacity(16 << 10) };
@@ -529,6 +560,7 @@ pub fn exposition(node: &Node) -> String {
     snapshot_families(&mut x, [node.catalog.snapshots(), node.orders.snapshots()]);
     storage_families(&mut x, node);
     incarnation_families(&mut x, node);
+    retention_families(&mut x, node);
     process_families(&mut x);
     http_families(&mut x, &node.http_metrics);
     x.out

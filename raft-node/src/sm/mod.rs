@@ -106,6 +106,10 @@ pub trait StateMachine: Send + Sync + 'static {
     /// Which group this is.
     const GROUP: Group;
 
+    /// The kind of row whose key starts with `prefix`, as `/admin/digest`
+    /// counts them (e.g. `books`, `reservations`).
+    fn row_kind(prefix: u8) -> &'static str;
+
     /// Applies `cmd`, committed at log `index`, reading and writing through `txn`.
     fn apply(txn: &mut Txn<'_>, index: u64, cmd: &Self::Command) -> io::Result<Applied<Self::Response>>;
 }
@@ -279,6 +283,11 @@ pub(crate) mod testing {
             let dir = tempfile::tempdir().expect("temp dir");
             let store = Store::open(dir.path()).expect("open store");
             TestDb { _dir: dir, store, index: 0 }
+        }
+
+        /// The index of the last entry applied (of either group: one counter).
+        pub fn index(&self) -> u64 {
+            self.index
         }
 
         /// Applies `cmd` as the next log entry of `S` and commits it.

@@ -60,15 +60,28 @@ impl<'a> View<'a> {
     /// (each length-prefixed), as hex. Replicas at the same applied index
     /// have the same digest.
     pub fn digest(&self) -> io::Result<String> {
+        Ok(self.digest_and_rows(|_| "all")?.0)
+    }
+
+    /// The [`View::digest`], and the rows and bytes (keys plus values) by
+    /// the kind `kind` names from a key's first byte, in one pass.
+    pub fn digest_and_rows(
+        &self,
+        kind: impl Fn(u8) -> &'static str,
+    ) -> io::Result<(String, std::collections::BTreeMap<String, bazar_api::RowCount>)> {
         let mut hasher = Sha256::new();
+        let mut rows = std::collections::BTreeMap::<String, bazar_api::RowCount>::new();
         for item in self.snap.iterator_cf(self.cf, IteratorMode::Start) {
             let (key, value) = item.map_err(io_err)?;
+            let count = rows.entry(kind(key.first().copied().unwrap_or(0)).to_string()).or_default();
+            count.rows += 1;
+            count.bytes += (key.len() + value.len()) as u64;
             hasher.update((key.len() as u64).to_le_bytes());
             hasher.update(&key);
             hasher.update((value.len() as u64).to_le_bytes());
             hasher.update(&value);
         }
-        Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+        Ok((hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(), rows))
     }
 
     /// Visits the keys starting with `prefix` that sort after `start` (which
