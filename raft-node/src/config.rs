@@ -137,6 +137,12 @@ pub enum PlantedBug {
     /// quorum that it still leads: a deposed leader cut off its peers
     /// answers stale reads.
     UnconfirmedLeaderReads,
+    /// Nothing the Raft logs and votes write is ever synced to disk: log
+    /// appends are reported durable once written to the operating system
+    /// (the WAL is never `fsync`ed) and votes are written without sync. A
+    /// crash of the process loses nothing (the page cache survives it); a
+    /// power loss loses acknowledged entries.
+    NoFsync,
 }
 
 /// How logs are printed.

@@ -7,8 +7,11 @@
 //! `SIGCONT`, graceful restarts, and network partitions between nodes
 //! ([`partition`]: each node talks to its peers from a loopback address of
 //! its own, `127.x.y.<id>`, which iptables rules cut, while clients reach
-//! every node on 127.0.0.1). Every wait is bounded. Dropping the cluster
-//! kills every process it started, and only those, and removes its rules.
+//! every node on 127.0.0.1), and, on a cluster started with
+//! [`ClusterOptions::lazyfs`], power cuts ([`Cluster::power_cut`]: each
+//! node's data directory is a [`lazyfs`] mount, which drops every write not
+//! synced). Every wait is bounded. Dropping the cluster kills every process
+//! it started, and only those, removes its rules and unmounts its mounts.
 //!
 //! The chaos tooling, in the order data flows through it:
 //!
@@ -28,6 +31,7 @@ pub mod check;
 pub mod checker;
 pub mod frontend;
 pub mod history;
+pub mod lazyfs;
 pub mod linearizability;
 pub mod nemesis;
 pub mod partition;
@@ -130,6 +134,15 @@ impl NodeProc {
     }
 }
 
+/// How a [`Cluster`] runs its nodes, beyond their flags.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Put each node's data directory on its own [`lazyfs`] mount (backed
+    /// by `node-<id>.disk/` next to it), so that [`Cluster::power_cut`] can
+    /// drop what a node wrote and did not sync. Needs root and `/dev/fuse`.
+    pub lazyfs: bool,
+}
+
 /// A cluster of raft-node processes.
 pub struct Cluster {
     dir: Option<tempfile::TempDir>,
@@ -141,6 +154,9 @@ pub struct Cluster {
     peer_net: [u8; 2],
     /// The links cut, once a partition was asked for.
     firewall: Option<partition::Firewall>,
+    options: ClusterOptions,
+    /// The lazyfs mount of each node's data directory (with `options.lazyfs`).
+    disks: BTreeMap<u64, lazyfs::LazyFsProc>,
 }
 
 /// A node's `/health` through `client`, if it answers within a second.
@@ -153,6 +169,11 @@ impl Cluster {
     /// with `extra_args`, and waits until both groups have a leader and the
     /// catalog is loaded.
     pub async fn start(n: u64, extra_args: &[&str]) -> Cluster {
+        Cluster::start_with(n, extra_args, ClusterOptions::default()).await
+    }
+
+    /// [`Cluster::start`] with `options`.
+    pub async fn start_with(n: u64, extra_args: &[&str], options: ClusterOptions) -> Cluster {
         let mut cluster = Cluster {
             dir: Some(tempfile::Builder::new().prefix("bazar-test-").tempdir().expect("temp dir")),
             nodes: BTreeMap::new(),
@@ -161,6 +182,8 @@ impl Cluster {
             // 127.0.y.z stays for people's own use (127.0.0.1x in scripts/cluster.sh).
             peer_net: [rand::random_range(1..=254), rand::random_range(1..=254)],
             firewall: None,
+            options,
+            disks: BTreeMap::new(),
         };
         for id in 1..=n {
             cluster.add_slot(id);
@@ -223,7 +246,46 @@ impl Cluster {
         self.nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",")
     }
 
+    /// Whether node data directories are lazyfs mounts (power cuts possible).
+    pub fn on_lazyfs(&self) -> bool {
+        self.options.lazyfs
+    }
+
+    /// Mounts node `id`'s data directory on lazyfs if it is not (first
+    /// start, or after a power cut).
+    fn power_on(&mut self, id: u64) {
+        if !self.options.lazyfs {
+            return;
+        }
+        if let Some(disk) = self.disks.get_mut(&id) {
+            disk.power_on().expect("mounting lazyfs again after a power cut");
+            return;
+        }
+        let disk = lazyfs::LazyFsProc::mount(
+            &binary("bazar-lazyfs"),
+            &self.dir().join(format!("node-{id}.disk")),
+            &self.data_dir(id),
+            &self.dir().join(format!("lazyfs-{id}.log")),
+        )
+        .expect("mounting lazyfs over a node's data directory");
+        self.disks.insert(id, disk);
+    }
+
+    /// `kill -9` node `id`, then cut its power: every write and file name it
+    /// did not sync is lost, as in a power loss. [`Cluster::ensure_running`]
+    /// (or [`Cluster::restart`]) mounts its disk again and starts it. Only on
+    /// a cluster started with [`ClusterOptions::lazyfs`].
+    pub fn power_cut(&mut self, id: u64) -> Result<()> {
+        self.kill(id);
+        let disk = self
+            .disks
+            .get_mut(&id)
+            .ok_or_else(|| Error::Unsupported(format!("node {id} is not on lazyfs: no power cut")))?;
+        disk.power_cut().map_err(|e| Error::Cluster(format!("power cut of node {id}: {e}")))
+    }
+
     fn spawn(&mut self, id: u64) {
+        self.power_on(id);
         let initial = self.initial_cluster();
         let log_path = self.dir().join(format!("node-{id}.log"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
@@ -520,6 +582,9 @@ impl Drop for Cluster {
         for id in self.ids() {
             self.kill(id);
         }
+        // Unmount (cleanly: the data stays for a post-mortem) once nothing
+        // uses the mounts; a dead lazyfs is unmounted lazily.
+        self.disks.clear();
         // A failed test keeps its data and logs for a post-mortem; so does
         // any test with BAZAR_TEST_KEEP set, and a cluster asked to.
         if self.keep || std::thread::panicking() || std::env::var_os("BAZAR_TEST_KEEP").is_some() {

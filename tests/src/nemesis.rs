@@ -4,11 +4,13 @@
 //! Faults are described once ([`Fault`]: "kill the catalog leader", "isolate
 //! a minority", "cut the orders leader's outgoing packets") and carried out
 //! as primitive [`Action`]s on nodes (kill, start, pause, resume, isolate,
-//! rejoin, cut and mend one direction of a link) by a [`FaultInjector`].
+//! rejoin, cut and mend one direction of a link, cut the power) by a
+//! [`FaultInjector`].
 //! The injector is the only part that knows how nodes run: [`crate::Cluster`]
 //! implements it for local processes (signals, and iptables rules between
 //! the nodes' own loopback addresses, see [`crate::partition`], where
-//! clients keep reaching every node); a container harness implements it
+//! clients keep reaching every node; power cuts on [`crate::lazyfs`]
+//! mounts); a container harness implements it
 //! with `docker kill/pause/network disconnect` (clients cut off with the
 //! node). What an injector cannot do is skipped ([`FaultInjector::supports`]).
 //!
@@ -69,6 +71,13 @@ pub enum Fault {
     /// Cut the orders leader off every other node; at the end of the hold,
     /// kill another node, then heal the partition while that node starts again.
     PartitionRestart,
+    /// Power loss of a random node: `kill -9`, then every write it did not
+    /// `fsync` is lost (its data directory is a lazyfs mount); started
+    /// again on what its disk kept when healing.
+    PowerLossNode,
+    /// Power loss of every node at once: all killed, all their unsynced
+    /// writes lost, then all started again.
+    PowerLossAll,
 }
 
 impl Fault {
@@ -93,6 +102,9 @@ impl Fault {
         Fault::PartitionRestart,
     ];
 
+    /// Power losses (need nodes on lazyfs, see [`crate::ClusterOptions::lazyfs`]).
+    pub const POWER: [Fault; 2] = [Fault::PowerLossNode, Fault::PowerLossAll];
+
     /// Whether the fault kills the leader of a group (SPEC invariant 7 bounds
     /// how long writes may stop after one).
     pub fn kills_a_leader(self) -> bool {
@@ -113,6 +125,8 @@ impl fmt::Display for Fault {
             Fault::Bridge => f.write_str("bridge"),
             Fault::OneWayLeader(g) => write!(f, "one-way-leader-{g}"),
             Fault::PartitionRestart => f.write_str("partition-restart"),
+            Fault::PowerLossNode => f.write_str("power-loss-node"),
+            Fault::PowerLossAll => f.write_str("power-loss-all"),
         }
     }
 }
@@ -129,6 +143,8 @@ impl FromStr for Fault {
             "isolate-minority" => Ok(Fault::IsolateMinority),
             "bridge" => Ok(Fault::Bridge),
             "partition-restart" => Ok(Fault::PartitionRestart),
+            "power-loss-node" => Ok(Fault::PowerLossNode),
+            "power-loss-all" => Ok(Fault::PowerLossAll),
             _ => {
                 if let Some(rest) = s.strip_prefix("kill-leader-") {
                     with_group(rest, Fault::KillLeader)
@@ -142,7 +158,8 @@ impl FromStr for Fault {
                     Err(format!(
                         "unknown fault {s:?}: expected kill-node, kill-leader-{{catalog,orders}}, pause-node, \
                          pause-leader-{{catalog,orders}}, restart-all, partition-leader-{{catalog,orders}}, \
-                         isolate-minority, bridge, one-way-leader-{{catalog,orders}} or partition-restart"
+                         isolate-minority, bridge, one-way-leader-{{catalog,orders}}, partition-restart, \
+                         power-loss-node or power-loss-all"
                     ))
                 }
             }
@@ -169,6 +186,9 @@ pub enum Action {
     Cut(u64, u64),
     /// Let it through again.
     Mend(u64, u64),
+    /// Kill the node and cut its power: what it did not sync is lost.
+    /// Starting it again powers it on.
+    PowerCut(u64),
 }
 
 impl Action {
@@ -176,7 +196,7 @@ impl Action {
     /// mending undo themselves).
     pub fn inverse(self) -> Action {
         match self {
-            Action::Kill(n) | Action::Start(n) => Action::Start(n),
+            Action::Kill(n) | Action::Start(n) | Action::PowerCut(n) => Action::Start(n),
             Action::Pause(n) | Action::Resume(n) => Action::Resume(n),
             Action::Isolate(n) | Action::Rejoin(n) => Action::Rejoin(n),
             Action::Cut(a, b) | Action::Mend(a, b) => Action::Mend(a, b),
@@ -185,7 +205,7 @@ impl Action {
 
     /// Whether this action breaks something (its inverse heals it).
     pub fn breaks(self) -> bool {
-        matches!(self, Action::Kill(_) | Action::Pause(_) | Action::Isolate(_) | Action::Cut(..))
+        matches!(self, Action::Kill(_) | Action::Pause(_) | Action::Isolate(_) | Action::Cut(..) | Action::PowerCut(_))
     }
 
     /// The node acted on (of a link, the sending end).
@@ -197,6 +217,7 @@ impl Action {
             | Action::Resume(n)
             | Action::Isolate(n)
             | Action::Rejoin(n)
+            | Action::PowerCut(n)
             | Action::Cut(n, _)
             | Action::Mend(n, _) => n,
         }
@@ -248,7 +269,10 @@ impl FaultInjector for Cluster {
     }
 
     fn supports(&self, action: Action) -> bool {
-        !action.is_network() || crate::partition::available().is_ok()
+        match action {
+            Action::PowerCut(_) => self.on_lazyfs(),
+            a => !a.is_network() || crate::partition::available().is_ok(),
+        }
     }
 
     async fn act(&mut self, action: Action) -> Result<()> {
@@ -261,6 +285,7 @@ impl FaultInjector for Cluster {
             Action::Rejoin(n) => self.rejoin(n)?,
             Action::Cut(a, b) => self.cut_one_way(a, b)?,
             Action::Mend(a, b) => self.mend_one_way(a, b)?,
+            Action::PowerCut(n) => self.power_cut(n)?,
         }
         Ok(())
     }
@@ -419,6 +444,14 @@ impl Nemesis<'_> {
             Fault::PartitionLeader(g) => vec![Action::Isolate(leader(injector, g, wait).await?)],
             Fault::RestartAll => {
                 nodes.iter().map(|n| Action::Kill(*n)).chain(nodes.iter().map(|n| Action::Start(*n))).collect()
+            }
+            Fault::PowerLossNode => vec![Action::PowerCut(random)],
+            Fault::PowerLossAll => {
+                // Every process dies first, so that none outlives another's
+                // power cut; then the disks lose their unsynced writes.
+                let kills = nodes.iter().map(|n| Action::Kill(*n));
+                let cuts = nodes.iter().map(|n| Action::PowerCut(*n));
+                kills.chain(cuts).chain(nodes.iter().map(|n| Action::Start(*n))).collect()
             }
             Fault::IsolateMinority => {
                 let mut shuffled = nodes.clone();
@@ -594,7 +627,9 @@ mod tests {
 
     #[test]
     fn faults_parse_from_their_names() {
-        for fault in Fault::PROCESS.into_iter().chain(Fault::PARTITION).chain([Fault::IsolateMinority]) {
+        for fault in
+            Fault::PROCESS.into_iter().chain(Fault::PARTITION).chain(Fault::POWER).chain([Fault::IsolateMinority])
+        {
             assert_eq!(fault.to_string().parse::<Fault>(), Ok(fault));
         }
         assert!("kill-leader-nobody".parse::<Fault>().is_err());
@@ -715,5 +750,28 @@ mod tests {
         run(&mut rec, &schedule(vec![Fault::RestartAll]), &history).await;
         use Action::*;
         assert_eq!(rec.actions, vec![Kill(1), Kill(2), Kill(3), Start(1), Start(2), Start(3)]);
+    }
+
+    #[tokio::test]
+    async fn a_power_loss_of_every_node_kills_them_all_before_cutting_any_disk() {
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3], leader: Some(1), actions: vec![], partitions: false, healthy: true };
+        let history = History::in_memory(Clock::start());
+        run(&mut rec, &schedule(vec![Fault::PowerLossAll]), &history).await;
+        use Action::*;
+        assert_eq!(
+            rec.actions,
+            vec![Kill(1), Kill(2), Kill(3), PowerCut(1), PowerCut(2), PowerCut(3), Start(1), Start(2), Start(3)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_power_loss_is_healed_by_starting_the_same_node() {
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3], leader: Some(1), actions: vec![], partitions: false, healthy: true };
+        let history = History::in_memory(Clock::start());
+        run(&mut rec, &schedule(vec![Fault::PowerLossNode]), &history).await;
+        let [Action::PowerCut(n), Action::Start(m)] = rec.actions[..] else { panic!("{:?}", rec.actions) };
+        assert_eq!(n, m);
     }
 }
