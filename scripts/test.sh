@@ -11,7 +11,9 @@
 #      under network partitions when a Docker engine answers (about 1-2
 #      minutes); without one it fails and says why, unless skipping is
 #      asked for (BAZAR_SKIP_CONTAINERS=1; BAZAR_SKIP_PARTITIONS=1 likewise
-#      for the partition tests, which need root and iptables),
+#      for the partition tests, which need root and iptables;
+#      BAZAR_SKIP_POWERLOSS=1 for the power-loss tests, tests/tests/powerloss.rs,
+#      which need root, /dev/fuse and fuse3, about 45 s),
 #   4. scripts/fuzz-api.sh: Schemathesis (installed from PyPI into
 #      target/fuzz-venv) fuzzes the frontend and a node against
 #      docs/api.yaml: no 5xx, no undocumented status, every body as documented.
@@ -22,6 +24,7 @@ source "$ROOT/scripts/lib.sh"
 cd "$ROOT"
 ensure_cargo
 ensure_libclang
+if [[ "${BAZAR_SKIP_POWERLOSS:-}" != 1 ]]; then ensure_fuse3; fi
 
 started=$SECONDS
 echo "==> building release binaries"

@@ -382,6 +382,14 @@ impl Cluster {
     /// member was removed: Raft refuses a voter whose log went backwards).
     pub fn wipe(&mut self, id: u64) {
         self.kill(id);
+        if self.disks.contains_key(&id) {
+            // On lazyfs the data directory is a mount point: cut the power,
+            // then wipe the disk itself; starting the node mounts it again.
+            self.power_cut(id).expect("power cut before wiping a disk");
+            let backing = self.dir().join(format!("node-{id}.disk"));
+            std::fs::remove_dir_all(&backing).expect("deleting a node's disk");
+            return;
+        }
         let dir = self.data_dir(id);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).expect("deleting a node's data directory");

@@ -17,7 +17,7 @@ use bazar_tests::checker::{CheckConfig, check_history, secs};
 use bazar_tests::frontend::FrontendProc;
 use bazar_tests::history::{self, Clock, History};
 use bazar_tests::nemesis::Fault;
-use bazar_tests::{ADMIN_TOKEN, Cluster};
+use bazar_tests::{ADMIN_TOKEN, Cluster, ClusterOptions};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -58,13 +58,20 @@ struct RunArgs {
     /// with iptables, the network ones between nodes, which clients still
     /// reach (partition-leader-catalog, partition-leader-orders,
     /// isolate-minority, bridge, one-way-leader-catalog,
-    /// one-way-leader-orders, partition-restart); default: every process
-    /// fault, and the network ones with --partitions.
+    /// one-way-leader-orders, partition-restart) and, with --power, power
+    /// losses (power-loss-node, power-loss-all); default: every process
+    /// fault, and the network ones with --partitions, the power ones with
+    /// --power.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<Fault>,
     /// Add the network faults to the default faults (needs root and iptables).
     #[arg(long)]
     partitions: bool,
+    /// Run every node's data directory on lazyfs, which drops unsynced
+    /// writes on a power cut, and add the power losses to the default
+    /// faults (needs root and /dev/fuse).
+    #[arg(long)]
+    power: bool,
     /// Pick faults at random instead of cycling.
     #[arg(long)]
     random: bool,
@@ -137,8 +144,15 @@ async fn run(args: RunArgs) -> ExitCode {
     let node_args: Vec<String> =
         args.node_args.as_deref().unwrap_or("").split_whitespace().map(str::to_string).collect();
     let node_args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+    if args.power
+        && let Err(why) = bazar_tests::lazyfs::available()
+    {
+        eprintln!("bazar-chaos: --power: {why}");
+        return ExitCode::from(2);
+    }
     eprintln!("bazar-chaos: starting {} raft nodes", args.nodes);
-    let mut cluster = Cluster::start(args.nodes, &node_args).await;
+    let options = ClusterOptions { lazyfs: args.power };
+    let mut cluster = Cluster::start_with(args.nodes, &node_args, options).await;
     eprintln!("bazar-chaos: cluster data in {}", cluster.dir().display());
 
     let mut faults = if args.faults.is_empty() { Fault::PROCESS.to_vec() } else { args.faults.clone() };
@@ -150,6 +164,9 @@ async fn run(args: RunArgs) -> ExitCode {
         if args.faults.is_empty() {
             faults.extend(Fault::PARTITION);
         }
+    }
+    if args.power && args.faults.is_empty() {
+        faults.extend(Fault::POWER);
     }
     let mut endpoints = if args.endpoint.is_empty() { cluster.endpoints() } else { args.endpoint.clone() };
     let frontend = if args.frontend { Some(FrontendProc::start(&cluster, "frontend", &[]).await) } else { None };

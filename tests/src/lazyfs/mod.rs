@@ -584,6 +584,7 @@ impl LazyFsProc {
 
     fn start(&mut self) -> io::Result<()> {
         force_unmount(&self.mountpoint);
+        std::fs::create_dir_all(&self.backing)?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new(&self.binary)
             .arg("--backing")

@@ -114,6 +114,9 @@ pub struct CutReport {
     pub inodes_lost: usize,
     /// Inodes that came back under a name they had lost since the last sync.
     pub names_restored: usize,
+    /// Each file whose data went back, with its durable path and the bytes
+    /// past its synced size that were dropped.
+    pub reverted: Vec<(PathBuf, u64)>,
 }
 
 /// The live tree in the backing directory plus what is durable of it.
@@ -645,7 +648,7 @@ impl Model {
         report.inodes_lost = self.inodes.keys().filter(|i| !reachable.contains(i)).count();
 
         // Data first, where each file is now.
-        for (ino, _) in &tree {
+        for (ino, tree_path) in &tree {
             let path = self.path(*ino);
             let Some(Inode { body: Body::File(state), parent, durable_parent }) = self.inodes.get(ino) else {
                 continue;
@@ -659,6 +662,7 @@ impl Model {
             }
             report.files_reverted += 1;
             report.bytes_dropped += len.saturating_sub(state.synced_size);
+            report.reverted.push((tree_path.clone(), len.saturating_sub(state.synced_size)));
             let file = OpenOptions::new().write(true).open(&path)?;
             for (off, bytes) in &state.undo {
                 file.write_all_at(bytes, *off)?;
