@@ -18,6 +18,8 @@
 #   scripts/chaos.sh --node-args "--snapshot-logs 200" (restarted nodes catch up from snapshots)
 #   scripts/chaos.sh --seed 42                         replay the same random choices
 #   scripts/chaos.sh --frontend                        also send the workload through a frontend
+#   sudo scripts/chaos.sh --power                      data directories on lazyfs, power losses added
+#   sudo scripts/chaos.sh --power --faults power-loss-all,power-loss-node
 #
 # The cluster runs on free loopback ports in a temporary directory, kept
 # (with logs) when a check fails. Histories go to target/chaos/ (override
@@ -37,7 +39,7 @@ die() { echo "chaos.sh: $*" >&2; exit 2; }
 # BAZAR_REBUILD=1 rebuilds (quick when up to date).
 packages=(-p bazar-node -p bazar-tests)
 missing=0
-[[ -x "$BIN/raft-node" && -x "$BIN/bazar-chaos" ]] || missing=1
+[[ -x "$BIN/raft-node" && -x "$BIN/bazar-chaos" && -x "$BIN/bazar-lazyfs" ]] || missing=1
 for a in "$@"; do
   if [[ "$a" == --frontend ]]; then
     packages+=(-p bazar-frontend)

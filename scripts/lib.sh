@@ -52,6 +52,25 @@ ensure_faketime() {
   fi
 }
 
+# Makes sure the power-loss tests can unmount what they mount: lazyfs
+# (tests/src/lazyfs) mounts with mount(2) as root and falls back to
+# fusermount3 -u -z to clean up, from Debian's fuse3. Installs it through apt
+# when running as root, otherwise says what to do. (The kernel's /dev/fuse
+# cannot be installed: without it the power-loss tests fail and say so,
+# unless BAZAR_SKIP_POWERLOSS=1.)
+ensure_fuse3() {
+  command -v fusermount3 >/dev/null && return 0
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing fuse3 (the power-loss tests mount a FUSE file system)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null 2>&1 \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null; } \
+      || { echo "could not install fuse3" >&2; return 1; }
+  else
+    echo "the power-loss tests need fusermount3: install it (Debian/Ubuntu: sudo apt-get install fuse3) and retry" >&2
+    return 1
+  fi
+}
+
 # Makes sure cargo is available.
 ensure_cargo() {
   command -v cargo >/dev/null || { echo "cargo is not installed: install Rust from https://rustup.rs" >&2; return 1; }

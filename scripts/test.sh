@@ -16,7 +16,9 @@
 #      asked for (BAZAR_SKIP_CONTAINERS=1; BAZAR_SKIP_PARTITIONS=1 likewise
 #      for the partition tests, which need root and iptables;
 #      BAZAR_SKIP_CLOCKS=1 for the clock-fault tests, which need
-#      libfaketime, installed here through apt when missing and root),
+#      libfaketime, installed here through apt when missing and root;
+#      BAZAR_SKIP_POWERLOSS=1 for the power-loss tests, tests/tests/powerloss.rs,
+#      which need root, /dev/fuse and fuse3, about 45 s),
 #   5. scripts/fuzz-api.sh: Schemathesis (installed from PyPI into
 #      target/fuzz-venv) fuzzes the frontend and a node against
 #      docs/api.yaml: no 5xx, no undocumented status, every body as documented.
@@ -29,6 +31,7 @@ ensure_cargo
 ensure_libclang
 ensure_lint_tools
 ensure_faketime || [[ "${BAZAR_SKIP_CLOCKS:-}" == 1 ]] || exit 1
+if [[ "${BAZAR_SKIP_POWERLOSS:-}" != 1 ]]; then ensure_fuse3; fi
 
 started=$SECONDS
 echo "==> building release binaries"

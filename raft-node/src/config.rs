@@ -163,6 +163,12 @@ pub enum PlantedBug {
     /// a new order that the old reservation settles, confirmed without
     /// taking stock.
     ForgetKeepsReservations,
+    /// Nothing the Raft logs and votes write is ever synced to disk: log
+    /// appends are reported durable once written to the operating system
+    /// (the WAL is never `fsync`ed) and votes are written without sync. A
+    /// crash of the process loses nothing (the page cache survives it); a
+    /// power loss loses acknowledged entries.
+    NoFsync,
 }
 
 /// Parses `24h`, `90m`, `2s`, `500ms`, `7d`, `1.5h` or a bare number of

@@ -82,7 +82,12 @@ pub async fn run(
     listener: impl Into<Listeners>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = Store::open(&config.data_dir)?;
+    let store = if config.planted_bug == Some(crate::config::PlantedBug::NoFsync) {
+        tracing::warn!("planted bug no-fsync: nothing is synced to disk; a power loss loses acknowledged writes");
+        Store::open_unsynced(&config.data_dir)?
+    } else {
+        Store::open(&config.data_dir)?
+    };
     let (incarnation, created) = incarnation::load_or_create(&store)?;
     if created {
         tracing::info!(

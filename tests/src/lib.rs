@@ -9,8 +9,11 @@
 //! its own, `127.x.y.<id>`, which iptables rules cut, while clients reach
 //! every node on 127.0.0.1), and, on a cluster started with
 //! [`Cluster::start_with_clocks`], clocks that run fast or slow or jump
-//! ([`clock`]: libfaketime). Every wait is bounded. Dropping the cluster
-//! kills every process it started, and only those, and removes its rules.
+//! ([`clock`]: libfaketime); with [`ClusterOptions::lazyfs`], power cuts
+//! ([`Cluster::power_cut`]: each node's data directory is a [`lazyfs`]
+//! mount, which drops every write not synced). Every wait is bounded.
+//! Dropping the cluster kills every process it started, and only those,
+//! removes its rules and unmounts its mounts.
 //!
 //! The chaos tooling, in the order data flows through it:
 //!
@@ -33,6 +36,7 @@ pub mod checker;
 pub mod clock;
 pub mod frontend;
 pub mod history;
+pub mod lazyfs;
 pub mod linearizability;
 pub mod nemesis;
 pub mod partition;
@@ -168,6 +172,18 @@ impl NodeProc {
     }
 }
 
+/// How a [`Cluster`] runs its nodes, beyond their flags.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Put each node's data directory on its own [`lazyfs`] mount (backed
+    /// by `node-<id>.disk/` next to it), so that [`Cluster::power_cut`] can
+    /// drop what a node wrote and did not sync. Needs root and `/dev/fuse`.
+    pub lazyfs: bool,
+    /// Run every node under this libfaketime library, its clock controlled
+    /// by the cluster (see [`Cluster::start_with_clocks`]).
+    pub clock_library: Option<PathBuf>,
+}
+
 /// A cluster of raft-node processes.
 pub struct Cluster {
     dir: Option<tempfile::TempDir>,
@@ -184,6 +200,9 @@ pub struct Cluster {
     clock_library: Option<PathBuf>,
     /// Each node's faked clock.
     clocks: BTreeMap<u64, clock::NodeClock>,
+    options: ClusterOptions,
+    /// The lazyfs mount of each node's data directory (with `options.lazyfs`).
+    disks: BTreeMap<u64, lazyfs::LazyFsProc>,
 }
 
 /// A node's `/health` through `client`, if it answers within a second.
@@ -196,7 +215,7 @@ impl Cluster {
     /// with `extra_args`, and waits until both groups have a leader and the
     /// catalog is loaded.
     pub async fn start(n: u64, extra_args: &[&str]) -> Cluster {
-        Cluster::start_inner(n, extra_args, None).await
+        Cluster::start_with(n, extra_args, ClusterOptions::default()).await
     }
 
     /// Like [`Cluster::start`], with every node's clock under control
@@ -205,10 +224,12 @@ impl Cluster {
     /// [`clock::required`]).
     pub async fn start_with_clocks(n: u64, extra_args: &[&str]) -> Cluster {
         let library = clock::library().unwrap_or_else(|why| panic!("{why}"));
-        Cluster::start_inner(n, extra_args, Some(library)).await
+        Cluster::start_with(n, extra_args, ClusterOptions { clock_library: Some(library), ..Default::default() }).await
     }
 
-    async fn start_inner(n: u64, extra_args: &[&str], clock_library: Option<PathBuf>) -> Cluster {
+    /// [`Cluster::start`] with `options`.
+    pub async fn start_with(n: u64, extra_args: &[&str], options: ClusterOptions) -> Cluster {
+        let clock_library = options.clock_library.clone();
         let mut cluster = Cluster {
             dir: Some(tempfile::Builder::new().prefix("bazar-test-").tempdir().expect("temp dir")),
             nodes: BTreeMap::new(),
@@ -219,6 +240,8 @@ impl Cluster {
             firewall: None,
             clock_library,
             clocks: BTreeMap::new(),
+            options,
+            disks: BTreeMap::new(),
         };
         for id in 1..=n {
             cluster.add_slot(id);
@@ -281,7 +304,46 @@ impl Cluster {
         self.nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",")
     }
 
+    /// Whether node data directories are lazyfs mounts (power cuts possible).
+    pub fn on_lazyfs(&self) -> bool {
+        self.options.lazyfs
+    }
+
+    /// Mounts node `id`'s data directory on lazyfs if it is not (first
+    /// start, or after a power cut).
+    fn power_on(&mut self, id: u64) {
+        if !self.options.lazyfs {
+            return;
+        }
+        if let Some(disk) = self.disks.get_mut(&id) {
+            disk.power_on().expect("mounting lazyfs again after a power cut");
+            return;
+        }
+        let disk = lazyfs::LazyFsProc::mount(
+            &binary("bazar-lazyfs"),
+            &self.dir().join(format!("node-{id}.disk")),
+            &self.data_dir(id),
+            &self.dir().join(format!("lazyfs-{id}.log")),
+        )
+        .expect("mounting lazyfs over a node's data directory");
+        self.disks.insert(id, disk);
+    }
+
+    /// `kill -9` node `id`, then cut its power: every write and file name it
+    /// did not sync is lost, as in a power loss. [`Cluster::ensure_running`]
+    /// (or [`Cluster::restart`]) mounts its disk again and starts it. Only on
+    /// a cluster started with [`ClusterOptions::lazyfs`].
+    pub fn power_cut(&mut self, id: u64) -> Result<()> {
+        self.kill(id);
+        let disk = self
+            .disks
+            .get_mut(&id)
+            .ok_or_else(|| Error::Unsupported(format!("node {id} is not on lazyfs: no power cut")))?;
+        disk.power_cut().map_err(|e| Error::Cluster(format!("power cut of node {id}: {e}")))
+    }
+
     fn spawn(&mut self, id: u64) {
+        self.power_on(id);
         let initial = self.initial_cluster();
         let log_path = self.dir().join(format!("node-{id}.log"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
@@ -429,6 +491,14 @@ impl Cluster {
     /// member was removed: Raft refuses a voter whose log went backwards).
     pub fn wipe(&mut self, id: u64) {
         self.kill(id);
+        if self.disks.contains_key(&id) {
+            // On lazyfs the data directory is a mount point: cut the power,
+            // then wipe the disk itself; starting the node mounts it again.
+            self.power_cut(id).expect("power cut before wiping a disk");
+            let backing = self.dir().join(format!("node-{id}.disk"));
+            std::fs::remove_dir_all(&backing).expect("deleting a node's disk");
+            return;
+        }
         let dir = self.data_dir(id);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).expect("deleting a node's data directory");
@@ -629,6 +699,9 @@ impl Drop for Cluster {
         for id in self.ids() {
             self.kill(id);
         }
+        // Unmount (cleanly: the data stays for a post-mortem) once nothing
+        // uses the mounts; a dead lazyfs is unmounted lazily.
+        self.disks.clear();
         // A failed test keeps its data and logs for a post-mortem; so does
         // any test with BAZAR_TEST_KEEP set, and a cluster asked to.
         if self.keep || std::thread::panicking() || std::env::var_os("BAZAR_TEST_KEEP").is_some() {

@@ -5,12 +5,13 @@
 //! a minority", "cut the orders leader's outgoing packets", "make a
 //! follower's clock run fast") and carried out as primitive [`Action`]s on
 //! nodes (kill, start, pause, resume, isolate, rejoin, cut and mend one
-//! direction of a link, set a clock's rate, step a clock) by a
-//! [`FaultInjector`]. The injector is the only part that knows how nodes
+//! direction of a link, set a clock's rate, step a clock, cut the power) by
+//! a [`FaultInjector`]. The injector is the only part that knows how nodes
 //! run: [`crate::Cluster`] implements it for local processes (signals,
 //! iptables rules between the nodes' own loopback addresses, see
-//! [`crate::partition`], where clients keep reaching every node, and
-//! libfaketime, see [`crate::clock`]); a container harness implements it
+//! [`crate::partition`], where clients keep reaching every node,
+//! libfaketime, see [`crate::clock`], and power cuts on [`crate::lazyfs`]
+//! mounts); a container harness implements it
 //! with `docker kill/pause/network disconnect` (clients cut off with the
 //! node). What an injector cannot do is skipped ([`FaultInjector::supports`]).
 //!
@@ -91,6 +92,13 @@ pub enum Fault {
     /// gets wrong (the old leader trusts its lease longer than the others
     /// keep their promise not to elect another). Healed both ways.
     ClockSlowPartitionLeader(Group),
+    /// Power loss of a random node: `kill -9`, then every write it did not
+    /// `fsync` is lost (its data directory is a lazyfs mount); started
+    /// again on what its disk kept when healing.
+    PowerLossNode,
+    /// Power loss of every node at once: all killed, all their unsynced
+    /// writes lost, then all started again.
+    PowerLossAll,
 }
 
 /// Whose clock a clock fault changes.
@@ -172,6 +180,9 @@ impl Fault {
         matches!(self, Fault::ClockRate(..) | Fault::ClockJump(..) | Fault::ClockSlowPartitionLeader(_))
     }
 
+    /// Power losses (need nodes on lazyfs, see [`crate::ClusterOptions::lazyfs`]).
+    pub const POWER: [Fault; 2] = [Fault::PowerLossNode, Fault::PowerLossAll];
+
     /// Whether the fault kills the leader of a group (guarantees §6.7 bounds
     /// how long writes may stop after one).
     pub fn kills_a_leader(self) -> bool {
@@ -192,6 +203,8 @@ impl fmt::Display for Fault {
             Fault::Bridge => f.write_str("bridge"),
             Fault::OneWayLeader(g) => write!(f, "one-way-leader-{g}"),
             Fault::PartitionRestart => f.write_str("partition-restart"),
+            Fault::PowerLossNode => f.write_str("power-loss-node"),
+            Fault::PowerLossAll => f.write_str("power-loss-all"),
             Fault::Overlap(g) => write!(f, "kill-leader-and-pause-follower-{g}"),
             Fault::RemoveAndAdd => f.write_str("remove-and-add-node"),
             Fault::ClockRate(target, speed) => {
@@ -245,6 +258,8 @@ impl FromStr for Fault {
             "bridge" => Ok(Fault::Bridge),
             "partition-restart" => Ok(Fault::PartitionRestart),
             "remove-and-add-node" => Ok(Fault::RemoveAndAdd),
+            "power-loss-node" => Ok(Fault::PowerLossNode),
+            "power-loss-all" => Ok(Fault::PowerLossAll),
             _ => {
                 if let Some(rest) = s.strip_prefix("kill-leader-and-pause-follower-") {
                     with_group(rest, Fault::Overlap)
@@ -272,8 +287,8 @@ impl FromStr for Fault {
                          pause-leader-{{catalog,orders}}, restart-all, partition-leader-{{catalog,orders}}, \
                          isolate-minority, bridge, one-way-leader-{{catalog,orders}}, partition-restart, \
                          kill-leader-and-pause-follower-{{catalog,orders}}, remove-and-add-node, \
-                         clock-{{fast,slow,jump,jump-back}}-{{leader,follower}}-{{catalog,orders}} or \
-                         clock-slow-partition-leader-{{catalog,orders}}"
+                         clock-{{fast,slow,jump,jump-back}}-{{leader,follower}}-{{catalog,orders}}, \
+                         clock-slow-partition-leader-{{catalog,orders}}, power-loss-node or power-loss-all"
                     ))
                 }
             }
@@ -310,6 +325,9 @@ pub enum Action {
     ClockRate(u64, u32),
     /// Step the node's clock by this many milliseconds (back when negative).
     ClockJump(u64, i32),
+    /// Kill the node and cut its power: what it did not sync is lost.
+    /// Starting it again powers it on.
+    PowerCut(u64),
 }
 
 impl Action {
@@ -318,7 +336,7 @@ impl Action {
     /// which would be a jump back: its inverse does nothing.
     pub fn inverse(self) -> Action {
         match self {
-            Action::Kill(n) | Action::Start(n) => Action::Start(n),
+            Action::Kill(n) | Action::Start(n) | Action::PowerCut(n) => Action::Start(n),
             Action::Pause(n) | Action::Resume(n) => Action::Resume(n),
             Action::Isolate(n) | Action::Rejoin(n) => Action::Rejoin(n),
             Action::Cut(a, b) | Action::Mend(a, b) => Action::Mend(a, b),
@@ -330,8 +348,15 @@ impl Action {
 
     /// Whether this action breaks something (its inverse heals it).
     pub fn breaks(self) -> bool {
-        matches!(self, Action::Kill(_) | Action::Pause(_) | Action::Isolate(_) | Action::Cut(..) | Action::Remove(_))
-            || matches!(self, Action::ClockRate(_, rate) if rate != 1_000)
+        matches!(
+            self,
+            Action::Kill(_)
+                | Action::Pause(_)
+                | Action::Isolate(_)
+                | Action::Cut(..)
+                | Action::Remove(_)
+                | Action::PowerCut(_)
+        ) || matches!(self, Action::ClockRate(_, rate) if rate != 1_000)
     }
 
     /// The node acted on (of a link, the sending end).
@@ -343,6 +368,7 @@ impl Action {
             | Action::Resume(n)
             | Action::Isolate(n)
             | Action::Rejoin(n)
+            | Action::PowerCut(n)
             | Action::Cut(n, _)
             | Action::Mend(n, _)
             | Action::Remove(n)
@@ -408,7 +434,10 @@ impl FaultInjector for Cluster {
         if action.is_clock() {
             return self.controls_clocks();
         }
-        !action.is_network() || crate::partition::available().is_ok()
+        match action {
+            Action::PowerCut(_) => self.on_lazyfs(),
+            a => !a.is_network() || crate::partition::available().is_ok(),
+        }
     }
 
     async fn act(&mut self, action: Action) -> Result<()> {
@@ -438,6 +467,7 @@ impl FaultInjector for Cluster {
             Action::ClockRate(n, per_mille) => self.set_clock_rate(n, f64::from(per_mille) / 1000.0)?,
             Action::ClockJump(_, 0) => {}
             Action::ClockJump(n, ms) => self.jump_clock(n, f64::from(ms) / 1000.0)?,
+            Action::PowerCut(n) => self.power_cut(n)?,
         }
         Ok(())
     }
@@ -604,6 +634,14 @@ impl Nemesis<'_> {
             Fault::PartitionLeader(g) => vec![Action::Isolate(leader(injector, g, wait).await?)],
             Fault::RestartAll => {
                 nodes.iter().map(|n| Action::Kill(*n)).chain(nodes.iter().map(|n| Action::Start(*n))).collect()
+            }
+            Fault::PowerLossNode => vec![Action::PowerCut(random)],
+            Fault::PowerLossAll => {
+                // Every process dies first, so that none outlives another's
+                // power cut; then the disks lose their unsynced writes.
+                let kills = nodes.iter().map(|n| Action::Kill(*n));
+                let cuts = nodes.iter().map(|n| Action::PowerCut(*n));
+                kills.chain(cuts).chain(nodes.iter().map(|n| Action::Start(*n))).collect()
             }
             Fault::IsolateMinority => {
                 let mut shuffled = nodes.clone();
@@ -841,6 +879,7 @@ mod tests {
             .chain(Fault::PARTITION)
             .chain([Fault::IsolateMinority])
             .chain(overlaps)
+            .chain(Fault::POWER)
             .chain(Fault::CLOCK)
             .chain(Fault::CLOCK_PARTITION)
             .chain(clock)
@@ -1024,5 +1063,28 @@ mod tests {
         run(&mut rec, &schedule(vec![Fault::RestartAll]), &history).await;
         use Action::*;
         assert_eq!(rec.actions, vec![Kill(1), Kill(2), Kill(3), Start(1), Start(2), Start(3)]);
+    }
+
+    #[tokio::test]
+    async fn a_power_loss_of_every_node_kills_them_all_before_cutting_any_disk() {
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3], leader: Some(1), actions: vec![], partitions: false, healthy: true };
+        let history = History::in_memory(Clock::start());
+        run(&mut rec, &schedule(vec![Fault::PowerLossAll]), &history).await;
+        use Action::*;
+        assert_eq!(
+            rec.actions,
+            vec![Kill(1), Kill(2), Kill(3), PowerCut(1), PowerCut(2), PowerCut(3), Start(1), Start(2), Start(3)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_power_loss_is_healed_by_starting_the_same_node() {
+        let mut rec =
+            Recorder { nodes: vec![1, 2, 3], leader: Some(1), actions: vec![], partitions: false, healthy: true };
+        let history = History::in_memory(Clock::start());
+        run(&mut rec, &schedule(vec![Fault::PowerLossNode]), &history).await;
+        let [Action::PowerCut(n), Action::Start(m)] = rec.actions[..] else { panic!("{:?}", rec.actions) };
+        assert_eq!(n, m);
     }
 }

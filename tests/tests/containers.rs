@@ -349,9 +349,11 @@ impl FaultInjector for Containers {
     }
 
     fn supports(&self, action: Action) -> bool {
-        // Whole containers only: no single direction of a link, no clock;
-        // membership changes are tested on local processes.
-        !matches!(action, Action::Cut(..) | Action::Mend(..) | Action::Remove(_) | Action::Add(_)) && !action.is_clock()
+        // Whole containers only: no single direction of a link, no clock,
+        // no power cut (that needs lazyfs); membership changes are tested on
+        // local processes.
+        !matches!(action, Action::Cut(..) | Action::Mend(..) | Action::Remove(_) | Action::Add(_) | Action::PowerCut(_))
+            && !action.is_clock()
     }
 
     async fn act(&mut self, action: Action) -> Result<()> {

@@ -141,7 +141,8 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C> {
         let this = self.clone();
         let vote = vote.clone();
         // A synced write: the vote must be on disk before we answer the candidate.
-        tokio::task::spawn_blocking(move || this.put_meta(KEY_VOTE, &vote, true)).await.map_err(io_err)?
+        let sync = this.store.syncs();
+        tokio::task::spawn_blocking(move || this.put_meta(KEY_VOTE, &vote, sync)).await.map_err(io_err)?
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> io::Result<()> {

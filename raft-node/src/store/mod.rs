@@ -70,11 +70,25 @@ pub fn cf_name(group: Group, purpose: Purpose) -> String {
 pub struct Store {
     db: Arc<DB>,
     wal: WalSyncer,
+    /// Whether writes that must be durable are synced (always, but for the
+    /// planted bug `no-fsync`).
+    sync: bool,
 }
 
 impl Store {
     /// Opens (creating if needed) the database under `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Store> {
+        Store::open_with(dir, true)
+    }
+
+    /// Opens the database under `dir` for the planted bug `no-fsync`: the
+    /// WAL is never synced and votes are written without sync, so what is
+    /// reported durable is only in the operating system's cache.
+    pub fn open_unsynced(dir: &Path) -> anyhow::Result<Store> {
+        Store::open_with(dir, false)
+    }
+
+    fn open_with(dir: &Path, sync: bool) -> anyhow::Result<Store> {
         std::fs::create_dir_all(dir)?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -120,13 +134,19 @@ impl Store {
         let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), cfs)
             .map_err(|e| anyhow::anyhow!("opening RocksDB under {}: {e}", dir.display()))?;
         let db = Arc::new(db);
-        let wal = WalSyncer::spawn(db.clone());
-        Ok(Store { db, wal })
+        let wal = WalSyncer::spawn(db.clone(), sync);
+        Ok(Store { db, wal, sync })
     }
 
     /// The database.
     pub fn db(&self) -> &Arc<DB> {
         &self.db
+    }
+
+    /// Whether writes that must be durable are synced (false only under the
+    /// planted bug `no-fsync`).
+    pub fn syncs(&self) -> bool {
+        self.sync
     }
 
     /// The WAL syncer.

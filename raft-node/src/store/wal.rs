@@ -69,13 +69,15 @@ pub struct SyncStats {
 
 impl WalSyncer {
     /// Starts the syncing thread. It exits once every handle is dropped.
-    pub fn spawn(db: Arc<DB>) -> WalSyncer {
+    /// With `sync` false (the planted bug `no-fsync`) it only flushes the
+    /// WAL to the operating system and reports that as durable.
+    pub fn spawn(db: Arc<DB>, sync: bool) -> WalSyncer {
         let (tx, rx) = mpsc::channel::<(Instant, SyncCallback)>();
         let stats = Arc::new(SyncStats::default());
         let thread_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("wal-sync".into())
-            .spawn(move || sync_loop(db, rx, thread_stats))
+            .spawn(move || sync_loop(db, rx, thread_stats, sync))
             .expect("spawning the WAL sync thread");
         WalSyncer { tx, stats, _thread: Arc::new(Joiner(std::sync::Mutex::new(Some(handle)))) }
     }
@@ -93,7 +95,7 @@ impl WalSyncer {
     }
 }
 
-fn sync_loop(db: Arc<DB>, rx: mpsc::Receiver<(Instant, SyncCallback)>, stats: Arc<SyncStats>) {
+fn sync_loop(db: Arc<DB>, rx: mpsc::Receiver<(Instant, SyncCallback)>, stats: Arc<SyncStats>, sync: bool) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut batch: Vec<(Instant, SyncCallback)> = Vec::new();
     // Block for the first waiter, then take everyone already queued: all of
@@ -102,7 +104,7 @@ fn sync_loop(db: Arc<DB>, rx: mpsc::Receiver<(Instant, SyncCallback)>, stats: Ar
         batch.push(first);
         batch.extend(rx.try_iter());
         let started = Instant::now();
-        let result = db.flush_wal(true);
+        let result = db.flush_wal(sync);
         let done = Instant::now();
         let took = done - started;
         stats.syncs.fetch_add(1, Relaxed);

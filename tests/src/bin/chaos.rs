@@ -17,7 +17,7 @@ use bazar_tests::checker::{CheckConfig, check_history, secs};
 use bazar_tests::frontend::FrontendProc;
 use bazar_tests::history::{self, CachedPromise, Clock, History};
 use bazar_tests::nemesis::Fault;
-use bazar_tests::{ADMIN_TOKEN, Cluster};
+use bazar_tests::{ADMIN_TOKEN, Cluster, ClusterOptions};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -60,12 +60,14 @@ struct RunArgs {
     /// isolate-minority, bridge, one-way-leader-catalog,
     /// one-way-leader-orders, partition-restart), two at once
     /// (kill-leader-and-pause-follower-catalog, -orders: five nodes or more),
-    /// a membership change (remove-and-add-node) and, with libfaketime,
-    /// the clock faults (clock-fast-, clock-slow-, clock-jump- and
-    /// clock-jump-back- followed by leader- or follower- and the group,
-    /// e.g. clock-slow-leader-orders; clock-slow-partition-leader-catalog,
-    /// -orders also need iptables); default: every process fault, and the
-    /// network ones with --partitions, the clock ones with --clocks.
+    /// a membership change (remove-and-add-node), with libfaketime the clock
+    /// faults (clock-fast-, clock-slow-, clock-jump- and clock-jump-back-
+    /// followed by leader- or follower- and the group, e.g.
+    /// clock-slow-leader-orders; clock-slow-partition-leader-catalog, -orders
+    /// also need iptables) and, with --power, power losses (power-loss-node,
+    /// power-loss-all); default: every process fault, and the network ones
+    /// with --partitions, the clock ones with --clocks, the power ones with
+    /// --power.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<Fault>,
     /// Add the network faults to the default faults (needs root and iptables).
@@ -81,6 +83,11 @@ struct RunArgs {
     /// --max-clock-rate-ratio, the drift they allow for.
     #[arg(long, default_value_t = 2.0)]
     clock_ratio: f64,
+    /// Run every node's data directory on lazyfs, which drops unsynced
+    /// writes on a power cut, and add the power losses to the default
+    /// faults (needs root and /dev/fuse).
+    #[arg(long)]
+    power: bool,
     /// Pick faults at random instead of cycling.
     #[arg(long)]
     random: bool,
@@ -157,6 +164,12 @@ async fn run(args: RunArgs) -> ExitCode {
     if args.clock_ratio != 2.0 {
         node_args.extend(["--max-clock-rate-ratio", &clock_ratio]);
     }
+    if args.power
+        && let Err(why) = bazar_tests::lazyfs::available()
+    {
+        eprintln!("bazar-chaos: --power: {why}");
+        return ExitCode::from(2);
+    }
     let mut faults = if args.faults.is_empty() { Fault::PROCESS.to_vec() } else { args.faults.clone() };
     if args.partitions {
         if let Err(why) = bazar_tests::partition::available() {
@@ -173,17 +186,24 @@ async fn run(args: RunArgs) -> ExitCode {
             faults.extend(Fault::CLOCK_PARTITION);
         }
     }
-    let clocks = faults.iter().any(|f| f.is_clock());
-    if clocks && let Err(why) = bazar_tests::clock::available() {
-        eprintln!("bazar-chaos: clock faults: {why}");
-        return ExitCode::from(2);
+    if args.power && args.faults.is_empty() {
+        faults.extend(Fault::POWER);
     }
-    eprintln!("bazar-chaos: starting {} raft nodes{}", args.nodes, if clocks { " under libfaketime" } else { "" });
-    let mut cluster = if clocks {
-        Cluster::start_with_clocks(args.nodes, &node_args).await
+    let clocks = faults.iter().any(|f| f.is_clock());
+    let clock_library = if clocks {
+        match bazar_tests::clock::library() {
+            Ok(library) => Some(library),
+            Err(why) => {
+                eprintln!("bazar-chaos: clock faults: {why}");
+                return ExitCode::from(2);
+            }
+        }
     } else {
-        Cluster::start(args.nodes, &node_args).await
+        None
     };
+    eprintln!("bazar-chaos: starting {} raft nodes{}", args.nodes, if clocks { " under libfaketime" } else { "" });
+    let options = ClusterOptions { lazyfs: args.power, clock_library };
+    let mut cluster = Cluster::start_with(args.nodes, &node_args, options).await;
     eprintln!("bazar-chaos: cluster data in {}", cluster.dir().display());
     let mut endpoints = if args.endpoint.is_empty() { cluster.endpoints() } else { args.endpoint.clone() };
     let frontend = if args.frontend { Some(FrontendProc::start(&cluster, "frontend", &[]).await) } else { None };
