@@ -123,11 +123,8 @@ async fn the_checker_catches_nodes_that_never_sync_losing_acknowledged_orders_in
     }
     let (_cluster, outcome) = power_chaos(&["--planted-bug", "no-fsync"], vec![Fault::PowerLossAll], 14).await;
     let report = &outcome.report;
-    let lost: Vec<String> = report
-        .violations()
-        .into_iter()
-        .filter(|v| v.starts_with(&format!("[{}]", checks::DURABLE)))
-        .collect();
+    let lost: Vec<String> =
+        report.violations().into_iter().filter(|v| v.starts_with(&format!("[{}]", checks::DURABLE))).collect();
     assert!(
         !lost.is_empty(),
         "the planted lost writes went unnoticed; violations: {:?}; faults: {:?}",

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use model::{Kind, Model};
@@ -606,7 +606,10 @@ impl LazyFsProc {
                 )));
             }
             if Instant::now() > deadline {
-                return Err(io::Error::other(format!("lazyfs not mounted at {} within 10 s", self.mountpoint.display())));
+                return Err(io::Error::other(format!(
+                    "lazyfs not mounted at {} within 10 s",
+                    self.mountpoint.display()
+                )));
             }
             std::thread::sleep(Duration::from_millis(10));
         }

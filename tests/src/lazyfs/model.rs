@@ -151,10 +151,7 @@ impl Model {
             handles: HashMap::new(),
             next_fh: 1,
         };
-        model.inodes.insert(
-            ROOT,
-            Inode { parent: None, durable_parent: None, body: Body::Dir(DirState::default()) },
-        );
+        model.inodes.insert(ROOT, Inode { parent: None, durable_parent: None, body: Body::Dir(DirState::default()) });
         let mut queue = VecDeque::from([ROOT]);
         while let Some(dir) = queue.pop_front() {
             let path = model.path(dir);
