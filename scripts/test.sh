@@ -11,7 +11,10 @@
 #      under network partitions when a Docker engine answers (about 1-2
 #      minutes); without one it fails and says why, unless skipping is
 #      asked for (BAZAR_SKIP_CONTAINERS=1; BAZAR_SKIP_PARTITIONS=1 likewise
-#      for the partition tests, which need root and iptables),
+#      for the partition tests, which need root and iptables). Among them,
+#      tests/tests/browser.rs drives the storefront and the lab in headless
+#      Chromium (installed through apt when missing, as root; without it the
+#      test fails and says why, unless BAZAR_SKIP_BROWSER=1),
 #   4. scripts/fuzz-api.sh: Schemathesis (installed from PyPI into
 #      target/fuzz-venv) fuzzes the frontend and a node against
 #      docs/api.yaml: no 5xx, no undocumented status, every body as documented.
@@ -29,6 +32,7 @@ cargo build --release --workspace --bins
 echo "==> unit and in-process tests"
 cargo test --release --workspace --exclude bazar-tests
 echo "==> real-process integration tests"
+ensure_chromium
 cargo test --release -p bazar-tests -- --test-threads=1
 echo "==> the API against docs/api.yaml (Schemathesis; frontend and node, with and without the admin token)"
 ensure_python_venv
