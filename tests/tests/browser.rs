@@ -266,7 +266,6 @@ async fn storefront_and_lab_work_in_a_real_browser() {
     // The buy shows up in the change stream.
     wait_js(&browser, "the buy in the change stream", Duration::from_secs(10),
         "return [...document.querySelectorAll('[data-role=changes] li')].some(li => li.textContent.includes('book/3'))").await;
-    screenshot(&browser, "lab.png").await;
 
     // ---- restart the killed node, then run the try-it workload and read the verdict.
     click(&browser, &format!("[data-role=nodes] tr[data-node='{leader}'] button[data-action=restart]")).await;
@@ -279,6 +278,11 @@ async fn storefront_and_lab_work_in_a_real_browser() {
     let verdict = wait_js(&browser, "the try-it verdict", Duration::from_secs(120),
         "const t = document.querySelector('[data-role=try-status]'); return ['done', 'failed'].includes(t.dataset.state) ? t.dataset.state + ':' + (t.dataset.passed || '') + ':' + t.innerText : null").await;
     assert!(verdict.as_str().is_some_and(|v| v.starts_with("done:true:")), "the checker's verdict: {verdict}");
+    // Tall enough to show both groups, the processes and the verdict.
+    browser.set_window_size(1280, 2400).await.expect("window size");
+    js(&browser, "window.scrollTo(0, 0); return true").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    screenshot(&browser, "lab.png").await;
 
     // The cluster agrees on the leader the page showed (or a later one).
     let mut cluster = lab.cluster().lock().await;

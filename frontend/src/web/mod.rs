@@ -230,7 +230,8 @@ async fn lab_page(State(front): State<Arc<Frontend>>) -> Response {
          <section aria-labelledby=\"rates-h\" class=\"rates\"><h2 id=\"rates-h\">Load, last minute</h2>\n\
          <dl class=\"facts\"><dt>Buys/s</dt><dd data-role=\"buys\">–</dd><dt>Reads/s</dt><dd data-role=\"reads\">–</dd>\
          <dt>Cache hit ratio</dt><dd data-role=\"hits\">–</dd></dl>\n\
-         <div data-role=\"chart\" class=\"chart\" aria-hidden=\"true\"></div></section>\n\
+         <div data-role=\"chart\" class=\"chart\" aria-hidden=\"true\"></div>\n\
+         <p class=\"hint\">Reads per second in blue, buys per second in red, one point a second.</p></section>\n\
          <div class=\"groups\" data-role=\"groups\"></div>\n\
          <section aria-labelledby=\"try-h\" class=\"card try\"><h2 id=\"try-h\">Try it</h2>\n\
          <p>Run a short workload of concurrent buys, restocks, price changes and reads at every consistency level \

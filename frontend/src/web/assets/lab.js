@@ -195,6 +195,15 @@ function chart(series) {
     pl.setAttribute('vector-effect', 'non-scaling-stroke');
     svg.append(pl);
   };
+  if (series.length < 2) {
+    const t = document.createElementNS(ns, 'text');
+    t.setAttribute('x', '10');
+    t.setAttribute('y', '55');
+    t.setAttribute('fill', '#56606b');
+    t.textContent = 'collecting one point a second…';
+    svg.append(t);
+    return svg;
+  }
   line('reads_per_s', '#0b5cad');
   line('buys_per_s', '#b42318');
   return svg;
@@ -220,7 +229,7 @@ const nodeRows = {};
 function renderSupervisor(s) {
   if (!controls || !s) return;
   if (!nodesPanel) {
-    nodesPanel = el('section', { class: 'group', 'aria-labelledby': 'nodes-h', 'data-role': 'nodes' },
+    nodesPanel = el('section', { class: 'group processes', 'aria-labelledby': 'nodes-h', 'data-role': 'nodes' },
       el('h2', { id: 'nodes-h' }, 'Processes'),
       el('p', { class: 'hint', 'data-role': 'partitions' }),
       el('table', {}, el('caption', {}, 'The lab cluster\'s raft-node processes'),
