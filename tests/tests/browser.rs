@@ -231,6 +231,48 @@ async fn storefront_and_lab_work_in_a_real_browser() {
         "return document.querySelectorAll('[data-role=orders] tr[data-order]').length").await;
     assert_eq!(rows, json!(1));
 
+    // ---- staff: an ISBN refused before sending, a new book, then an empty shelf.
+    browser.goto(&format!("{base}/staff")).await.expect("staff page");
+    browser.find(Locator::Id("token")).await.expect("token field").send_keys(ADMIN_TOKEN).await.expect("type");
+    click(&browser, "[data-role=token-form] button").await;
+    let isbn = bazar_api::isbn::from_number(rand::random_range(100_000_000..999_999_999));
+    let last = isbn.as_bytes()[12] - b'0';
+    let wrong = format!("{}{}", &isbn[..12], (last + 1) % 10);
+    let fill = |id: &'static str, text: String| {
+        let browser = browser.clone();
+        async move {
+            let field = browser.find(Locator::Id(id)).await.expect("field");
+            field.clear().await.expect("clear");
+            field.send_keys(&text).await.expect("type");
+        }
+    };
+    fill("isbn", wrong).await;
+    fill("title", "A Book Added by the Browser Test".into()).await;
+    fill("btopic", "browser tests".into()).await;
+    fill("price", "999".into()).await;
+    fill("stock", "1".into()).await;
+    click(&browser, "[data-role=add-form] button").await;
+    let refused = wait_js(&browser, "the bad ISBN refused", Duration::from_secs(5),
+        "return document.querySelector('[data-role=message]').textContent").await;
+    assert!(refused.as_str().is_some_and(|m| m.contains("check digit")), "{refused}");
+    fill("isbn", isbn).await;
+    click(&browser, "[data-role=add-form] button").await;
+    let added = wait_js(&browser, "the book added", Duration::from_secs(15),
+        "const a = document.querySelector('[data-role=outcome] a'); return a && a.getAttribute('href')").await;
+    let new_book = added.as_str().expect("link").trim_start_matches("/book/").to_string();
+    browser.goto(&format!("{base}/book/{new_book}")).await.expect("the new book's page");
+    wait_js(&browser, "the new book's stock", Duration::from_secs(15),
+        "return document.querySelector('[data-role=stock]').dataset.stock === '1'").await;
+    let quantity = browser.find(Locator::Id("quantity")).await.expect("quantity");
+    quantity.clear().await.expect("clear");
+    quantity.send_keys("2").await.expect("type");
+    js(&browser, "document.getElementById('quantity').blur(); return true").await;
+    click(&browser, "[data-role=buy]").await;
+    let refused = wait_js(&browser, "out of stock said", Duration::from_secs(15),
+        "const b = document.querySelector('[data-role=outcome] .bad'); return b && b.textContent").await;
+    assert!(refused.as_str().is_some_and(|m| m.starts_with("Out of stock: nothing was bought")), "{refused}");
+    assert_eq!(js(&browser, "return document.querySelector('[data-role=stock]').dataset.stock").await, json!("1"));
+
     // ---- the lab: kill the catalog leader with its button.
     browser.goto(&lab.lab_link()).await.expect("open the lab");
     let leader = wait_js(&browser, "the catalog leader shown", Duration::from_secs(15),

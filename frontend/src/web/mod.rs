@@ -265,10 +265,91 @@ async fn asset(Path(name): Path<String>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use axum::body::{Body, to_bytes};
+    use axum::http::{Request, StatusCode, header};
+    use clap::Parser;
+    use tower::ServiceExt;
+
     use super::escape;
+    use crate::Frontend;
+    use crate::config::Args;
+
+    /// A frontend whose one node listens nowhere, with `extra` flags.
+    fn app(extra: &[&str]) -> axum::Router {
+        let mut args = vec!["frontend", "--nodes", "1=127.0.0.1:1", "--frontend-token", "t"];
+        args.extend_from_slice(extra);
+        let front = Arc::new(Frontend::new(Args::parse_from(args).resolve().unwrap()).unwrap());
+        crate::routes::app(front)
+    }
+
+    async fn call(app: axum::Router, method: &str, uri: &str, token: Option<&str>) -> (StatusCode, String, String) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let response = app.oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let kind = response.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let body = String::from_utf8(to_bytes(response.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+        (status, kind, body)
+    }
 
     #[test]
     fn escape_neutralizes_markup() {
         assert_eq!(escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
+
+    #[tokio::test]
+    async fn pages_are_html_that_loads_only_this_frontends_assets() {
+        for uri in ["/", "/book/3", "/history", "/staff", "/lab"] {
+            let (status, kind, body) = call(app(&[]), "GET", uri, None).await;
+            assert_eq!((status, kind.as_str()), (StatusCode::OK, "text/html; charset=utf-8"), "{uri}");
+            assert!(!body.contains("http://") && !body.contains("https://"), "{uri} refers to another site");
+            for asset in body.split("src=\"").skip(1).chain(body.split("href=\"").skip(1)) {
+                assert!(asset.starts_with('/') || asset.starts_with('#'), "{uri}: {asset:.40}");
+            }
+        }
+        let response = app(&[]).oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+        let csp = response.headers().get(header::CONTENT_SECURITY_POLICY).unwrap().to_str().unwrap();
+        assert!(csp.starts_with("default-src 'self'"), "{csp}");
+        for (asset, kind) in [("app.css", "text/css"), ("store.js", "text/javascript"), ("lab.js", "text/javascript")] {
+            let (status, got, _) = call(app(&[]), "GET", &format!("/assets/{asset}"), None).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(got.starts_with(kind), "{asset}: {got}");
+        }
+        let (status, kind, _) = call(app(&[]), "GET", "/assets/../../etc/passwd", None).await;
+        assert_eq!((status, kind.as_str()), (StatusCode::NOT_FOUND, bazar_api::PROBLEM_CONTENT_TYPE));
+        let (status, _, _) = call(app(&[]), "GET", "/book/zero", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn without_a_supervisor_the_lab_is_read_only() {
+        let (_, _, page) = call(app(&[]), "GET", "/lab", None).await;
+        assert!(page.contains("Read-only") && page.contains("data-page=\"lab\""), "{page}");
+        for uri in ["/lab/control/nodes/1/kill", "/lab/control/groups/catalog/transfer-leader", "/lab/control/heal"] {
+            let (status, kind, _) = call(app(&[]), "POST", uri, Some("anything")).await;
+            assert_eq!((status, kind.as_str()), (StatusCode::NOT_FOUND, bazar_api::PROBLEM_CONTENT_TYPE), "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn fault_buttons_need_the_lab_token() {
+        // The supervisor listens nowhere: a call that got past the token
+        // check would be a 503, not a 401.
+        let lab = ["--lab-supervisor", "127.0.0.1:1", "--lab-token", "secret"];
+        let (_, _, page) = call(app(&lab), "GET", "/lab", None).await;
+        assert!(page.contains("data-page=\"lab-control\""));
+        for token in [None, Some("wrong"), Some("secre"), Some("secrets")] {
+            let (status, _, _) = call(app(&lab), "POST", "/lab/control/nodes/1/kill", token).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}");
+        }
+        let (status, _, _) = call(app(&lab), "POST", "/lab/control/nodes/1/explode", Some("secret")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _, body) = call(app(&lab), "POST", "/lab/control/nodes/1/kill", Some("secret")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("supervisor"), "{body}");
     }
 }
