@@ -148,3 +148,25 @@ ensure_python_venv() {
     return 1
   fi
 }
+
+# Makes sure headless Chromium and its WebDriver can run (the browser test
+# drives the storefront and the lab with them). Installs Debian's chromium
+# and chromium-driver through apt when running as root, otherwise says what
+# to do. BAZAR_SKIP_BROWSER=1 skips the browser test instead.
+ensure_chromium() {
+  if [[ "${BAZAR_SKIP_BROWSER:-}" == 1 ]]; then
+    return 0
+  fi
+  if command -v chromedriver >/dev/null && { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then
+    return 0
+  fi
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing chromium and chromium-driver (the browser test drives them)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+      || { echo "could not install chromium and chromium-driver" >&2; return 1; }
+  else
+    echo "the browser test needs chromium and chromedriver: install them (Debian: sudo apt-get install chromium chromium-driver), or set BAZAR_SKIP_BROWSER=1" >&2
+    return 1
+  fi
+}

@@ -18,7 +18,10 @@
 #      BAZAR_SKIP_CLOCKS=1 for the clock-fault tests, which need
 #      libfaketime, installed here through apt when missing and root;
 #      BAZAR_SKIP_POWERLOSS=1 for the power-loss tests, tests/tests/powerloss.rs,
-#      which need root, /dev/fuse and fuse3, about 45 s),
+#      which need root, /dev/fuse and fuse3, about 45 s). Among them,
+#      tests/tests/browser.rs drives the storefront and the lab in headless
+#      Chromium (installed through apt when missing, as root; without it the
+#      test fails and says why, unless BAZAR_SKIP_BROWSER=1),
 #   5. scripts/fuzz-api.sh: Schemathesis (installed from PyPI into
 #      target/fuzz-venv) fuzzes the frontend and a node against
 #      docs/api.yaml: no 5xx, no undocumented status, every body as documented.
@@ -43,6 +46,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps
 echo "==> unit and in-process tests"
 cargo test --release --workspace --exclude bazar-tests
 echo "==> real-process integration tests"
+ensure_chromium
 cargo test --release -p bazar-tests -- --test-threads=1
 echo "==> the API against docs/api.yaml (Schemathesis; frontend and node, with and without the admin token)"
 ensure_python_venv

@@ -63,6 +63,18 @@ pub struct Args {
     /// catches it. Never in production.
     #[arg(long, value_enum, hide = true)]
     pub planted_bug: Option<PlantedBug>,
+
+    /// URL of a lab supervisor (`bazar-lab`) that runs this cluster's
+    /// processes: the lab page then shows fault buttons, which act through
+    /// it. Without it the lab page is read-only.
+    #[arg(long, env = "BAZAR_LAB_SUPERVISOR")]
+    pub lab_supervisor: Option<String>,
+
+    /// Token of the lab supervisor: the frontend presents it to the
+    /// supervisor, and the lab page must present it to the frontend before a
+    /// fault button acts.
+    #[arg(long, env = "BAZAR_LAB_TOKEN", hide_env_values = true)]
+    pub lab_token: Option<String>,
 }
 
 /// Deliberate bugs the fault suite plants to prove its checker (hidden
@@ -117,6 +129,17 @@ pub struct FrontendConfig {
     pub frontend_token: String,
     /// A deliberate bug (tests only).
     pub planted_bug: Option<PlantedBug>,
+    /// The lab supervisor, when this cluster runs under one.
+    pub lab: Option<LabSupervisor>,
+}
+
+/// Where the lab supervisor listens and the token it wants.
+#[derive(Debug, Clone)]
+pub struct LabSupervisor {
+    /// Base URL, `http://host:port`, without a trailing slash.
+    pub url: String,
+    /// Bearer token of its control calls.
+    pub token: String,
 }
 
 impl Args {
@@ -147,6 +170,21 @@ impl Args {
         if self.cache_entries == 0 || self.cache_bytes == 0 {
             bail!("--cache-entries and --cache-bytes must be positive (use --no-cache to turn the cache off)");
         }
+        let lab = match (self.lab_supervisor, self.lab_token) {
+            (None, None) => None,
+            (Some(url), Some(token)) => {
+                if token.trim().is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    bail!("--lab-token/BAZAR_LAB_TOKEN must be printable ASCII without spaces, and not empty");
+                }
+                let url = url.trim().trim_end_matches('/').to_string();
+                let url = if url.contains("://") { url } else { format!("http://{url}") };
+                if !url.starts_with("http://") {
+                    bail!("--lab-supervisor must be an http:// URL or host:port, not {url:?}");
+                }
+                Some(LabSupervisor { url, token })
+            }
+            _ => bail!("--lab-supervisor and --lab-token (BAZAR_LAB_TOKEN) go together"),
+        };
         Ok(FrontendConfig {
             listen: self.listen,
             nodes,
@@ -159,6 +197,7 @@ impl Args {
             probe_interval: Duration::from_millis(self.probe_interval_ms),
             frontend_token: self.frontend_token,
             planted_bug: self.planted_bug,
+            lab,
         })
     }
 }

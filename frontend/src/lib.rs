@@ -7,7 +7,8 @@
 //! - [`proxy`] spreads reads over replicas and forwards writes to leaders;
 //! - [`routes`] is the public HTTP API; [`conn`] makes the HTTP parser's
 //!   own refusals problem documents too;
-//! - [`metrics`] renders `/metrics`.
+//! - [`metrics`] renders `/metrics`;
+//! - [`web`] is the storefront and the cluster lab, for browsers.
 //!
 //! Several frontends can run at once: each keeps its own cache fresh from
 //! the nodes' change streams, so each gives the same guarantees.
@@ -22,6 +23,7 @@ pub mod proxy;
 pub mod replicas;
 pub mod routes;
 pub mod stream;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,6 +60,8 @@ pub struct Frontend {
     pub http: reqwest::Client,
     /// Cancelled at shutdown.
     pub shutdown: CancellationToken,
+    /// The lab page's live feed.
+    pub lab: web::lab::Hub,
     streams: [SharedStatus; 2],
 }
 
@@ -143,6 +147,7 @@ impl Frontend {
             http,
             shutdown: CancellationToken::new(),
             streams: Default::default(),
+            lab: web::lab::Hub::default(),
             config,
         })
     }

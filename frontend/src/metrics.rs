@@ -82,6 +82,13 @@ impl Metrics {
         s.count.fetch_add(1, Relaxed);
         s.sum_us.fetch_add(micros, Relaxed);
     }
+
+    /// Requests of `route` answered so far with a `2xx`, for rates (the lab
+    /// samples it; nothing on the request path reads it).
+    pub fn succeeded(&self, route: Route) -> u64 {
+        let i = ROUTES.iter().position(|(r, _, _)| *r == route).unwrap_or(ROUTES.len() - 1);
+        self.routes[i].by_class[2].load(Relaxed)
+    }
 }
 
 /// Renders the Prometheus text exposition.

@@ -57,6 +57,7 @@ pub fn app(front: Arc<Frontend>) -> Router {
         .route("/health", get(health))
         .route("/cluster", get(cluster))
         .route("/metrics", get(metrics))
+        .merge(crate::web::routes())
         .fallback(|| async { problem(&Problem::new(ErrorCode::NotFound, "no such route")) })
         .method_not_allowed_fallback(|| async {
             problem(&Problem::new(ErrorCode::InvalidInput, "method not allowed on this route").with_status(405))

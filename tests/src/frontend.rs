@@ -20,6 +20,18 @@ impl FrontendProc {
     /// flags, and waits until it answers `/health`.
     pub async fn start(cluster: &Cluster, name: &str, extra: &[&str]) -> FrontendProc {
         let addr = format!("127.0.0.1:{}", free_port());
+        FrontendProc::start_on(cluster, name, &addr, extra, &[]).await
+    }
+
+    /// Like [`FrontendProc::start`], listening on `addr`, with `envs` set.
+    pub async fn start_on(
+        cluster: &Cluster,
+        name: &str,
+        addr: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> FrontendProc {
+        let addr = addr.to_string();
         let nodes = cluster.ids().iter().map(|id| format!("{id}={}", cluster.addr(*id))).collect::<Vec<_>>().join(",");
         let log_path = cluster.dir().join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).expect("frontend log");
@@ -29,6 +41,7 @@ impl FrontendProc {
             .arg("--nodes")
             .arg(nodes)
             .args(extra)
+            .envs(envs.iter().copied())
             .env("BAZAR_FRONTEND_TOKEN", FRONTEND_TOKEN)
             .env("RUST_LOG", std::env::var("BAZAR_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())

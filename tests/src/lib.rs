@@ -26,7 +26,9 @@
 //! - [`check`]: the end-state checks of guarantees §6 and the collection of
 //!   the final state; [`checker`]: every check on a whole history, including
 //!   [`linearizability`] of every book;
-//! - [`chaos`]: one call that runs all of the above and returns the report.
+//! - [`chaos`]: one call that runs all of the above and returns the report;
+//! - [`lab`]: the lab supervisor behind `bazar-lab` and the web lab's fault
+//!   buttons, which runs a short workload and its check on demand.
 
 #![warn(missing_docs)]
 
@@ -36,6 +38,7 @@ pub mod checker;
 pub mod clock;
 pub mod frontend;
 pub mod history;
+pub mod lab;
 pub mod lazyfs;
 pub mod linearizability;
 pub mod nemesis;
@@ -147,6 +150,15 @@ pub fn signal(pid: u32, signal: i32) {
     // SAFETY: kill(2) with a pid this harness spawned; no memory is involved.
     unsafe {
         libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// Sends `signal` to every process of the process group `pgid` (a child
+/// started with `process_group(0)` leads its own group, whose id is its pid).
+pub fn signal_group(pgid: u32, signal: i32) {
+    // SAFETY: kill(2) with the negated id of a group this harness created.
+    unsafe {
+        libc::kill(-(pgid as libc::pid_t), signal);
     }
 }
 
@@ -587,6 +599,16 @@ impl Cluster {
         let Some(firewall) = &self.firewall else { return Vec::new() };
         let id_of = |ip: &IpAddr| self.ids().into_iter().find(|id| self.peer_ip(*id) == *ip);
         firewall.cuts().iter().filter_map(|(a, b)| Some((id_of(a)?, id_of(b)?))).collect()
+    }
+
+    /// What node `id`'s process is doing: `running`, `paused` or `stopped`.
+    pub fn process_state(&mut self, id: u64) -> &'static str {
+        let Some(n) = self.nodes.get_mut(&id) else { return "stopped" };
+        match (n.is_running(), n.paused) {
+            (true, true) => "paused",
+            (true, false) => "running",
+            (false, _) => "stopped",
+        }
     }
 
     /// SIGSTOP node `id`.

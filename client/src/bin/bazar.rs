@@ -12,6 +12,10 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("lab") {
+        return cli::lab(&args[2..]);
+    }
     let cli = Cli::parse();
     match cli::runtime(&cli) {
         Ok(runtime) => runtime.block_on(cli::run(cli)),

@@ -217,6 +217,17 @@ pub enum Command {
     /// operation and per level of --clients. The same loop drives etcd's
     /// HTTP/JSON gateway and plain GETs, for side-by-side baselines.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Start a local lab cluster for learning and teaching: raft nodes, a
+    /// frontend with the storefront and the Raft lab, and fault buttons.
+    ///
+    /// Runs `bazar-lab` (built with the other binaries, found next to
+    /// `bazar`) with the given arguments, e.g. `bazar lab --nodes 5`; see
+    /// `bazar lab --help`.
+    Lab {
+        /// Arguments for bazar-lab.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
 }
 
 /// Paging of listings.
@@ -353,6 +364,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     let out = Output::new(cli.json);
     if let Command::Bench(args) = &cli.command {
         return bench(args, &cli, &out).await;
+    }
+    if let Command::Lab { args } = &cli.command {
+        return lab(args);
     }
     let client = match cli.client() {
         Ok(client) => client,
@@ -573,10 +587,31 @@ async fn execute(command: &Command, client: &Client, out: &Output) -> Result<(),
             let text = client.metrics().await?;
             out.text(&text);
         }
-        // Handled by `bench` before a client is built.
+        // Handled by `bench` and `lab` before a client is built.
         Command::Bench(_) => unreachable!("bench runs apart"),
+        Command::Lab { .. } => unreachable!("lab runs apart"),
     }
     Ok(())
+}
+
+/// `bazar lab`: becomes `bazar-lab` (the lab supervisor lives with the
+/// process harness of the tests crate, which the client must not depend
+/// on), so that Ctrl-C reaches it directly. `bazar lab ARGS...` is handed
+/// over before the CLI's own parsing, so that every argument (`--help`,
+/// `--frontend`) is bazar-lab's.
+pub fn lab(args: &[String]) -> ExitCode {
+    use std::os::unix::process::CommandExt as _;
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("bazar-lab")))
+        .filter(|p| p.is_file());
+    let Some(program) = program else {
+        eprintln!("error: bazar-lab was not found next to bazar: build it with `cargo build --release --bins`");
+        return ExitCode::from(3);
+    };
+    let error = std::process::Command::new(&program).args(args).exec();
+    eprintln!("error: cannot run {}: {error}", program.display());
+    ExitCode::from(3)
 }
 
 /// A fresh idempotency key for a buy that was given none.
