@@ -87,7 +87,7 @@ fn lazyfs_keeps_what_was_synced_and_drops_the_rest_through_a_real_mount() {
 /// Runs the workload for `seconds` on a fresh 3-node cluster on lazyfs
 /// (nodes started with `node_args`) while the nemesis cycles `faults`.
 async fn power_chaos(node_args: &[&str], faults: Vec<Fault>, seconds: u64) -> (Cluster, Outcome) {
-    let mut cluster = Cluster::start_with(3, node_args, ClusterOptions { lazyfs: true }).await;
+    let mut cluster = Cluster::start_with(3, node_args, ClusterOptions { lazyfs: true, ..Default::default() }).await;
     let config = ChaosConfig::new(cluster.endpoints(), ADMIN_TOKEN, faults, Duration::from_secs(seconds));
     let path = cluster.dir().join("history.jsonl");
     let history = History::to_file(Clock::start(), &path).expect("history file");
