@@ -223,9 +223,8 @@ async fn keys_purged_after_a_short_retention_window_under_faults_keep_every_prom
     for endpoint in cluster.endpoints() {
         let Ok(r) = http.get(format!("{endpoint}/metrics")).send().await else { continue };
         let text = r.text().await.unwrap_or_default();
-        let sample = |name: &str| {
-            text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok()).unwrap_or(0)
-        };
+        let sample =
+            |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok()).unwrap_or(0);
         purged = purged.max((
             sample("bazar_idempotency_keys_purged_total{group=\"catalog\"}"),
             sample("bazar_idempotency_keys_purged_total{group=\"orders\"}"),
