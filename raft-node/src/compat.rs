@@ -531,4 +531,39 @@ mod tests {
         };
         assert_eq!(decode::<CatalogCommand>(&encode(&reserve).unwrap()).unwrap(), reserve);
     }
+
+    #[test]
+    fn version_3_commands_round_trip_and_a_view_of_0_keeps_the_older_layout() {
+        let place = |seen| OrdersCommand::Place {
+            key: "k".into(),
+            book_id: 1,
+            quantity: 2,
+            created_at: "t".into(),
+            buyer: None,
+            seen,
+        };
+        let v1 = OrdersV1::Place { key: "k".into(), book_id: 1, quantity: 2, created_at: "t".into() };
+        assert_eq!(encode(&place(0)).unwrap(), encode(&v1).unwrap(), "no purge yet: version 1's bytes");
+        let reserve = |seen| CatalogCommand::Reserve {
+            key: "k".into(),
+            book_id: 1,
+            quantity: 2,
+            created_at: "t".into(),
+            buyer: Some("b".into()),
+            seen,
+        };
+        let record = |catalog_seen| Settlement::from(settlement_v1()).into_record(catalog_seen);
+        let settle =
+            |catalog_seen| OrdersCommand::Settle { records: vec![Settlement::from(settlement_v1())], catalog_seen };
+        for seen in [0, 7] {
+            assert_eq!(decode::<OrdersCommand>(&encode(&place(seen)).unwrap()).unwrap(), place(seen));
+            assert_eq!(decode::<CatalogCommand>(&encode(&reserve(seen)).unwrap()).unwrap(), reserve(seen));
+            assert_eq!(decode::<OrdersCommand>(&encode(&record(seen)).unwrap()).unwrap(), record(seen));
+            assert_eq!(decode::<OrdersCommand>(&encode(&settle(seen)).unwrap()).unwrap(), settle(seen));
+        }
+        let forget = OrdersCommand::Forget { catalog_index: 9, keys: vec![("k".into(), 3)] };
+        assert_eq!(decode::<OrdersCommand>(&encode(&forget).unwrap()).unwrap(), forget);
+        let purge = CatalogCommand::Purge { fence: 4, keys: vec![("k".into(), 2)] };
+        assert_eq!(decode::<CatalogCommand>(&encode(&purge).unwrap()).unwrap(), purge);
+    }
 }
