@@ -680,7 +680,7 @@ impl Model {
                 (p.components().count(), *ino, p)
             })
             .collect();
-        moves.sort_by(|a, b| b.0.cmp(&a.0));
+        moves.sort_by_key(|m| std::cmp::Reverse(m.0));
         for (_, ino, from) in &moves {
             fs::rename(from, stage.join(ino.to_string()))?;
         }
