@@ -458,6 +458,9 @@ fn same_token(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The supervisor, if the caller may use it; otherwise the refusal.
+// The refusal is the answer itself, returned once per control call: its
+// size does not matter, and boxing it would only add an allocation.
+#[allow(clippy::result_large_err)]
 fn authorize<'a>(front: &'a Frontend, headers: &HeaderMap) -> Result<&'a LabSupervisor, Response> {
     let Some(lab) = &front.config.lab else {
         return Err(problem(&Problem::new(
