@@ -411,6 +411,18 @@ impl NodeConfig {
             // overlap instead of running one after the other, which is most
             // of a commit's latency.
             broadcast_submitted_on_append: Some(true),
+            // A leader that restarts must win a new election, in a new term,
+            // before it leads again. openraft would otherwise let it resume
+            // in its old term at once. Because the leader sends entries
+            // before its own fsync completes (above), a power loss can take
+            // from it entries that its followers kept. Leading on in the
+            // same term, it would then write other entries under those same
+            // log ids, and the followers, which match entries by log id,
+            // would keep theirs: replicas diverge and acknowledged writes
+            // are lost. Found by power-loss chaos runs. A new term gives the
+            // new entries new log ids, and the election only picks a node
+            // holding every committed entry.
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         Ok(config.validate()?)
