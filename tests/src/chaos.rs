@@ -24,10 +24,10 @@ use bazar_client::Client;
 
 use crate::check::collect_final;
 use crate::checker::{CheckConfig, Report, check_history};
-use crate::history::{FaultPhase, History, Record};
+use crate::history::{Clock, FaultPhase, History, Record};
 use crate::nemesis::{self, Fault, FaultInjector, FaultReport, Schedule};
 use crate::runner::{self, RunnerConfig};
-use crate::{Error, Result};
+use crate::{Cluster, Error, Result};
 
 /// Everything a run needs to know.
 #[derive(Debug, Clone)]
@@ -100,6 +100,19 @@ pub async fn run<I: FaultInjector>(
     }
     let report = finish(nodes, history, config).await?;
     Ok(Outcome { report, faults, invoked: stats.invoked })
+}
+
+/// [`run`] on a local [`Cluster`], the common case of the tests: the
+/// history goes to `history.jsonl` in the cluster's directory (kept when a
+/// test fails), the final state is read from every node, and the seed and
+/// the history's path are printed first, so that a failed run can be found
+/// and replayed.
+pub async fn run_on_cluster(cluster: &mut Cluster, config: &ChaosConfig) -> Result<Outcome> {
+    let path = cluster.dir().join("history.jsonl");
+    let history = History::to_file(Clock::start(), &path)?;
+    eprintln!("seed {}, history in {}", config.runner.seed, path.display());
+    let nodes: Vec<_> = cluster.ids().into_iter().map(|id| (id, cluster.client(id))).collect();
+    run(cluster, &nodes, config, &history).await
 }
 
 /// Once the workload is over and every fault healed: collects the final

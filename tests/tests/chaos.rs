@@ -15,7 +15,7 @@ use bazar_api::Group;
 use bazar_tests::chaos::{self, ChaosConfig, Outcome};
 use bazar_tests::checker::checks;
 use bazar_tests::frontend::FrontendProc;
-use bazar_tests::history::{CachedPromise, Call, Clock, FaultPhase, History, Record};
+use bazar_tests::history::{CachedPromise, Call, FaultPhase, Record};
 use bazar_tests::nemesis::Fault;
 use bazar_tests::{ADMIN_TOKEN, Cluster, partition};
 
@@ -65,11 +65,7 @@ async fn run_on(
     let mut config = ChaosConfig::new(endpoints, ADMIN_TOKEN, faults, Duration::from_secs(seconds));
     config.runner.cached = cached;
     tweak(&mut config);
-    let path = cluster.dir().join("history.jsonl");
-    let history = History::to_file(Clock::start(), &path).expect("history file");
-    eprintln!("seed {}, history in {}", config.runner.seed, path.display());
-    let nodes: Vec<_> = cluster.ids().into_iter().map(|id| (id, cluster.client(id))).collect();
-    chaos::run(cluster, &nodes, &config, &history).await.expect("the chaos run")
+    chaos::run_on_cluster(cluster, &config).await.expect("the chaos run")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bazar_api::{Group, WatchEvent};
 use bazar_tests::chaos::{self, ChaosConfig, Outcome};
 use bazar_tests::checker::checks;
-use bazar_tests::history::{Clock, FaultPhase, History, Record};
+use bazar_tests::history::{FaultPhase, Record};
 use bazar_tests::nemesis::Fault;
 use bazar_tests::{ADMIN_TOKEN, Cluster, clock, partition};
 use futures::StreamExt;
@@ -83,11 +83,7 @@ async fn run_on(
     // cached : lease : linearizable. Lease reads are what clocks can break.
     config.runner.read_levels = [1, 6, 3];
     tweak(&mut config);
-    let path = cluster.dir().join("history.jsonl");
-    let history = History::to_file(Clock::start(), &path).expect("history file");
-    eprintln!("seed {}, history in {}", config.runner.seed, path.display());
-    let nodes: Vec<_> = cluster.ids().into_iter().map(|id| (id, cluster.client(id))).collect();
-    chaos::run(cluster, &nodes, &config, &history).await.expect("the chaos run")
+    chaos::run_on_cluster(cluster, &config).await.expect("the chaos run")
 }
 
 /// Asserts that the run kept every promise and exercised lease reads.

@@ -19,7 +19,6 @@ use std::time::Duration;
 use bazar_api::Group;
 use bazar_tests::chaos::{self, ChaosConfig, Outcome};
 use bazar_tests::checker::checks;
-use bazar_tests::history::{Clock, History};
 use bazar_tests::lazyfs::{self, LazyFsProc};
 use bazar_tests::nemesis::Fault;
 use bazar_tests::{ADMIN_TOKEN, Cluster, ClusterOptions, bin_dir};
@@ -90,11 +89,7 @@ fn lazyfs_keeps_what_was_synced_and_drops_the_rest_through_a_real_mount() {
 async fn power_chaos(node_args: &[&str], faults: Vec<Fault>, seconds: u64) -> (Cluster, Outcome) {
     let mut cluster = Cluster::start_with(3, node_args, ClusterOptions { lazyfs: true, ..Default::default() }).await;
     let config = ChaosConfig::new(cluster.endpoints(), ADMIN_TOKEN, faults, Duration::from_secs(seconds));
-    let path = cluster.dir().join("history.jsonl");
-    let history = History::to_file(Clock::start(), &path).expect("history file");
-    eprintln!("seed {}, history in {}", config.runner.seed, path.display());
-    let nodes: Vec<_> = cluster.ids().into_iter().map(|id| (id, cluster.client(id))).collect();
-    let outcome = chaos::run(&mut cluster, &nodes, &config, &history).await.expect("the chaos run");
+    let outcome = chaos::run_on_cluster(&mut cluster, &config).await.expect("the chaos run");
     eprintln!("{}", outcome.report.table());
     (cluster, outcome)
 }
