@@ -45,7 +45,7 @@ while (($#)); do
     --profile) PROFILE=1 ;;
     --no-build) BUILD=0 ;;
     --out) OUT="${2:?--out needs a folder}"; shift ;;
-    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    -h | --help) print_usage "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift

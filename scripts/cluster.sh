@@ -461,7 +461,7 @@ case "$cmd" in
     say "node $2: clock $what ($(cat "$(clock_file "$2")"))"
     ;;
   *)
-    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+    print_usage "$0"
     [[ -z "$cmd" ]] && exit 2
     die "unknown command '$cmd'"
     ;;

@@ -483,7 +483,7 @@ case "$cmd" in
     exec docker logs "${@:3}" "$(container_of "$2")"
     ;;
   *)
-    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+    print_usage "$0"
     [[ -z "$cmd" ]] && exit 2
     die "unknown command '$cmd'"
     ;;

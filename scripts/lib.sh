@@ -170,3 +170,24 @@ ensure_chromium() {
     return 1
   fi
 }
+
+# Prints the comment block at the top of the script $1: its usage.
+print_usage() {
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$1"
+}
+
+# For the measuring scripts (scale.sh, retention.sh): builds the release
+# binaries unless $3 is 0, then makes a temporary folder named after $1 for
+# a local cluster with nodes on ports $2+1, $2+2, ... and the frontend on
+# $2+80, and exports what scripts/cluster.sh reads. Sets WORK and BASE.
+measure_cluster_env() {
+  local name="$1" base="$2" build="$3"
+  if ((build)); then
+    ensure_cargo || return 1
+    ensure_libclang || return 1
+    (cd "$ROOT" && cargo build --release --workspace --bins) || return 1
+  fi
+  BASE="$base"
+  WORK="$(mktemp -d "${TMPDIR:-/tmp}/bazar-$name.XXXXXX")"
+  export BAZAR_DATA="$WORK" BAZAR_PORT_BASE="$BASE" BAZAR_FRONTEND_ADDR="127.0.0.1:$((BASE + 80))"
+}

@@ -29,22 +29,14 @@ while (($#)); do
     --window) WINDOW="${2:?--window needs a duration}"; shift ;;
     --clients) CLIENTS="${2:?--clients needs a number}"; shift ;;
     --no-build) BUILD=0 ;;
-    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    -h | --help) print_usage "$0"; exit 0 ;;
     *) echo "retention.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 
 say() { echo "==> $*" >&2; }
-if ((BUILD)); then
-  ensure_cargo
-  ensure_libclang
-  (cd "$ROOT" && cargo build --release --workspace --bins)
-fi
-
-BASE="${RETENTION_PORT_BASE:-7800}"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/bazar-retention.XXXXXX")"
-export BAZAR_DATA="$WORK" BAZAR_PORT_BASE="$BASE" BAZAR_FRONTEND_ADDR="127.0.0.1:$((BASE + 80))"
+measure_cluster_env retention "${RETENTION_PORT_BASE:-7800}" "$BUILD"
 SAMPLER=""
 cleanup() {
   [[ -n "$SAMPLER" ]] && kill "$SAMPLER" 2>/dev/null && wait "$SAMPLER" 2>/dev/null

@@ -27,22 +27,14 @@ while (($#)); do
   case "$1" in
     --books) BOOKS="${2:?--books needs a number}"; shift ;;
     --no-build) BUILD=0 ;;
-    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    -h | --help) print_usage "$0"; exit 0 ;;
     *) echo "scale.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 
 say() { echo "==> $*" >&2; }
-if ((BUILD)); then
-  ensure_cargo
-  ensure_libclang
-  (cd "$ROOT" && cargo build --release --workspace --bins)
-fi
-
-BASE="${SCALE_PORT_BASE:-7700}"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/bazar-scale.XXXXXX")"
-export BAZAR_DATA="$WORK" BAZAR_PORT_BASE="$BASE" BAZAR_FRONTEND_ADDR="127.0.0.1:$((BASE + 80))"
+measure_cluster_env scale "${SCALE_PORT_BASE:-7700}" "$BUILD"
 NEW_PID=""
 cleanup() {
   [[ -n "$NEW_PID" ]] && kill "$NEW_PID" 2>/dev/null && wait "$NEW_PID" 2>/dev/null
