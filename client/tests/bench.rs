@@ -186,6 +186,66 @@ async fn etcd_and_plain_get_targets_decode_their_answers() {
     assert_eq!(report.levels[0].total.error_kinds.get("http 404").copied(), Some(5));
 }
 
+/// A plain-GET server that answers at once, except its `stall_at`-th
+/// request, which it holds for `stall`.
+fn stalling_app(stall_at: u64, stall: Duration) -> Router {
+    let seen = Arc::new(AtomicU64::new(0));
+    let lookup = move |Path(id): Path<u64>| {
+        let seen = seen.clone();
+        async move {
+            if seen.fetch_add(1, Ordering::SeqCst) + 1 == stall_at {
+                tokio::time::sleep(stall).await;
+            }
+            Json(sample_book(id))
+        }
+    };
+    Router::new().route("/books/{id}", get(lookup))
+}
+
+/// `--rate` runs an open loop: requests go out on a fixed schedule and each
+/// one's latency counts from when it was due, so the requests queued behind
+/// one slow answer all show the wait, where a closed loop (which sends only
+/// once answered) shows it once: the coordinated omission wrk2 corrects.
+/// Only lower bounds on time are asserted: a slower machine can only make
+/// the schedule longer and the waits larger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_loop_counts_the_queueing_behind_a_slow_answer() {
+    let held = Duration::from_millis(300);
+    let run = |extra: &'static [&'static str]| async move {
+        let addr = serve(stalling_app(5, held)).await;
+        let url = format!("http://{addr}/books/{{id}}");
+        let mut argv =
+            vec!["--target", "http-get", "--url", &url, "--clients", "1", "--requests", "40", "--warmup", "0s"];
+        argv.extend_from_slice(extra);
+        let args = bench_args(&argv);
+        let started = std::time::Instant::now();
+        let report = bench::run(&args.run, &connection("unused:1"), false).await.unwrap();
+        (report, started.elapsed())
+    };
+
+    // One client at 50 requests a second: one due every 20 ms, the 5th
+    // (due at 80 ms) answered 300 ms later.
+    let (open, took) = run(&["--rate", "50"]).await;
+    assert_eq!(open.rate_per_s, Some(50.0));
+    assert!(open.table().contains("open loop at 50/s"), "{}", open.table());
+    let open = &open.levels[0].total;
+    assert_eq!((open.ok, open.errors), (40, 0));
+    assert!(took >= Duration::from_millis(780), "40 requests 20 ms apart take 39 intervals at least: {took:?}");
+    // Requests 6 to 15 were due at 100..280 ms, before the held answer came
+    // back at 380 ms or later: with the 5th, 11 of the 40 waited 100 ms or
+    // more, so the 90th percentile did.
+    assert!(open.latency.max_us >= held.as_micros() as u64, "{:?}", open.latency);
+    assert!(open.latency.p90_us >= 100_000, "the queued requests count their wait: {:?}", open.latency);
+
+    // The same server in a closed loop: the held answer is one slow request.
+    let (closed, _) = run(&[]).await;
+    assert!(closed.table().contains("closed loop"), "{}", closed.table());
+    let closed = &closed.levels[0].total;
+    assert_eq!((closed.ok, closed.errors), (40, 0));
+    assert!(closed.latency.max_us >= held.as_micros() as u64, "{:?}", closed.latency);
+    assert!(closed.latency.p90_us < open.latency.p90_us, "closed {:?}, open {:?}", closed.latency, open.latency);
+}
+
 #[test]
 fn usage_errors_are_caught_by_the_parser() {
     let parse = |argv: &[&str]| {
@@ -197,6 +257,10 @@ fn usage_errors_are_caught_by_the_parser() {
     assert!(parse(&["--duration", "5s", "--requests", "10"]).is_err());
     assert!(parse(&["--target", "http-get"]).is_err(), "http-get needs --url");
     assert!(parse(&["--books", "9..1"]).is_err());
+    assert!(parse(&["--rate", "0"]).is_err(), "a rate is positive");
+    assert!(parse(&["--rate", "fast"]).is_err());
+    assert!(parse(&["--rate", "500/s"]).is_ok());
+    assert!(parse(&["--rate", "2.5"]).is_ok());
     assert!(parse(&["merge", "--out", "x.json", "a.json"]).is_ok());
     assert!(parse(&["plot", "--out", "x.svg", "a=b.json"]).is_ok());
 }

@@ -1,5 +1,5 @@
-//! `bazar bench`: a closed-loop load generator for Bazar, and for the
-//! systems Bazar is compared with, driven by the same code.
+//! `bazar bench`: a closed- or open-loop load generator for Bazar, and for
+//! the systems Bazar is compared with, driven by the same code.
 //!
 //! **The model.** For each concurrency level of `--clients`, N client tasks
 //! each keep exactly one request in flight: a client sends its next request
@@ -9,6 +9,14 @@
 //! `--requests`. A request belongs to the window when it *starts* inside it;
 //! the window ends when its last request has answered, and throughput is the
 //! successful requests divided by that length.
+//!
+//! **Open loop.** With `--rate N`, each of the N clients' share of the rate
+//! is a schedule: a request is due every `clients / N` seconds (the clients'
+//! first requests spread over one interval), it belongs to the window when
+//! it is *due* inside it, and its latency counts from when it was due, not
+//! from when the client, still waiting for an earlier answer, could send it
+//! (as wrk2 does). So a stall shows in every request that queued behind it,
+//! which a closed loop hides (coordinated omission).
 //!
 //! **What is measured.** Per operation: successes with their latency in an
 //! HDR histogram (p50/p90/p99/p99.9/max), failures counted by kind and kept
@@ -127,6 +135,15 @@ pub struct RunArgs {
     /// Measured requests per level, instead of a duration.
     #[arg(long, value_name = "N")]
     pub requests: Option<u64>,
+    /// Open loop: N requests a second in all, spread evenly over the
+    /// clients, each due at a fixed time whether or not the answers before
+    /// it came back, its latency counted from when it was due (as wrk2
+    /// does), so that queueing behind a slow answer shows. A client still
+    /// waiting for an answer sends its next request as soon as it has it.
+    /// Without it, a closed loop: each client sends its next request when
+    /// its last one is answered.
+    #[arg(long, value_parser = parse_rate, value_name = "N")]
+    pub rate: Option<f64>,
     /// Unmeasured time before each level.
     #[arg(long, value_parser = parse_duration, default_value = "2s", value_name = "TIME")]
     pub warmup: Duration,
@@ -268,6 +285,15 @@ impl Mix {
     /// The weights by name, for reports.
     pub fn to_map(&self) -> BTreeMap<String, u32> {
         self.weights.iter().map(|&(op, w)| (op.name().to_string(), w)).collect()
+    }
+}
+
+/// Parses a `--rate`: requests a second, `1000` or `1000/s`.
+pub fn parse_rate(text: &str) -> std::result::Result<f64, String> {
+    let number = text.trim().strip_suffix("/s").unwrap_or(text.trim());
+    match number.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("'{text}' is not a rate: a positive number of requests a second, e.g. 500 or 500/s")),
     }
 }
 
@@ -449,7 +475,8 @@ pub async fn run(args: &RunArgs, conn: &Connection, progress: bool) -> Result<Be
         let mut reps = Vec::new();
         for rep in 0..args.repeat {
             level_run += 1;
-            let plan = Plan { clients, warmup: args.warmup, duration, requests: args.requests, level_run };
+            let plan =
+                Plan { clients, warmup: args.warmup, duration, requests: args.requests, rate: args.rate, level_run };
             let what = if args.repeat > 1 {
                 format!("{clients} clients, run {}", rep + 1)
             } else {
@@ -474,6 +501,7 @@ pub async fn run(args: &RunArgs, conn: &Connection, progress: bool) -> Result<Be
             }),
         mix: if args.target == TargetKind::Bazar { args.mix.to_map() } else { BTreeMap::new() },
         books: format!("{}..{}", args.books.0, args.books.1),
+        rate_per_s: args.rate,
         duration_s: duration.map(|d| d.as_secs_f64()),
         requests: if duration.is_some() { None } else { args.requests },
         warmup_s: args.warmup.as_secs_f64(),
@@ -513,6 +541,8 @@ struct Plan {
     warmup: Duration,
     duration: Option<Duration>,
     requests: Option<u64>,
+    /// Open loop: requests a second, all clients together.
+    rate: Option<f64>,
     /// Which level run of the benchmark this is (1, 2, ...): part of the
     /// idempotency keys, so that no two level runs share one.
     level_run: u64,
@@ -525,6 +555,8 @@ struct Live {
     errors: AtomicU64,
     measuring: AtomicBool,
     done: AtomicBool,
+    /// Open loop: requests due before the deadline that were never sent.
+    unsent: AtomicU64,
 }
 
 async fn run_level(work: &Arc<Workload>, plan: &Plan, progress: Option<&str>) -> report::LevelReport {
@@ -538,22 +570,44 @@ async fn run_level(work: &Arc<Workload>, plan: &Plan, progress: Option<&str>) ->
     let ticker =
         bar.clone().map(|bar| tokio::spawn(tick(bar, live.clone(), start, plan.warmup, plan.duration.is_some())));
 
+    // Open loop: each client sends its share of the rate, one request every
+    // `interval`, the clients' first requests spread over one interval.
+    let interval = plan.rate.map(|rate| Duration::from_secs_f64(plan.clients as f64 / rate));
     let mut tasks = Vec::with_capacity(plan.clients);
     for index in 0..plan.clients {
         let work = work.clone();
         let live = live.clone();
         let tickets = tickets.clone();
         let level_run = plan.level_run;
+        let mut due = interval.map(|i| start + i.mul_f64(index as f64 / plan.clients as f64));
         tasks.push(tokio::spawn(async move {
             let mut state = ClientState::new(&work, level_run, index);
             let mut recorder = Recorder::new();
             let mut last_answer = measure_from;
             loop {
-                let now = Instant::now();
+                // In an open loop a request belongs to the time it was due,
+                // however late it could be sent.
+                let now = match due {
+                    Some(due) => {
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 let measured = now >= measure_from;
                 if measured {
                     live.measuring.store(true, Ordering::Relaxed);
-                    if deadline.is_some_and(|d| now >= d) {
+                    // A client that fell behind its schedule stops at the
+                    // deadline too: what it could not send is reported.
+                    if deadline.is_some_and(|d| now >= d || Instant::now() >= d) {
+                        if let (Some(d), Some(due), Some(i)) = (deadline, due, interval)
+                            && due < d
+                        {
+                            live.unsent.fetch_add(
+                                ((d - due).as_secs_f64() / i.as_secs_f64()).ceil() as u64,
+                                Ordering::Relaxed,
+                            );
+                        }
                         break;
                     }
                     if let Some(tickets) = &tickets
@@ -563,7 +617,11 @@ async fn run_level(work: &Arc<Workload>, plan: &Plan, progress: Option<&str>) ->
                     }
                 }
                 let (ok, errors) = (recorder.ok(), recorder.errors());
+                state.due = due;
                 work.step(&mut state, &mut recorder, measured).await;
+                if let (Some(d), Some(i)) = (&mut due, interval) {
+                    *d += i;
+                }
                 if measured {
                     last_answer = Instant::now();
                     live.ok.fetch_add(recorder.ok() - ok, Ordering::Relaxed);
@@ -583,6 +641,16 @@ async fn run_level(work: &Arc<Workload>, plan: &Plan, progress: Option<&str>) ->
         }
     }
     live.done.store(true, Ordering::Relaxed);
+    // Up to one request per client is the boundary: due just before the
+    // deadline while the one before it was still out.
+    let unsent = live.unsent.load(Ordering::Relaxed);
+    if unsent > plan.clients as u64 {
+        eprintln!(
+            "bench: {} clients fell {unsent} request(s) behind the --rate schedule by the end: the target (or this \
+             load generator) did not keep up; the latencies include the queueing, the unsent requests are not counted",
+            plan.clients
+        );
+    }
     if let Some(ticker) = ticker {
         let _ = ticker.await;
     }

@@ -222,6 +222,7 @@ mod tests {
             consistency: Some("linearizable".into()),
             mix: BTreeMap::new(),
             books: "1..7".into(),
+            rate_per_s: None,
             duration_s: Some(1.0),
             requests: None,
             warmup_s: 0.0,

@@ -368,6 +368,10 @@ pub struct BenchReport {
     pub mix: BTreeMap<String, u32>,
     /// Book ids used, inclusive (`1..7`).
     pub books: String,
+    /// Open loop (`--rate`): requests a second, all clients together;
+    /// absent for a closed loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_s: Option<f64>,
     /// Measured seconds per level, when run by time.
     #[serde(default)]
     pub duration_s: Option<f64>,
@@ -420,7 +424,12 @@ impl BenchReport {
         let mut out = String::new();
         let what = self.label.as_deref().unwrap_or(&self.target);
         let consistency = self.consistency.as_deref().map(|c| format!(", {c}")).unwrap_or_default();
-        let _ = writeln!(out, "{what} ({}{consistency}), {} repetition(s), latency in ms", self.target, self.repeat);
+        let lp = match self.rate_per_s {
+            Some(rate) => format!("open loop at {rate}/s, latency from when each request was due"),
+            None => "closed loop".to_string(),
+        };
+        let _ =
+            writeln!(out, "{what} ({}{consistency}), {lp}, {} repetition(s), latency in ms", self.target, self.repeat);
         let _ = writeln!(
             out,
             "{:>7}  {:<16} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
@@ -546,6 +555,7 @@ mod tests {
             consistency: None,
             mix: BTreeMap::new(),
             books: "1..7".into(),
+            rate_per_s: None,
             duration_s: Some(1.0),
             requests: None,
             warmup_s: 0.0,

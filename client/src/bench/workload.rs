@@ -95,6 +95,9 @@ pub struct ClientState {
     /// Start of this client's idempotency keys, unique per run, level,
     /// repetition and client: `bench-<run nonce>-<level run>-<client>`.
     pub key_prefix: String,
+    /// Open loop: when the next request was due. Its latency counts from
+    /// then, not from when it could be sent.
+    pub due: Option<Instant>,
 }
 
 impl ClientState {
@@ -105,7 +108,14 @@ impl ClientState {
             seq: 0,
             rng: SmallRng::from_os_rng(),
             key_prefix: format!("bench-{:016x}-{level_run}-{index}", work.nonce),
+            due: None,
         }
+    }
+
+    /// When the request about to be sent started, for its latency: when it
+    /// was due in an open loop, else now.
+    fn start(&mut self) -> Instant {
+        self.due.take().unwrap_or_else(Instant::now)
     }
 }
 
@@ -132,14 +142,14 @@ impl Workload {
                     "key": self.etcd_key(id),
                     "value": BASE64.encode(serde_json::to_vec(&sample_book(id)).unwrap_or_default()),
                 });
-                let started = Instant::now();
+                let started = state.start();
                 let result = self.etcd_call(endpoint, "/v3/kv/put", &body).await.map(|_| None);
                 finish(recorder, record, "put", started, result);
             }
             TargetKind::EtcdRangeLinearizable | TargetKind::EtcdRangeSerializable => {
                 let serializable = self.target == TargetKind::EtcdRangeSerializable;
                 let body = serde_json::json!({ "key": self.etcd_key(id), "serializable": serializable });
-                let started = Instant::now();
+                let started = state.start();
                 let result = match self.etcd_call(endpoint, "/v3/kv/range", &body).await {
                     Ok(bytes) => decode_range(&bytes).map(|_| None),
                     Err(e) => Err(e),
@@ -148,7 +158,7 @@ impl Workload {
             }
             TargetKind::HttpGet => {
                 let url = self.urls[endpoint].replace("{id}", &id.to_string());
-                let started = Instant::now();
+                let started = state.start();
                 let result = self.get(&url).await.map(|_| None);
                 finish(recorder, record, "get", started, result);
             }
@@ -158,7 +168,7 @@ impl Workload {
     async fn bazar_step(&self, state: &mut ClientState, endpoint: usize, id: u64, rec: &mut Recorder, record: bool) {
         let client = &self.clients[endpoint];
         let op = self.mix.pick(&mut state.rng);
-        let started = Instant::now();
+        let started = state.start();
         match op {
             Op::Lookup => {
                 let result = client.lookup(id, self.consistency).await.map(|r| r.meta.cache);
