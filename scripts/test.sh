@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Runs every Bazar test, from a fresh clone:
-#   1. builds the release binaries (one profile for everything, so the
-#      dependencies compile once),
+#   1. builds the release binaries and every test (one profile for
+#      everything, and every cargo command on the whole workspace with its
+#      tests, so that the dependencies compile once: dev-dependencies widen
+#      the features of some shared ones, syn among them, and a build
+#      without them, or of fewer packages, would compile most of the
+#      dependency graph again),
 #   2. lint: rustfmt, clippy and rustdoc with every warning an error
 #      (clippy and rustdoc share the release profile's build scripts, so
 #      RocksDB is not compiled again),
-#   3. unit tests and in-process tests of every crate (state machines,
-#      openraft's storage suite on RocksDB, the node's HTTP API, the client),
-#   4. the real-process integration tests in tests/ (clusters of raft-node
-#      processes under kill -9, SIGSTOP and full restarts), one at a time so
-#      that their timing is not distorted by each other. Among them,
+#   3. unit tests of every crate, in parallel (state machines, the
+#      checker, the client), and the doc tests,
+#   4. the integration tests, one at a time so that their timing is not
+#      distorted by each other: the in-process ones of each crate
+#      (openraft's storage suite on RocksDB, the node's HTTP API, the
+#      client and the bench against small servers), then the real-process
+#      ones in tests/ (clusters of raft-node processes under kill -9,
+#      SIGSTOP, full restarts, partitions, clock faults and power loss). Among them,
 #      tests/tests/containers.rs builds the images and runs a compose cluster
 #      under network partitions when a Docker engine answers (about 1-2
 #      minutes); without one it fails and says why, unless skipping is
@@ -37,17 +44,18 @@ ensure_faketime || [[ "${BAZAR_SKIP_CLOCKS:-}" == 1 ]] || exit 1
 if [[ "${BAZAR_SKIP_POWERLOSS:-}" != 1 ]]; then ensure_fuse3; fi
 
 started=$SECONDS
-echo "==> building release binaries"
-cargo build --release --workspace --bins
+echo "==> building release binaries and tests"
+cargo build --release --workspace --bins --tests
 echo "==> lint: rustfmt, clippy and rustdoc, warnings denied"
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps
-echo "==> unit and in-process tests"
-cargo test --release --workspace --exclude bazar-tests
-echo "==> real-process integration tests"
+echo "==> unit tests"
+cargo test --release --workspace --lib --bins
+cargo test --release --workspace --doc
+echo "==> integration tests: in-process, then real processes"
 ensure_chromium
-cargo test --release -p bazar-tests -- --test-threads=1
+cargo test --release --workspace --test '*' -- --test-threads=1
 echo "==> the API against docs/api.yaml (Schemathesis; frontend and node, with and without the admin token)"
 ensure_python_venv
 scripts/fuzz-api.sh
