@@ -62,7 +62,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::Internal(format!("storage: {e}"))
+        match e.kind() {
+            // A replica in the middle of installing a snapshot (see `View::applied_index`).
+            std::io::ErrorKind::ResourceBusy => Error::Unavailable(e.to_string()),
+            _ => Error::Internal(format!("storage: {e}")),
+        }
     }
 }
 

@@ -137,6 +137,7 @@ impl<S: StateMachine> RaftGroup<S> {
         peers: Arc<Peers>,
     ) -> anyhow::Result<Arc<RaftGroup<S>>> {
         let snapshots = SnapshotStore::open(data_dir.join("snapshots").join(S::GROUP.as_str()), S::GROUP)?;
+        crate::sm::snapshot::resume_install::<S>(&store, &snapshots)?;
         let applied = View::new(&store, S::GROUP).applied_index()?;
         let events = Arc::new(EventHub::new(applied));
         let sm = RaftSm::<S>::new(store.clone(), snapshots.clone(), events.clone());

@@ -76,6 +76,9 @@ pub type GroupEntry<D> = Entry<GroupLeaderId, EntryPayload<D, NodeId, Member>>;
 pub(crate) const META_APPLIED: &[u8] = b"applied";
 /// Key of the last applied membership in `{group}_sm_meta`.
 pub(crate) const META_MEMBERSHIP: &[u8] = b"membership";
+/// Key in `{group}_sm_meta` present while a snapshot's records are being
+/// written: the snapshot's metadata. See [`snapshot::install`].
+pub(crate) const META_INSTALLING: &[u8] = b"installing";
 
 /// What applying one command produced.
 #[derive(Debug)]

@@ -6,6 +6,10 @@
 //! pins the data, the applied log id and the membership at that instant, so
 //! the file is consistent however long the build takes.
 //!
+//! Installing one never holds the whole state in memory: the file is checked
+//! end to end, kept, and then written in bounded batches under a marker that
+//! a restart finishes (see `install`).
+//!
 //! File format (little-endian lengths):
 //!
 //! ```text
@@ -18,8 +22,7 @@
 //!
 //! Files are written to a temporary name, synced, then renamed, so a file with
 //! the final name is always complete. The checksum is verified before any
-//! byte of a received snapshot touches the state machine, and installation is
-//! one atomic RocksDB batch: a crash during install leaves the old state.
+//! byte of a received snapshot touches the state machine.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -33,7 +36,9 @@ use bazar_api::Group;
 use rocksdb::{DB, IteratorMode, SnapshotWithThreadMode, WriteBatch};
 use sha2::{Digest as _, Sha256};
 
-use super::{GroupSnapshot, GroupSnapshotMeta, META_APPLIED, META_MEMBERSHIP, StateMachine, read_applied_state};
+use super::{
+    GroupSnapshot, GroupSnapshotMeta, META_APPLIED, META_INSTALLING, META_MEMBERSHIP, StateMachine, read_applied_state,
+};
 use crate::store::log::{decode, encode};
 use crate::store::{Purpose, Store, cf, io_err};
 
@@ -278,7 +283,7 @@ type DbSnapshot<'a> = SnapshotWithThreadMode<'a, DB>;
 self_cell::self_cell!(
     /// A RocksDB snapshot together with the database handle it borrows from,
     /// so it can outlive the call that took it.
-    struct Pinned {
+    pub(crate) struct Pinned {
         owner: Arc<DB>,
         #[covariant]
         dependent: DbSnapshot,
@@ -305,62 +310,87 @@ impl<S: StateMachine> Builder<S> {
 
 fn build_file<S: StateMachine>(pinned: &Pinned, snapshots: &SnapshotStore) -> io::Result<GroupSnapshot> {
     let started = std::time::Instant::now();
-    let db: &DB = pinned.borrow_owner();
-    let snap = pinned.borrow_dependent();
-    let cf_meta = cf(db, S::GROUP, Purpose::SmMeta);
-    let (last_log_id, last_membership) = read_applied_state(|k| snap.get_cf(cf_meta, k).map_err(io_err))?;
-    let meta = GroupSnapshotMeta { last_log_id, last_membership };
-
     let tmp = snapshots.temp_path("build");
-    let file = File::create(&tmp)?;
-    let mut w = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new(), written: 0 };
-    w.write_all(MAGIC)?;
-    write_chunk(&mut w, &encode(&meta)?)?;
-    let mut records = 0u64;
-    for item in snap.iterator_cf(cf(db, S::GROUP, Purpose::Sm), IteratorMode::Start) {
-        let (key, value) = item.map_err(io_err)?;
-        write_chunk(&mut w, &key)?;
-        write_chunk(&mut w, &value)?;
-        records += 1;
-    }
-    w.write_all(&END_OF_RECORDS.to_le_bytes())?;
-    let digest = w.hasher.finalize_reset();
-    let written = w.written;
-    let mut file = w.inner.into_inner().map_err(|e| e.into_error())?;
-    file.write_all(&digest)?;
+    let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+    let written = write_stream(pinned.borrow_owner(), pinned.borrow_dependent(), S::GROUP, &mut file)?;
+    let file = file.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     drop(file);
 
+    let meta = written.meta;
     let data = snapshots.publish(&tmp, &meta)?;
     let millis = started.elapsed().as_millis() as u64;
-    snapshots.stats.record_build(written + 32, millis);
+    snapshots.stats.record_build(written.bytes, millis);
     tracing::info!(
         group = %S::GROUP,
         index = meta.last_log_id.as_ref().map(|id| id.index),
-        records,
-        bytes = written + 32,
+        records = written.records,
+        bytes = written.bytes,
         millis,
         "built snapshot"
     );
     Ok(GroupSnapshot { meta, snapshot: data })
 }
 
-/// Replaces the state machine of `S::GROUP` with the snapshot in `data`,
-/// after checking its checksum, in one atomic batch; then keeps the file as
-/// the current snapshot.
-pub(crate) fn install<S: StateMachine>(
-    store: &Store,
-    snapshots: &SnapshotStore,
-    meta: &GroupSnapshotMeta,
-    data: SnapshotData,
-) -> io::Result<()> {
-    let started = std::time::Instant::now();
-    let cf_sm = store.cf(S::GROUP, Purpose::Sm);
-    let cf_meta = store.cf(S::GROUP, Purpose::SmMeta);
-    let mut batch = WriteBatch::default();
-    batch.delete_range_cf(cf_sm, &[][..], KEY_UPPER_BOUND);
+/// What [`write_stream`] wrote.
+#[derive(Debug)]
+pub(crate) struct Written {
+    /// The applied log id and membership of the state written.
+    pub meta: GroupSnapshotMeta,
+    /// Rows written.
+    pub records: u64,
+    /// Bytes written, checksum included.
+    pub bytes: u64,
+    /// The state's digest, as [`super::View::digest`] computes it.
+    pub digest: String,
+}
 
-    let mut r = HashingReader { inner: BufReader::with_capacity(1 << 20, &data.file), hasher: Sha256::new() };
+/// Writes `group`'s state as `snap` pins it, in the snapshot layout (see the
+/// module docs), to `w`. Snapshot files and the sections of a backup are
+/// both written by this.
+pub(crate) fn write_stream(db: &DB, snap: &DbSnapshot<'_>, group: Group, w: impl Write) -> io::Result<Written> {
+    let cf_meta = cf(db, group, Purpose::SmMeta);
+    if snap.get_cf(cf_meta, META_INSTALLING).map_err(io_err)?.is_some() {
+        return Err(io::Error::new(io::ErrorKind::ResourceBusy, "the state is being replaced by a snapshot install"));
+    }
+    let (last_log_id, last_membership) = read_applied_state(|k| snap.get_cf(cf_meta, k).map_err(io_err))?;
+    let meta = GroupSnapshotMeta { last_log_id, last_membership };
+
+    let mut w = HashingWriter { inner: w, hasher: Sha256::new(), written: 0 };
+    let mut digest = Sha256::new();
+    w.write_all(MAGIC)?;
+    write_chunk(&mut w, &encode(&meta)?)?;
+    let mut records = 0u64;
+    for item in snap.iterator_cf(cf(db, group, Purpose::Sm), IteratorMode::Start) {
+        let (key, value) = item.map_err(io_err)?;
+        write_chunk(&mut w, &key)?;
+        write_chunk(&mut w, &value)?;
+        digest.update((key.len() as u64).to_le_bytes());
+        digest.update(&key);
+        digest.update((value.len() as u64).to_le_bytes());
+        digest.update(&value);
+        records += 1;
+    }
+    w.write_all(&END_OF_RECORDS.to_le_bytes())?;
+    let sum = w.hasher.finalize_reset();
+    let mut inner = w.inner;
+    inner.write_all(&sum)?;
+    inner.flush()?;
+    let digest = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Written { meta, records, bytes: w.written + 32, digest })
+}
+
+/// Records of an installed snapshot are written in RocksDB batches of about
+/// this many bytes, so a node's memory does not grow with the snapshot.
+pub(crate) const INSTALL_BATCH_BYTES: usize = 8 << 20;
+
+/// Checks a snapshot file from end to end: its magic, that its metadata is
+/// `meta`, every record's framing and the checksum. Returns the number of
+/// records. Reads the file through a shared offset, so it rewinds first.
+fn verify(file: &File, meta: &GroupSnapshotMeta) -> io::Result<u64> {
+    let mut file_ref = file;
+    io::Seek::seek(&mut file_ref, io::SeekFrom::Start(0))?;
+    let mut r = HashingReader { inner: BufReader::with_capacity(1 << 20, file), hasher: Sha256::new() };
     let file_meta = read_meta(&mut r)?;
     if file_meta != *meta {
         return Err(io::Error::new(
@@ -369,15 +399,17 @@ pub(crate) fn install<S: StateMachine>(
         ));
     }
     let mut records = 0u64;
+    let mut skip = Vec::new();
     loop {
         let key_len = read_len(&mut r)?;
         if key_len == END_OF_RECORDS {
             break;
         }
-        let key = read_chunk(&mut r, key_len)?;
+        skip.resize(key_len as usize, 0);
+        r.read_exact(&mut skip)?;
         let value_len = read_len(&mut r)?;
-        let value = read_chunk(&mut r, value_len)?;
-        batch.put_cf(cf_sm, key, value);
+        skip.resize(value_len as usize, 0);
+        r.read_exact(&mut skip)?;
         records += 1;
     }
     let computed = r.hasher.finalize();
@@ -386,35 +418,215 @@ pub(crate) fn install<S: StateMachine>(
     if computed.as_slice() != expected {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "snapshot checksum mismatch"));
     }
+    if r.inner.read(&mut [0u8; 1])? != 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "snapshot file has bytes after its checksum"));
+    }
+    io::Seek::seek(&mut file_ref, io::SeekFrom::Start(0))?;
+    Ok(records)
+}
 
-    batch.put_cf(cf_meta, META_APPLIED, encode(&meta.last_log_id)?);
-    batch.put_cf(cf_meta, META_MEMBERSHIP, encode(&meta.last_membership)?);
-    store.db().write(batch).map_err(io_err)?;
+/// Replaces the state machine of `S::GROUP` with the snapshot in `data`.
+///
+/// The file is checked end to end (checksum included) before any byte of it
+/// touches the state machine, then kept as the current snapshot, then written
+/// in batches of [`INSTALL_BATCH_BYTES`]: memory stays bounded whatever the
+/// snapshot's size. While the batches are written, `{group}_sm_meta` holds
+/// an `installing` marker naming the snapshot: reads of the state machine
+/// refuse to answer from the partial state, and a node that restarts with
+/// the marker present finishes the install from the kept file before its
+/// Raft starts ([`resume_install`]).
+pub(crate) fn install<S: StateMachine>(
+    store: &Store,
+    snapshots: &SnapshotStore,
+    meta: &GroupSnapshotMeta,
+    data: SnapshotData,
+) -> io::Result<()> {
+    install_in_batches::<S>(store, snapshots, meta, data, INSTALL_BATCH_BYTES, &mut |_| Ok(())).map(|_| ())
+}
 
-    // Keep the installed file as our current snapshot: a received (temporary)
-    // file is moved into place; any other file is copied, unless it already is.
+/// What an install wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Installed {
+    /// Records written.
+    pub records: u64,
+    /// RocksDB batches the records were written in.
+    pub batches: u64,
+    /// Bytes (keys and values) in the largest batch.
+    pub largest_batch_bytes: usize,
+}
+
+/// [`install`] with the batch size given, calling `after_batch` with each
+/// batch's number once it is written (a test's crash point).
+pub(crate) fn install_in_batches<S: StateMachine>(
+    store: &Store,
+    snapshots: &SnapshotStore,
+    meta: &GroupSnapshotMeta,
+    data: SnapshotData,
+    batch_bytes: usize,
+    after_batch: &mut dyn FnMut(u64) -> io::Result<()>,
+) -> io::Result<Installed> {
+    let started = std::time::Instant::now();
+    let size = data.size;
+    verify(&data.file, meta)?;
+    let kept = keep(snapshots, meta, data)?;
+    let installed = write_records::<S>(store, meta, &kept, batch_bytes, after_batch)?;
+    let millis = started.elapsed().as_millis() as u64;
+    snapshots.stats.record_install(size, millis);
+    tracing::info!(
+        group = %S::GROUP,
+        index = meta.last_log_id.as_ref().map(|id| id.index),
+        records = installed.records,
+        batches = installed.batches,
+        bytes = size,
+        millis,
+        "installed snapshot"
+    );
+    Ok(installed)
+}
+
+/// Keeps a checked snapshot file as the current snapshot and returns it
+/// open: a received (temporary) file is moved into place; any other file is
+/// copied, unless it already is the current one.
+fn keep(snapshots: &SnapshotStore, meta: &GroupSnapshotMeta, data: SnapshotData) -> io::Result<SnapshotData> {
     let current = {
         let _files = snapshots.files.lock().unwrap_or_else(|e| e.into_inner());
         snapshots.complete()?.pop()
     };
     if data.path.extension().is_some_and(|e| e == "tmp") && data.path.parent() == Some(snapshots.dir.as_path()) {
-        snapshots.publish(&data.path, meta)?;
+        snapshots.publish(&data.path, meta)
     } else if current.as_deref() != Some(data.path.as_path()) {
         let tmp = snapshots.temp_path("installed");
         fs::copy(&data.path, &tmp)?;
         File::open(&tmp)?.sync_all()?;
-        snapshots.publish(&tmp, meta)?;
+        snapshots.publish(&tmp, meta)
+    } else {
+        Ok(data)
     }
-    let millis = started.elapsed().as_millis() as u64;
-    snapshots.stats.record_install(data.size, millis);
-    tracing::info!(
-        group = %S::GROUP,
-        index = meta.last_log_id.as_ref().map(|id| id.index),
-        records,
-        bytes = data.size,
-        millis,
-        "installed snapshot"
-    );
+}
+
+/// Writes the records of the checked snapshot file `data` over the state
+/// machine, under the `installing` marker; the last batch sets the applied
+/// log id and membership and removes the marker.
+fn write_records<S: StateMachine>(
+    store: &Store,
+    meta: &GroupSnapshotMeta,
+    data: &SnapshotData,
+    batch_bytes: usize,
+    after_batch: &mut dyn FnMut(u64) -> io::Result<()>,
+) -> io::Result<Installed> {
+    let mut file = &data.file;
+    io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let (mut last, installed) = replace_state(store, S::GROUP, meta, &mut r, batch_bytes, after_batch)?;
+    finish_install(store, S::GROUP, meta, &mut last)?;
+    store.db().write(last).map_err(io_err)?;
+    Ok(installed)
+}
+
+/// Replaces `group`'s state machine with the snapshot stream `r` holds for
+/// `meta`: sets the `installing` marker and clears the state in one batch,
+/// then writes the records in batches of about `batch_bytes`. Returns the
+/// last batch unwritten, for the caller to complete (see [`finish_install`])
+/// and write. Checks the stream's checksum at its end: whatever was written
+/// stays under the marker if it does not match.
+pub(crate) fn replace_state(
+    store: &Store,
+    group: Group,
+    meta: &GroupSnapshotMeta,
+    r: &mut impl Read,
+    batch_bytes: usize,
+    after_batch: &mut dyn FnMut(u64) -> io::Result<()>,
+) -> io::Result<(WriteBatch, Installed)> {
+    let cf_sm = store.cf(group, Purpose::Sm);
+    let cf_meta = store.cf(group, Purpose::SmMeta);
+    let mut installed = Installed { records: 0, batches: 0, largest_batch_bytes: 0 };
+
+    let mut batch = WriteBatch::default();
+    batch.put_cf(cf_meta, META_INSTALLING, encode(meta)?);
+    batch.delete_range_cf(cf_sm, &[][..], KEY_UPPER_BOUND);
+    store.db().write(batch).map_err(io_err)?;
+
+    let mut r = HashingReader { inner: r, hasher: Sha256::new() };
+    let file_meta = read_meta(&mut r)?;
+    if file_meta.last_log_id != meta.last_log_id {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("snapshot stream is for {:?}, expected {:?}", file_meta.last_log_id, meta.last_log_id),
+        ));
+    }
+    let mut batch = WriteBatch::default();
+    let mut bytes = 0usize;
+    loop {
+        let key_len = read_len(&mut r)?;
+        if key_len == END_OF_RECORDS {
+            break;
+        }
+        let key = read_chunk(&mut r, key_len)?;
+        let value_len = read_len(&mut r)?;
+        let value = read_chunk(&mut r, value_len)?;
+        bytes += key.len() + value.len();
+        batch.put_cf(cf_sm, key, value);
+        installed.records += 1;
+        if bytes >= batch_bytes {
+            store.db().write(std::mem::take(&mut batch)).map_err(io_err)?;
+            installed.batches += 1;
+            installed.largest_batch_bytes = installed.largest_batch_bytes.max(bytes);
+            bytes = 0;
+            after_batch(installed.batches)?;
+        }
+    }
+    // The stream was checked before the first write; a difference now means
+    // it changed on disk since. The marker stays: the node does not run on.
+    let computed = r.hasher.finalize();
+    let mut expected = [0u8; 32];
+    r.inner.read_exact(&mut expected)?;
+    if computed.as_slice() != expected {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "snapshot changed while it was installed"));
+    }
+    installed.batches += 1;
+    installed.largest_batch_bytes = installed.largest_batch_bytes.max(bytes);
+    Ok((batch, installed))
+}
+
+/// Completes the last batch of an install: the applied log id and the
+/// membership of `meta`, and the marker removed.
+pub(crate) fn finish_install(
+    store: &Store,
+    group: Group,
+    meta: &GroupSnapshotMeta,
+    batch: &mut WriteBatch,
+) -> io::Result<()> {
+    let cf_meta = store.cf(group, Purpose::SmMeta);
+    batch.put_cf(cf_meta, META_APPLIED, encode(&meta.last_log_id)?);
+    batch.put_cf(cf_meta, META_MEMBERSHIP, encode(&meta.last_membership)?);
+    batch.delete_cf(cf_meta, META_INSTALLING);
+    Ok(())
+}
+
+/// Finishes a snapshot install that a crash interrupted: when group
+/// `S::GROUP`'s `installing` marker is present, writes the snapshot it names
+/// again from the kept file. Runs before the group's Raft starts; a node
+/// whose file is gone cannot run with half a state machine and says so.
+pub(crate) fn resume_install<S: StateMachine>(store: &Store, snapshots: &SnapshotStore) -> io::Result<()> {
+    let cf_meta = store.cf(S::GROUP, Purpose::SmMeta);
+    let Some(raw) = store.db().get_cf(cf_meta, META_INSTALLING).map_err(io_err)? else {
+        return Ok(());
+    };
+    let meta: GroupSnapshotMeta = decode(&raw)?;
+    let current = snapshots.current()?;
+    let Some(current) = current.filter(|c| c.meta == meta) else {
+        return Err(io::Error::other(format!(
+            "the {} group was installing the snapshot at {:?} when the node stopped, and that snapshot's file \
+             is gone from {}; remove this node's data folder and add the node to the cluster again (or, if it was \
+             being seeded from a backup, start it again with the same --restore FILE)",
+            S::GROUP,
+            meta.last_log_id,
+            snapshots.dir.display()
+        )));
+    };
+    tracing::warn!(group = %S::GROUP, index = meta.last_log_id.as_ref().map(|id| id.index), "finishing an interrupted snapshot install");
+    verify(&current.snapshot.file, &meta)?;
+    write_records::<S>(store, &meta, &current.snapshot, INSTALL_BATCH_BYTES, &mut |_| Ok(()))?;
     Ok(())
 }
 
@@ -423,7 +635,9 @@ mod tests {
     use openraft::LogId;
 
     use super::*;
+    use crate::catalog::Catalog;
     use crate::sm::GroupLeaderId;
+    use crate::sm::testing::TestDb;
 
     fn meta(index: u64) -> GroupSnapshotMeta {
         let leader = GroupLeaderId { term: 1, node_id: 1 };
@@ -439,6 +653,136 @@ mod tests {
         write_chunk(&mut file, &encode(&meta(index))?)?;
         drop(file);
         store.publish(&tmp, &meta(index))
+    }
+
+    /// A leader's catalog of `rows` rows of about 1 kB at applied index
+    /// `index`, built into a snapshot under `dir`.
+    async fn catalog_snapshot(rows: u32, index: u64, dir: &Path) -> (TestDb, GroupSnapshot) {
+        let mut leader = TestDb::new();
+        for i in 0..rows {
+            leader.put_raw::<Catalog>(format!("b{i:08}").into_bytes(), vec![i as u8; 1000]);
+        }
+        set_applied(&leader, index);
+        let snapshots = SnapshotStore::open(dir.join("leader"), Group::Catalog).unwrap();
+        let snapshot = Builder::<Catalog>::new(leader.store.clone(), snapshots).build().await.unwrap();
+        (leader, snapshot)
+    }
+
+    fn set_applied(db: &TestDb, index: u64) {
+        let cf = db.store.cf(Group::Catalog, Purpose::SmMeta);
+        db.store.db().put_cf(cf, META_APPLIED, encode(&meta(index).last_log_id).unwrap()).unwrap();
+    }
+
+    /// A follower with rows the snapshot does not have, at an older index.
+    fn stale_follower() -> TestDb {
+        let mut follower = TestDb::new();
+        for i in 0..50u32 {
+            follower.put_raw::<Catalog>(format!("z{i}").into_bytes(), b"stale".to_vec());
+        }
+        set_applied(&follower, 7);
+        follower
+    }
+
+    fn digest(db: &TestDb) -> String {
+        db.view::<Catalog>().digest().unwrap()
+    }
+
+    /// Installing never builds one batch of the whole state: the records go
+    /// in batches of the bound, and the result is the leader's state.
+    #[tokio::test]
+    async fn a_snapshot_installs_in_batches_of_bounded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let (leader, snapshot) = catalog_snapshot(4000, 900, dir.path()).await;
+        let follower = stale_follower();
+        let theirs = SnapshotStore::open(dir.path().join("follower"), Group::Catalog).unwrap();
+        let data = SnapshotData::open(snapshot.snapshot.path.clone()).unwrap();
+        let bound = 100_000;
+        let installed =
+            install_in_batches::<Catalog>(&follower.store, &theirs, &snapshot.meta, data, bound, &mut |_| Ok(()))
+                .unwrap();
+        assert_eq!(installed.records, 4000);
+        assert!(installed.batches >= 40, "{installed:?}");
+        assert!(
+            installed.largest_batch_bytes < bound + 1100,
+            "a batch holds at most one record over the bound: {installed:?}"
+        );
+        assert_eq!(digest(&follower), digest(&leader));
+        assert_eq!(follower.view::<Catalog>().applied_index().unwrap(), 900);
+        assert_eq!(theirs.current().unwrap().unwrap().meta, snapshot.meta, "the installed file is kept");
+    }
+
+    /// A crash between two batches leaves part of the snapshot written.
+    /// Reads refuse the partial state, and the restart finishes the install
+    /// from the kept file.
+    #[tokio::test]
+    async fn an_install_interrupted_between_batches_is_finished_on_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (leader, snapshot) = catalog_snapshot(3000, 500, dir.path()).await;
+        let follower = stale_follower();
+        let theirs = SnapshotStore::open(dir.path().join("follower"), Group::Catalog).unwrap();
+        let data = SnapshotData::open(snapshot.snapshot.path.clone()).unwrap();
+        let crash = install_in_batches::<Catalog>(&follower.store, &theirs, &snapshot.meta, data, 100_000, &mut |n| {
+            if n == 5 { Err(io::Error::other("power cut")) } else { Ok(()) }
+        });
+        assert_eq!(crash.unwrap_err().to_string(), "power cut");
+        let read = follower.view::<Catalog>().applied_index().unwrap_err();
+        assert_eq!(read.kind(), io::ErrorKind::ResourceBusy, "{read}");
+
+        let reopened = SnapshotStore::open(dir.path().join("follower"), Group::Catalog).unwrap();
+        resume_install::<Catalog>(&follower.store, &reopened).unwrap();
+        assert_eq!(digest(&follower), digest(&leader));
+        assert_eq!(follower.view::<Catalog>().applied_index().unwrap(), 500);
+        resume_install::<Catalog>(&follower.store, &reopened).unwrap();
+        assert_eq!(digest(&follower), digest(&leader), "with no install to finish, a restart changes nothing");
+    }
+
+    /// A snapshot damaged in transit is refused before any byte of it is
+    /// written: the follower keeps its state and can still answer.
+    #[tokio::test]
+    async fn a_corrupt_snapshot_is_refused_before_it_touches_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_leader, snapshot) = catalog_snapshot(3000, 500, dir.path()).await;
+        let follower = stale_follower();
+        let before = digest(&follower);
+        let theirs = SnapshotStore::open(dir.path().join("follower"), Group::Catalog).unwrap();
+        let damaged = theirs.temp_path("incoming");
+        let mut bytes = fs::read(&snapshot.snapshot.path).unwrap();
+        let last_record = bytes.len() - 32 - 4 - 10;
+        bytes[last_record] ^= 1;
+        fs::write(&damaged, &bytes).unwrap();
+        let err =
+            install::<Catalog>(&follower.store, &theirs, &snapshot.meta, SnapshotData::open(damaged.clone()).unwrap())
+                .unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        assert_eq!(digest(&follower), before);
+        assert_eq!(follower.view::<Catalog>().applied_index().unwrap(), 7);
+        assert!(theirs.current().unwrap().is_none(), "a damaged file is not kept");
+
+        bytes.truncate(bytes.len() / 2);
+        fs::write(&damaged, &bytes).unwrap();
+        let err = install::<Catalog>(&follower.store, &theirs, &snapshot.meta, SnapshotData::open(damaged).unwrap())
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+        assert_eq!(digest(&follower), before);
+    }
+
+    /// An interrupted install whose file is gone cannot be finished: the node
+    /// says what to do instead of running with half a state machine.
+    #[tokio::test]
+    async fn an_interrupted_install_without_its_file_stops_the_node_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_leader, snapshot) = catalog_snapshot(500, 500, dir.path()).await;
+        let follower = stale_follower();
+        let theirs = SnapshotStore::open(dir.path().join("follower"), Group::Catalog).unwrap();
+        let data = SnapshotData::open(snapshot.snapshot.path.clone()).unwrap();
+        install_in_batches::<Catalog>(&follower.store, &theirs, &snapshot.meta, data, 10_000, &mut |_| {
+            Err(io::Error::other("power cut"))
+        })
+        .unwrap_err();
+        fs::remove_dir_all(dir.path().join("follower")).unwrap();
+        let reopened = SnapshotStore::open(dir.path().join("follower"), Group::Catalog).unwrap();
+        let err = resume_install::<Catalog>(&follower.store, &reopened).unwrap_err().to_string();
+        assert!(err.contains("remove this node's data folder"), "{err}");
     }
 
     /// What happened on a node under faults: an install of a newer snapshot

@@ -6,7 +6,7 @@ use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, ReadOptions, SnapshotWi
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 
-use super::META_APPLIED;
+use super::{META_APPLIED, META_INSTALLING};
 use crate::store::log::decode;
 use crate::store::{Purpose, Store, io_err};
 use bazar_api::Group;
@@ -31,7 +31,17 @@ impl<'a> View<'a> {
     }
 
     /// The highest log index applied in this view (0 before the first).
+    ///
+    /// Fails with [`io::ErrorKind::ResourceBusy`] while a snapshot is being
+    /// installed: the state is then part old, part new, and nothing may be
+    /// answered from it.
     pub fn applied_index(&self) -> io::Result<u64> {
+        if self.snap.get_pinned_cf(self.cf_meta, META_INSTALLING).map_err(io_err)?.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "this replica is installing a snapshot from its leader; ask another replica",
+            ));
+        }
         let raw = self.snap.get_pinned_cf(self.cf_meta, META_APPLIED).map_err(io_err)?;
         let applied = match raw {
             Some(b) => super::decode_applied(&b)?,
