@@ -46,6 +46,9 @@
 #   BAZAR_PEER_PREFIX     node i's peer address is <prefix><i>:(BASE+i) (default 127.0.0.1)
 #   BAZAR_FRONTEND_ADDR   frontend address (default 127.0.0.1:8080)
 #   BAZAR_NODE_ARGS       extra flags for every raft node (e.g. --generate-books 1000000)
+#   BAZAR_RESTORE         a backup file (`bazar backup FILE`): `up` checks it, then seeds
+#                         every new node of the new cluster from it (raft-node --restore);
+#                         ignored by nodes whose data folder already holds state
 #   BAZAR_CLOCKS          1: start nodes under libfaketime, for the clock verb
 set -euo pipefail
 
@@ -325,11 +328,20 @@ status() {
 }
 
 cmd="${1:-}"
+# Only `up` seeds new nodes from a backup; a node started by any other verb
+# (a restart, a replacement) must not found a cluster of its own from one.
+[[ "$cmd" == up ]] || unset BAZAR_RESTORE
 case "$cmd" in
   up)
     command -v curl >/dev/null || die "curl is required"
     ensure_built
     ensure_tokens
+    if [[ -n "${BAZAR_RESTORE:-}" ]]; then
+      [[ -f "$BAZAR_RESTORE" ]] || die "BAZAR_RESTORE: no file $BAZAR_RESTORE"
+      BAZAR_RESTORE="$(cd "$(dirname "$BAZAR_RESTORE")" && pwd)/$(basename "$BAZAR_RESTORE")"
+      "$BIN/bazar" restore "$BAZAR_RESTORE" >&2 || die "BAZAR_RESTORE: $BAZAR_RESTORE cannot seed a cluster"
+      export BAZAR_RESTORE
+    fi
     for ((i = 1; i <= NODES; i++)); do start_node "$i"; done
     start_frontend
     wait_ready

@@ -7,7 +7,9 @@
 #   - resident memory of every node, and the size of its data folder;
 #   - a catalog snapshot built on every member: size and build time;
 #   - a fourth node added with `bazar cluster add-node`: the time until it is
-#     a caught-up voter of both groups, and the snapshot it installed;
+#     a caught-up voter of both groups, the snapshot it installed, and its
+#     peak resident memory;
+#   - `bazar backup` of both groups (time, size) and `bazar restore`'s check;
 #   - searches by topic, paged (`limit` 100): the first page, and a page
 #     deep in the results reached through `next_cursor`.
 #
@@ -45,6 +47,7 @@ trap cleanup EXIT
 
 node() { echo "127.0.0.1:$((BASE + $1))"; }
 rss_mb() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+peak_mb() { awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 metric() { # NODE NAME{labels}: a sample's value from the node's /metrics
   curl -fsS -o "$WORK/metrics.txt" "http://$(node "$1")/metrics"
   awk -v m="$2" '$1 == m { print $2; exit }' "$WORK/metrics.txt"
@@ -93,7 +96,17 @@ INST_BYTES="$(metric 4 'bazar_snapshot_last_installed_bytes{group="catalog"}')"
 INST_SECS="$(metric 4 'bazar_snapshot_last_install_seconds{group="catalog"}')"
 INSTALLED="$(metric 4 'bazar_snapshot_installed_total{group="catalog"}')"
 RSS[4]="$(rss_mb "$NEW_PID")"
+PEAK4="$(peak_mb "$NEW_PID")"
 DISK[4]="$(du -sm "$WORK/node-4" | cut -f1)"
+
+say "a backup of both groups"
+t0="$(now)"
+bazar backup "$WORK/backup.bzb" >"$WORK/backup.txt" 2>&1 || { cat "$WORK/backup.txt" >&2; exit 1; }
+BACKUP_SECS="$(elapsed "$t0")"
+BACKUP_MB="$(du -m "$WORK/backup.bzb" | cut -f1)"
+t0="$(now)"
+"$BIN/bazar" restore "$WORK/backup.bzb" >"$WORK/restore-check.txt" 2>&1 || { cat "$WORK/restore-check.txt" >&2; exit 1; }
+CHECK_SECS="$(elapsed "$t0")"
 
 say "paged searches by topic"
 topic="databases"
@@ -128,6 +141,9 @@ cat <<EOF
 | \`bazar cluster add-node 4\`: until a caught-up voter of both groups | $ADD s |
 | node 4: catalog snapshots installed / size / install time | ${INSTALLED:-0} / $(mb "$INST_BYTES") MB / $(secs "${INST_SECS:-0}") s |
 | node 4: resident memory / data folder after joining | ${RSS[4]} MB / ${DISK[4]} MB |
+| node 4: peak resident memory (VmHWM, from its start through the install) | ${PEAK4} MB |
+| \`bazar backup\` of both groups: time / size | $BACKUP_SECS s / $BACKUP_MB MB |
+| \`bazar restore\` (checking the file): time | $CHECK_SECS s |
 | search by topic, first page of 100 (linearizable, a follower) | $(python3 -c "print(f'{float(\"$FIRST\") * 1000:.1f}')") ms |
 | search by topic, page $pages of 100 through \`next_cursor\` | $(python3 -c "print(f'{float(\"${DEEP:-0}\") * 1000:.1f}')") ms |
 EOF

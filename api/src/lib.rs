@@ -12,9 +12,11 @@
 //! - [`read`]: read consistency levels and the headers that describe a read.
 //! - [`events`]: the change-event stream served by `GET /watch`.
 //! - [`cluster`]: cluster status, digests and admin requests.
+//! - [`backup`]: the backup file's layout, manifest and checks.
 
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod cluster;
 pub mod events;
 pub mod isbn;

@@ -502,6 +502,46 @@ impl Client {
         Ok(watch::event_stream(response.bytes_stream(), self.timeout))
     }
 
+    /// `GET /admin/backup` (admin): streams a backup of both groups into
+    /// `out`, calling `progress` with the bytes received so far after each
+    /// chunk; returns how many were written. Only the orders leader serves
+    /// it; a `not_leader` answer is followed. The client's timeout bounds
+    /// the wait for the answer and any silence in the stream.
+    pub async fn backup(
+        &self,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64> {
+        use futures::StreamExt as _;
+        use tokio::io::AsyncWriteExt as _;
+        let mut call = Call::get("/admin/backup");
+        call.accept = "application/octet-stream";
+        call.streaming = true;
+        let silence = |what: &str| {
+            ClientError::timeout(format!("{what} from {}/admin/backup within {:?}", self.base, self.timeout))
+        };
+        let response =
+            tokio::time::timeout(self.timeout, self.send(&call)).await.map_err(|_| silence("no answer"))??;
+        let mut body = response.bytes_stream();
+        let mut written = 0u64;
+        loop {
+            let chunk = tokio::time::timeout(self.timeout, body.next()).await.map_err(|_| silence("no bytes"))?;
+            match chunk {
+                None => break,
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    out.write_all(&chunk)
+                        .await
+                        .map_err(|e| ClientError::Invalid(format!("writing the backup: {e}")))?;
+                    written += chunk.len() as u64;
+                    progress(written);
+                }
+            }
+        }
+        out.flush().await.map_err(|e| ClientError::Invalid(format!("writing the backup: {e}")))?;
+        Ok(written)
+    }
+
     // ---- plumbing ------------------------------------------------------
 
     /// Sends `call` and decodes a JSON answer.

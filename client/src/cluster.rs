@@ -225,6 +225,13 @@ pub enum Progress {
         /// The node's incarnation now.
         current: String,
     },
+    /// A backup is being received from a node.
+    BackingUp {
+        /// The node sending it (the orders leader).
+        node: u64,
+        /// Bytes received so far.
+        bytes: u64,
+    },
     /// A step failed and is being retried.
     Retrying {
         /// The group.
@@ -256,6 +263,9 @@ impl fmt::Display for Progress {
             Progress::LeaderIs { group, leader } => write!(f, "{group}: node {leader} leads"),
             Progress::Removing { group } => write!(f, "{group}: removing"),
             Progress::AlreadyDone { group, what } => write!(f, "{group}: {what}"),
+            Progress::BackingUp { node, bytes } => {
+                write!(f, "backup: {:.1} MB received from node {node}", *bytes as f64 / 1e6)
+            }
             Progress::RemovingStale { group, on_record, current } => write!(
                 f,
                 "{group}: removing the stale member (incarnation {} on record, the node is {current})",
@@ -740,6 +750,66 @@ impl ClusterAdmin {
             (id, answer)
         });
         Ok(futures::future::join_all(calls).await)
+    }
+}
+
+impl ClusterAdmin {
+    /// Takes a backup of both groups from the orders leader into `path`
+    /// (see `GET /admin/backup`): written to `path.partial`, checked whole
+    /// (checksum, manifest), then renamed to `path`. Retries through
+    /// elections until `deadline`. Returns the backup's manifest.
+    pub async fn backup(
+        &self,
+        path: &std::path::Path,
+        deadline: Instant,
+        progress: &mut (dyn FnMut(&Progress) + Send),
+    ) -> Result<bazar_api::backup::Manifest> {
+        let partial = {
+            let mut name = path.as_os_str().to_owned();
+            name.push(".partial");
+            std::path::PathBuf::from(name)
+        };
+        let io = |what: &str, e: std::io::Error| ClientError::Invalid(format!("{what} {}: {e}", partial.display()));
+        let progress = std::sync::Mutex::new(progress);
+        let taken = self
+            .on_leader(Group::Orders, deadline, &mut |p| (progress.lock().unwrap())(p), |node, client| {
+                let partial = partial.clone();
+                let progress = &progress;
+                async move {
+                    let mut file = tokio::fs::File::create(&partial).await.map_err(|e| io("creating", e))?;
+                    let mut shown = Instant::now();
+                    let mut on_bytes = |bytes: u64| {
+                        if shown.elapsed() >= Duration::from_secs(2) {
+                            shown = Instant::now();
+                            (progress.lock().unwrap())(&Progress::BackingUp { node, bytes });
+                        }
+                    };
+                    client.backup(&mut file, &mut on_bytes).await?;
+                    file.sync_all().await.map_err(|e| io("syncing", e))?;
+                    Ok(())
+                }
+            })
+            .await;
+        if let Err(e) = taken {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+        let checked = partial.clone();
+        let manifest = tokio::task::spawn_blocking(move || {
+            let mut file = std::fs::File::open(&checked)?;
+            bazar_api::backup::verify(&mut file).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
+        .await
+        .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let manifest = match manifest {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(ClientError::Decode(format!("the backup received does not check out: {e}")));
+            }
+        };
+        std::fs::rename(&partial, path).map_err(|e| io("renaming", e))?;
+        Ok(manifest)
     }
 }
 

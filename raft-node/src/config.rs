@@ -134,6 +134,15 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration, default_value = "24h", value_name = "TIME")]
     pub idempotency_retention: Duration,
 
+    /// Seed a new cluster from this backup (`bazar backup FILE`): on first
+    /// start, with an empty data directory, the node checks the file and
+    /// starts from its state, at its log indexes, as a member of
+    /// `--initial-cluster`. Give every founding member the same file and the
+    /// same `--initial-cluster`. Ignored once the data directory holds a
+    /// node's state.
+    #[arg(long, env = "BAZAR_RESTORE", value_name = "FILE")]
+    pub restore: Option<PathBuf>,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -248,6 +257,8 @@ pub struct NodeConfig {
     pub watch_heartbeat: Duration,
     /// How long idempotency keys of settled buys are kept.
     pub idempotency_retention: Duration,
+    /// A backup to seed a new data directory from.
+    pub restore: Option<PathBuf>,
     /// A deliberate bug (tests only).
     pub planted_bug: Option<PlantedBug>,
 }
@@ -362,6 +373,7 @@ impl Args {
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
             watch_heartbeat: Duration::from_millis(self.watch_heartbeat_ms.max(10)),
             idempotency_retention: self.idempotency_retention,
+            restore: self.restore.clone(),
             planted_bug: self.planted_bug,
         })
     }

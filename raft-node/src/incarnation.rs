@@ -159,11 +159,8 @@ impl<'de> Deserialize<'de> for Member {
 /// was written by a version without incarnations. Returns it and whether it
 /// was created now.
 pub fn load_or_create(store: &Store) -> anyhow::Result<(Incarnation, bool)> {
-    let db = store.db();
-    if let Some(bytes) = db.get(KEY)? {
-        let raw: [u8; 8] =
-            bytes.as_slice().try_into().map_err(|_| anyhow::anyhow!("stored incarnation has {} bytes", bytes.len()))?;
-        return Ok((u64::from_be_bytes(raw), false));
+    if let Some(incarnation) = stored(store)? {
+        return Ok((incarnation, false));
     }
     let incarnation = loop {
         let i: u64 = rand::random();
@@ -171,12 +168,32 @@ pub fn load_or_create(store: &Store) -> anyhow::Result<(Incarnation, bool)> {
             break i;
         }
     };
-    let mut opts = rocksdb::WriteOptions::default();
-    // Before the node answers any RPC: a crash must not let it come back
-    // under another incarnation than the one it showed.
-    opts.set_sync(true);
-    db.put_opt(KEY, incarnation.to_be_bytes(), &opts)?;
+    save(store, incarnation)?;
     Ok((incarnation, true))
+}
+
+/// The incarnation stored in `store`, if any.
+pub fn stored(store: &Store) -> anyhow::Result<Option<Incarnation>> {
+    match store.db().get(KEY)? {
+        None => Ok(None),
+        Some(bytes) => {
+            let raw: [u8; 8] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("stored incarnation has {} bytes", bytes.len()))?;
+            Ok(Some(u64::from_be_bytes(raw)))
+        }
+    }
+}
+
+/// Stores `incarnation` as this data directory's, with a synced write:
+/// before the node answers any RPC, so that a crash cannot bring it back
+/// under another incarnation than the one it showed.
+pub fn save(store: &Store, incarnation: Incarnation) -> anyhow::Result<()> {
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(true);
+    store.db().put_opt(KEY, incarnation.to_be_bytes(), &opts)?;
+    Ok(())
 }
 
 /// What `GET /raft/identity` answers: who is at this address.

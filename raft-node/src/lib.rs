@@ -30,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod bootstrap;
 pub mod buy;
 pub mod catalog;
@@ -88,6 +89,25 @@ pub async fn run(
     } else {
         Store::open(&config.data_dir)?
     };
+    if let Some(path) = &config.restore {
+        if incarnation::stored(&store)?.is_none() && backup::restorable(&store)? {
+            let (manifest, restored) = backup::restore(&store, path, config.id, &config.initial_cluster)?;
+            backup::finish(&store, restored)?;
+            let groups: Vec<String> = manifest
+                .groups
+                .iter()
+                .map(|g| format!("{} at index {} ({} rows)", g.group, g.applied_index, g.rows))
+                .collect();
+            tracing::info!(
+                backup = %path.display(),
+                taken = %manifest.created_at,
+                groups = %groups.join(", "),
+                "seeded this new data directory from the backup"
+            );
+        } else {
+            tracing::info!(backup = %path.display(), "--restore ignored: this data directory already holds a node's state");
+        }
+    }
     let (incarnation, created) = incarnation::load_or_create(&store)?;
     if created {
         tracing::info!(

@@ -96,6 +96,9 @@ pub struct Stats {
     /// Buys that looked again because a purge committed while they were
     /// being decided.
     pub stale_retries: AtomicU64,
+    /// Held through each purge round, and by a backup while it pins the
+    /// state (see [`crate::backup`]).
+    pub round: tokio::sync::Mutex<()>,
 }
 
 /// Keys purged per round, at most: one catalog and one orders entry of a
@@ -150,6 +153,7 @@ pub async fn purge_expired(node: Arc<Node>) {
 /// of settled buys created before `cutoff`. Returns how many keys it
 /// listed.
 pub async fn purge_round(node: &Node, cutoff: &str) -> Result<usize> {
+    let _round = node.retention.round.lock().await;
     let (fence, expired) = {
         let view = node.orders.view();
         (view.applied_index()?, Orders::expired(&view, cutoff, ROUND)?)

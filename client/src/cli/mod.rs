@@ -208,6 +208,32 @@ pub enum Command {
     },
     /// Print the server's Prometheus metrics.
     Metrics,
+    /// Save a consistent backup of both groups to FILE (admin).
+    ///
+    /// The orders leader (found through --frontend) streams both groups'
+    /// state with their applied log indexes and digests; the file is written
+    /// to FILE.partial, checked whole (SHA-256, manifest), then renamed. A
+    /// new cluster starts from it with `bazar-node --restore FILE`; see
+    /// `bazar restore`.
+    Backup {
+        /// Where to write the backup.
+        file: std::path::PathBuf,
+        /// Give up retrying through elections after this many seconds.
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        wait: u64,
+    },
+    /// Check a backup file and show what it holds, before seeding a new
+    /// cluster from it.
+    ///
+    /// Refuses (exit 1) a file that is truncated, corrupted or not a backup.
+    /// To seed a new cluster, start each of its founding members, with an
+    /// empty data directory, with `--restore FILE` and the same
+    /// `--initial-cluster` (scripts/cluster.sh: BAZAR_RESTORE=FILE
+    /// scripts/cluster.sh up). Reads only the file; talks to no server.
+    Restore {
+        /// The backup to check.
+        file: std::path::PathBuf,
+    },
     /// Load test: closed-loop clients, latency percentiles, JSON and plots.
     ///
     /// N concurrent clients each send a request, wait for its answer and send
@@ -586,6 +612,39 @@ async fn execute(command: &Command, client: &Client, out: &Output) -> Result<(),
         Command::Metrics => {
             let text = client.metrics().await?;
             out.text(&text);
+        }
+        Command::Backup { file, wait } => {
+            let started = std::time::Instant::now();
+            let admin = crate::cluster::ClusterAdmin::new(client.clone(), vec![client.base_url().to_string()]);
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(*wait);
+            let mut progress =
+                |p: &crate::cluster::Progress| eprintln!("[{:6.1}s] {p}", started.elapsed().as_secs_f64());
+            let manifest = admin.backup(file, deadline, &mut progress).await?;
+            out.value_or(&manifest, || render::backup_manifest(&manifest, file));
+        }
+        Command::Restore { file } => {
+            let checked = file.clone();
+            let manifest = tokio::task::spawn_blocking(move || {
+                let mut f =
+                    std::fs::File::open(&checked).map_err(|e| format!("cannot open {}: {e}", checked.display()))?;
+                bazar_api::backup::verify(&mut f).map_err(|e| format!("{}: {e}", checked.display()))
+            })
+            .await
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+            let manifest = manifest.map_err(|e| Failure {
+                error: ClientError::Problem(Box::new(bazar_api::Problem::new(bazar_api::ErrorCode::InvalidInput, e))),
+                hint: Some("take a new backup with `bazar backup FILE`; a damaged file cannot be used".into()),
+            })?;
+            out.value_or(&manifest, || {
+                format!(
+                    "{}\nThe backup checks out. To seed a new cluster from it, start each founding member with an \
+                     empty data directory and `--restore {}` (same --initial-cluster on every member), e.g.\n  \
+                     BAZAR_RESTORE={} scripts/cluster.sh up\n",
+                    render::backup_manifest(&manifest, file),
+                    file.display(),
+                    file.display()
+                )
+            });
         }
         // Handled by `bench` and `lab` before a client is built.
         Command::Bench(_) => unreachable!("bench runs apart"),

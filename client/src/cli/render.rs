@@ -335,6 +335,33 @@ pub fn watch_event(event: &WatchEvent) -> String {
     }
 }
 
+/// A backup's manifest: what it holds and where.
+pub fn backup_manifest(manifest: &bazar_api::backup::Manifest, file: &std::path::Path) -> String {
+    let mut out = format!(
+        "backup {} (taken {} from node {}, format {})\n",
+        file.display(),
+        manifest.created_at,
+        manifest.node_id,
+        manifest.format
+    );
+    out.push_str(&format!(
+        "{:<8} {:>12} {:>6} {:>12} {:>14}  {}\n",
+        "group", "applied", "term", "rows", "bytes", "digest"
+    ));
+    for g in &manifest.groups {
+        out.push_str(&format!(
+            "{:<8} {:>12} {:>6} {:>12} {:>14}  {}\n",
+            g.group.as_str(),
+            g.applied_index,
+            g.applied_term,
+            g.rows,
+            g.bytes,
+            g.digest
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,6 +195,15 @@ pub async fn snapshot(
     Ok(Json(node.cluster_status()))
 }
 
+/// `GET /admin/backup`: a backup of both groups, streamed (see
+/// [`crate::backup`]); only the orders leader serves it.
+pub async fn backup(_: Admin, State(node): State<Arc<Node>>) -> Result<axum::response::Response, AppError> {
+    use axum::response::IntoResponse;
+    let chunks = crate::backup::stream(node).await?;
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+}
+
 async fn snapshot_now<S: StateMachine>(g: &RaftGroup<S>, timeout: std::time::Duration) -> Result<(), Error> {
     let applied = g.metrics().last_applied.map(|l| l.index).unwrap_or(0);
     g.raft().trigger().snapshot().await.map_err(|f| Error::Unavailable(f.to_string()))?;

@@ -43,6 +43,7 @@ pub fn app(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/watch", get(watch::watch))
         .route("/admin/digest", get(admin::digest))
+        .route("/admin/backup", get(admin::backup))
         .route("/admin/init", post(admin::init))
         .route("/admin/{group}/add-learner", post(admin::add_learner))
         .route("/admin/{group}/change-membership", post(admin::change_membership))

@@ -35,6 +35,25 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
+/// Adds to `batch` the log state of a group seeded from a backup at
+/// `log_id` (see [`crate::backup`]): no entries, purged and committed up to
+/// `log_id`, and a vote in its term (not granted to anyone who could lead
+/// it again: a node restored does not resume a leadership).
+pub(crate) fn write_restored(
+    store: &Store,
+    group: Group,
+    batch: &mut WriteBatch,
+    log_id: crate::sm::GroupLogId,
+) -> io::Result<()> {
+    let raft = store.cf(group, Purpose::Raft);
+    let vote = openraft::impls::Vote::<crate::sm::GroupLeaderId>::new(log_id.leader_id.term, log_id.leader_id.node_id);
+    batch.delete_range_cf(store.cf(group, Purpose::Log), be(0), be(u64::MAX));
+    batch.put_cf(raft, KEY_VOTE, encode(&vote)?);
+    batch.put_cf(raft, KEY_COMMITTED, encode(&Some(log_id))?);
+    batch.put_cf(raft, KEY_LAST_PURGED, encode(&log_id)?);
+    Ok(())
+}
+
 /// The Raft log of one group. Cheap to clone: clones share the database.
 pub struct LogStore<C: RaftTypeConfig> {
     store: Store,
