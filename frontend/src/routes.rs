@@ -134,8 +134,18 @@ fn invalid(detail: impl Into<String>) -> Response {
 async fn track(State(front): State<Arc<Frontend>>, req: Request, next: Next) -> Response {
     let route = route_of(req.method(), req.uri().path());
     let started = StdInstant::now();
-    let response = next.run(req).await;
-    front.metrics.record(route, response.status().as_u16(), started.elapsed().as_micros() as u64);
+    let mut response = next.run(req).await;
+    let took = started.elapsed();
+    // This tier's total comes first; a node's answer brings its own after it.
+    let ours = HeaderValue::from_str(&format!("frontend;dur={:.3}", took.as_secs_f64() * 1000.0))
+        .unwrap_or_else(|_| HeaderValue::from_static("frontend"));
+    let theirs: Vec<HeaderValue> = response.headers_mut().remove(SERVER_TIMING).into_iter().collect();
+    let headers = response.headers_mut();
+    headers.append(SERVER_TIMING, ours);
+    for v in theirs {
+        headers.append(SERVER_TIMING, v);
+    }
+    front.metrics.record(route, response.status().as_u16(), took.as_micros() as u64);
     response
 }
 
@@ -234,8 +244,15 @@ fn relay(answer: &Answer) -> Response {
             response.headers_mut().insert(HeaderName::from_static(name), v.clone());
         }
     }
+    for v in answer.headers.get_all(SERVER_TIMING) {
+        response.headers_mut().append(SERVER_TIMING, v.clone());
+    }
     response
 }
+
+/// `Server-Timing`: the frontend's total (added by [`track`]), the cache's
+/// part, and each node answer's own entries, relayed.
+const SERVER_TIMING: &str = "server-timing";
 
 impl Frontend {
     fn deadline(&self) -> Instant {
@@ -250,6 +267,7 @@ impl Frontend {
     async fn read(&self, read: Read, consistency: Consistency) -> Response {
         let group = read.key.group();
         let wanted = read.min_index;
+        let looked_up = StdInstant::now();
         let (level, min_index, cache_label) = match consistency {
             Consistency::Cached => match self.cache.lookup(&read.key, read.page) {
                 Lookup::Hit(c) if c.index < wanted => {
@@ -258,6 +276,10 @@ impl Frontend {
                 Lookup::Hit(c) => {
                     let mut response = json_response(StatusCode::OK, c.body);
                     read_headers(&mut response, "hit", HeaderValue::from_static("cache"), Some(c.index));
+                    let took = looked_up.elapsed().as_secs_f64() * 1000.0;
+                    if let Ok(v) = HeaderValue::from_str(&format!("cache;desc=\"hit\";dur={took:.3}")) {
+                        response.headers_mut().append(SERVER_TIMING, v);
+                    }
                     return response;
                 }
                 Lookup::Miss { min_index } => ("cached", min_index, "miss"),

@@ -50,6 +50,7 @@ pub mod seed;
 pub mod sm;
 pub mod stats;
 pub mod store;
+pub mod timing;
 pub mod watch;
 
 use std::future::Future;

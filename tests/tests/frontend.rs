@@ -88,6 +88,56 @@ async fn every_read_level_answers_with_its_headers() {
     assert!(orders.meta.cache.is_some());
 }
 
+/// The `Server-Timing` of an answer, every value joined.
+fn server_timing(response: &reqwest::Response) -> String {
+    let values: Vec<&str> =
+        response.headers().get_all("server-timing").iter().filter_map(|v| v.to_str().ok()).collect();
+    values.join(", ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_says_where_its_time_went() {
+    let cluster = Cluster::start(3, &[]).await;
+    let fe = FrontendProc::start(&cluster, "frontend", &[]).await;
+    fe.wait_fresh(Duration::from_secs(10)).await;
+    let http = reqwest::Client::new();
+    let get = |url: String| http.get(url).send();
+
+    let at_frontend = format!("http://{}", fe.addr);
+    let read = get(format!("{at_frontend}/books/2?consistency=linearizable")).await.unwrap();
+    let timing = server_timing(&read);
+    assert!(timing.starts_with("frontend;dur="), "{timing}");
+    assert!(timing.contains("node;dur="), "{timing}");
+    assert!(timing.contains("raft;desc=\"catalog read index\";dur="), "{timing}");
+
+    get(format!("{at_frontend}/books/3")).await.unwrap();
+    let hit = get(format!("{at_frontend}/books/3")).await.unwrap();
+    assert_eq!(hit.headers()["x-bazar-cache"], "hit");
+    let timing = server_timing(&hit);
+    assert!(timing.contains("cache;desc=\"hit\";dur="), "{timing}");
+    assert!(!timing.contains("node;"), "a cache hit asks no node: {timing}");
+
+    let buy = http
+        .post(format!("{at_frontend}/books/4/buy"))
+        .header("idempotency-key", "timing-1")
+        .json(&serde_json::json!({ "quantity": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(buy.status(), 201);
+    let timing = server_timing(&buy);
+    for step in ["frontend;dur=", "node;dur=", "raft;desc=\"orders commit\"", "raft;desc=\"catalog commit"] {
+        assert!(timing.contains(step), "{step} in {timing}");
+    }
+
+    let at_node = format!("http://{}", cluster.client_addr(1));
+    let timing = server_timing(&get(format!("{at_node}/books/2?consistency=lease")).await.unwrap());
+    assert!(timing.starts_with("node;dur="), "{timing}");
+    let missing = get(format!("{at_frontend}/no/such/route")).await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(server_timing(&missing).starts_with("frontend;dur="));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_keep_flowing_when_a_follower_is_killed() {
     let mut cluster = Cluster::start(3, &[]).await;

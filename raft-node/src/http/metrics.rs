@@ -100,8 +100,10 @@ pub async fn track(State(node): State<Arc<Node>>, req: Request, next: Next) -> R
         .unwrap_or_else(|| "unmatched".to_string());
     let method = method_label(req.method());
     let started = Instant::now();
-    let response = next.run(req).await;
-    node.http_metrics.record(method, &route, response.status().as_u16(), started.elapsed());
+    let (mut response, steps) = crate::timing::scope(next.run(req)).await;
+    let took = started.elapsed();
+    response.headers_mut().append(crate::timing::SERVER_TIMING, crate::timing::header("node", took, &steps));
+    node.http_metrics.record(method, &route, response.status().as_u16(), took);
     response
 }
 

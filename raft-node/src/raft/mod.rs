@@ -27,7 +27,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bazar_api::cluster::{MemberInfo, ReplicationInfo};
-use bazar_api::{Consistency, GroupHealth, GroupStatus};
+use bazar_api::{Consistency, Group, GroupHealth, GroupStatus};
 use openraft::Instant as _;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
@@ -117,6 +117,32 @@ pub struct RaftGroup<S: StateMachine> {
     reads: [Rounds<Result<ReadLogId<S::C>>>; 2],
     /// This group, for the tasks that serve read rounds.
     me: Weak<RaftGroup<S>>,
+}
+
+/// What a request waited for in a group, for its `Server-Timing`.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Commit,
+    ForwardedCommit,
+    ReadIndex,
+    Lease,
+    WaitIndex,
+}
+
+/// The `Server-Timing` description of `what` in `group`.
+fn step(group: Group, what: Step) -> &'static str {
+    match (group, what) {
+        (Group::Catalog, Step::Commit) => "catalog commit",
+        (Group::Orders, Step::Commit) => "orders commit",
+        (Group::Catalog, Step::ForwardedCommit) => "catalog commit via its leader",
+        (Group::Orders, Step::ForwardedCommit) => "orders commit via its leader",
+        (Group::Catalog, Step::ReadIndex) => "catalog read index",
+        (Group::Orders, Step::ReadIndex) => "orders read index",
+        (Group::Catalog, Step::Lease) => "catalog lease read",
+        (Group::Orders, Step::Lease) => "orders lease read",
+        (Group::Catalog, Step::WaitIndex) => "catalog wait for min_index",
+        (Group::Orders, Step::WaitIndex) => "orders wait for min_index",
+    }
 }
 
 /// Pause between retries while a group has no usable leader.
@@ -238,7 +264,9 @@ impl<S: StateMachine> RaftGroup<S> {
     ///
     /// Writes proposed at the same time are batched ([`batch::Proposer`]).
     pub async fn write(&self, cmd: S::Command, deadline: Instant) -> Result<Committed<S::Response>> {
+        let started = Instant::now();
         let outcome = tokio::time::timeout_at(deadline, self.proposer.propose(cmd)).await;
+        crate::timing::record("raft", step(S::GROUP, Step::Commit), started.elapsed());
         let stopped = || Error::Unavailable(format!("the {} group stopped", S::GROUP));
         match outcome {
             Err(_) => Err(Error::Unavailable(format!(
@@ -288,7 +316,10 @@ impl<S: StateMachine> RaftGroup<S> {
         };
         let path = format!("/raft/{}/write", S::GROUP);
         let timeout = deadline.saturating_duration_since(Instant::now());
-        match self.peers.call::<_, Forwarded<Committed<S::Response>>>(&addr, &path, cmd, timeout).await {
+        let started = Instant::now();
+        let answer = self.peers.call::<_, Forwarded<Committed<S::Response>>>(&addr, &path, cmd, timeout).await;
+        crate::timing::record("raft", step(S::GROUP, Step::ForwardedCommit), started.elapsed());
+        match answer {
             Ok(Forwarded::Done(r)) => Ok(r),
             Ok(Forwarded::NotLeader { leader_id }) => {
                 Err(Error::NotLeader { group: S::GROUP, leader_id, leader_addr: None })
@@ -311,11 +342,18 @@ impl<S: StateMachine> RaftGroup<S> {
     /// the local state machine reflects every write acknowledged before the
     /// call (for `lease` and `linearizable`; `cached` returns at once).
     pub async fn linearize(&self, consistency: Consistency, deadline: Instant) -> Result<()> {
-        let kind = match consistency {
+        let (kind, what) = match consistency {
             Consistency::Cached => return Ok(()),
-            Consistency::Lease => ReadKind::Lease,
-            Consistency::Linearizable => ReadKind::ReadIndex,
+            Consistency::Lease => (ReadKind::Lease, Step::Lease),
+            Consistency::Linearizable => (ReadKind::ReadIndex, Step::ReadIndex),
         };
+        let started = Instant::now();
+        let linearized = self.linearize_as(kind, deadline).await;
+        crate::timing::record("raft", step(S::GROUP, what), started.elapsed());
+        linearized
+    }
+
+    async fn linearize_as(&self, kind: ReadKind, deadline: Instant) -> Result<()> {
         let mut pause = RETRY_MIN;
         let read_log_id = loop {
             match self.shared_read_log_id(kind, deadline).await {
@@ -348,6 +386,13 @@ impl<S: StateMachine> RaftGroup<S> {
     /// and waiting for it could only end at the deadline. Telling costs a
     /// read-index round, and only when this replica is behind `index`.
     pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<()> {
+        let started = Instant::now();
+        let waited = self.wait_applied_inner(index, deadline).await;
+        crate::timing::record("raft", step(S::GROUP, Step::WaitIndex), started.elapsed());
+        waited
+    }
+
+    async fn wait_applied_inner(&self, index: u64, deadline: Instant) -> Result<()> {
         let applied = |m: &RaftMetrics<S::C>| m.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
         if applied(&self.raft.metrics().borrow_watched()) >= index {
             return Ok(());
