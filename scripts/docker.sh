@@ -38,6 +38,10 @@
 #   BAZAR_DOCKER_FRONTEND_PORT  the frontend is published on this port (default 8080)
 #   BAZAR_BIN_DIR               where the release binaries are (default target/release)
 #   BAZAR_UP_TIMEOUT            seconds `up` and `restart` wait (default 120)
+#   BAZAR_DOCKER_TLS            1: TLS everywhere (docker/compose.tls.yaml): a CA and a
+#                               certificate made with openssl into <data>/docker/tls/ (kept
+#                               across runs), HTTPS on every port, mutual TLS between nodes;
+#                               keep it set for every command on that cluster
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -92,7 +96,37 @@ ensure_compose() {
 }
 
 compose() {
-  timeout 300 "${COMPOSE[@]}" --project-name "$PROJECT" --env-file "$(realpath "$ENV_FILE")" --file "$COMPOSE_FILE" "$@"
+  local files=(--file "$COMPOSE_FILE")
+  [[ "${BAZAR_DOCKER_TLS:-}" == 1 ]] && files+=(--file "$ROOT/docker/compose.tls.yaml")
+  timeout 300 "${COMPOSE[@]}" --project-name "$PROJECT" --env-file "$(realpath "$ENV_FILE")" "${files[@]}" "$@"
+}
+
+# With BAZAR_DOCKER_TLS=1: a CA and one certificate for every container
+# (their addresses, 127.0.0.1, localhost), made once into $TLS_DIR.
+TLS_DIR="$DATA/docker/tls"
+ensure_certs() {
+  [[ "${BAZAR_DOCKER_TLS:-}" == 1 ]] || return 0
+  [[ -f "$TLS_DIR/cert.pem" && -f "$TLS_DIR/key.pem" && -f "$TLS_DIR/ca.pem" ]] && return 0
+  command -v openssl >/dev/null || die "BAZAR_DOCKER_TLS=1 needs openssl (Debian: apt-get install openssl)"
+  mkdir -p "$TLS_DIR"
+  local sans="IP:127.0.0.1,DNS:localhost,IP:$NET.10" i
+  for ((i = 1; i <= NODES; i++)); do sans+=",IP:$NET.1$i"; done
+  (
+    umask 077
+    cd "$TLS_DIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -subj "/CN=Bazar $PROJECT CA" -keyout ca-key.pem -out ca.pem 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=bazar $PROJECT" \
+      -keyout key.pem -out cert.csr 2>/dev/null
+    printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n' \
+      "$sans" > cert.ext
+    openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 3650 \
+      -extfile cert.ext -out cert.pem 2>/dev/null
+    rm -f cert.csr cert.ext ca.srl
+    # The containers run as a non-root user: they must read the key.
+    chmod 644 key.pem cert.pem ca.pem
+  ) || die "making certificates in $TLS_DIR failed"
+  say "TLS: CA and certificate in $TLS_DIR (clients: --ca $TLS_DIR/ca.pem, https://)"
 }
 
 image_exists() { dk image inspect "$1" >/dev/null 2>&1; }
@@ -224,6 +258,7 @@ BAZAR_FRONTEND_IMAGE=$FRONTEND_IMAGE
 BAZAR_ADMIN_TOKEN=$BAZAR_ADMIN_TOKEN
 BAZAR_CLUSTER_TOKEN=$BAZAR_CLUSTER_TOKEN
 BAZAR_FRONTEND_TOKEN=$BAZAR_FRONTEND_TOKEN
+BAZAR_TLS_DIR=$(realpath -m "$TLS_DIR")
 EOF
   )
   export COMPOSE_PROFILES="$profiles"
@@ -262,8 +297,10 @@ connected() {
 health_of() {
   local port=$NODE_PORT
   [[ "$1" == frontend ]] && port=8080
-  timeout 5 docker exec "$(container_of "$1")" /usr/local/bin/bazar --json --timeout 2 \
-    --frontend "http://127.0.0.1:$port" health 2>/dev/null
+  local scheme=http tls=()
+  [[ "${BAZAR_DOCKER_TLS:-}" == 1 ]] && scheme=https tls=(--ca /tls/ca.pem)
+  timeout 5 docker exec "$(container_of "$1")" /usr/local/bin/bazar --json --timeout 2 "${tls[@]}" \
+    --frontend "$scheme://127.0.0.1:$port" health 2>/dev/null
 }
 
 field() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" <<<"$1"; }
@@ -381,6 +418,7 @@ case "$cmd" in
     ensure_compose
     ensure_images
     write_env
+    ensure_certs
     say "env file: $ENV_FILE"
     out="$(compose up --detach 2>&1)" || {
       echo "$out" >&2
@@ -391,10 +429,12 @@ case "$cmd" in
     wait_ready
     say "cluster is up (project $PROJECT, network $NETWORK $SUBNET)"
     status
+    scheme="" ca=""
+    [[ "${BAZAR_DOCKER_TLS:-}" == 1 ]] && scheme="https://" ca=" --ca $TLS_DIR/ca.pem"
     if image_exists "$FRONTEND_IMAGE"; then
-      say "try: $BIN/bazar --frontend $BIND:$FRONTEND_PORT search 'distributed systems'"
+      say "try: $BIN/bazar$ca --frontend $scheme$BIND:$FRONTEND_PORT search 'distributed systems'"
     else
-      say "try: $BIN/bazar --frontend $BIND:$((PORT_BASE + 1)) search 'distributed systems'"
+      say "try: $BIN/bazar$ca --frontend $scheme$BIND:$((PORT_BASE + 1)) search 'distributed systems'"
     fi
     ;;
   down)

@@ -131,9 +131,17 @@ pub struct ClientBuilder {
     admin_token: Option<String>,
     timeout: Duration,
     http: Option<reqwest::Client>,
+    ca: Option<std::path::PathBuf>,
 }
 
 impl ClientBuilder {
+    /// Trusts the CA certificates in the PEM file `path` (and only them) for
+    /// `https://` servers: the CA of a cluster run with `--tls-ca`.
+    pub fn ca_file(mut self, path: Option<std::path::PathBuf>) -> ClientBuilder {
+        self.ca = path;
+        self
+    }
+
     /// Sets the admin token sent as `Authorization: Bearer`. An empty token
     /// counts as none.
     pub fn admin_token(mut self, token: impl Into<String>) -> ClientBuilder {
@@ -160,13 +168,26 @@ impl ClientBuilder {
         let base = normalize_base_url(&self.base_url)?;
         let http = match self.http {
             Some(http) => http,
-            None => reqwest::Client::builder()
-                // Fail fast on a dead node instead of burning the whole
-                // deadline in connect: an unsent request is a cheap retry.
-                .connect_timeout(self.timeout.min(Duration::from_secs(2)))
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build()
-                .map_err(|e| ClientError::Invalid(format!("cannot build HTTP client: {e}")))?,
+            None => {
+                let mut builder = reqwest::Client::builder()
+                    // Fail fast on a dead node instead of burning the whole
+                    // deadline in connect: an unsent request is a cheap retry.
+                    .connect_timeout(self.timeout.min(Duration::from_secs(2)))
+                    .pool_idle_timeout(Duration::from_secs(60));
+                if let Some(path) = &self.ca {
+                    let pem = std::fs::read(path)
+                        .map_err(|e| ClientError::Invalid(format!("--ca {}: {e}", path.display())))?;
+                    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                        .map_err(|e| ClientError::Invalid(format!("--ca {}: {e}", path.display())))?;
+                    if certs.is_empty() {
+                        return Err(ClientError::Invalid(format!("--ca {}: no certificate in it", path.display())));
+                    }
+                    for cert in certs {
+                        builder = builder.add_root_certificate(cert);
+                    }
+                }
+                builder.build().map_err(|e| ClientError::Invalid(format!("cannot build HTTP client: {e}")))?
+            }
         };
         Ok(Client { http, base: base.into(), token: self.admin_token.map(Into::into), timeout: self.timeout })
     }
@@ -190,13 +211,23 @@ impl Client {
 
     /// Starts configuring a client for `base_url`.
     pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
-        ClientBuilder { base_url: base_url.into(), admin_token: None, timeout: DEFAULT_TIMEOUT, http: None }
+        ClientBuilder { base_url: base_url.into(), admin_token: None, timeout: DEFAULT_TIMEOUT, http: None, ca: None }
     }
 
     /// The same client (pool, token, timeout) pointed at another server, e.g.
     /// each node of a cluster.
     pub fn with_base_url(&self, base_url: &str) -> Result<Client> {
-        Ok(Client { base: normalize_base_url(base_url)?.into(), ..self.clone() })
+        Ok(Client { base: self.resolve(base_url)?.into(), ..self.clone() })
+    }
+
+    /// `addr` as a base URL; a bare `host:port` (how nodes name each other
+    /// and their leader) gets this client's scheme.
+    fn resolve(&self, addr: &str) -> Result<String> {
+        if !addr.contains("://") && self.base.starts_with("https://") {
+            normalize_base_url(&format!("https://{}", addr.trim()))
+        } else {
+            normalize_base_url(addr)
+        }
     }
 
     /// The same client with another per-request deadline, e.g. a short one
@@ -608,7 +639,7 @@ impl Client {
                 && problem.code == ErrorCode::NotLeader
                 && hops < MAX_LEADER_HOPS
                 && let Some(leader) = problem.leader_addr.as_deref()
-                && let Ok(leader) = normalize_base_url(leader)
+                && let Ok(leader) = self.resolve(leader)
             {
                 hops += 1;
                 base = Cow::Owned(leader);

@@ -2,18 +2,17 @@
 //!
 //! Users type `127.0.0.1:8080`, nodes advertise `leader_addr` as `host:port`,
 //! and scripts pass full URLs; all of them become one canonical base URL
-//! (`http://host:port[/prefix]`, no trailing slash) to which a route such as
-//! `/books/1` is appended.
+//! (`http://host:port[/prefix]` or `https://...`, no trailing slash) to
+//! which a route such as `/books/1` is appended.
 
 use reqwest::Url;
 
 use crate::error::{ClientError, Result};
 
-/// Turns `host:port`, `http://host:port` or `http://host:port/prefix/` into a
-/// base URL without a trailing slash.
-///
-/// Only plain HTTP is accepted: this build of the client has no TLS, and
-/// refusing `https://` here gives a clearer message than a failed connection.
+/// Turns `host:port`, `http://host:port`, `https://host:port` or
+/// `http://host:port/prefix/` into a base URL without a trailing slash. A
+/// bare `host:port` is plain HTTP. An `https://` server's certificate must
+/// be signed by a CA the client trusts (see [`crate::ClientBuilder::ca_file`]).
 pub fn normalize_base_url(input: &str) -> Result<String> {
     let input = input.trim();
     if input.is_empty() {
@@ -22,9 +21,9 @@ pub fn normalize_base_url(input: &str) -> Result<String> {
     let with_scheme = if input.contains("://") { input.to_string() } else { format!("http://{input}") };
     let url =
         Url::parse(&with_scheme).map_err(|e| ClientError::Invalid(format!("invalid server address {input:?}: {e}")))?;
-    if url.scheme() != "http" {
+    if url.scheme() != "http" && url.scheme() != "https" {
         return Err(ClientError::Invalid(format!(
-            "unsupported scheme {:?} in {input:?}: only http:// is supported",
+            "unsupported scheme {:?} in {input:?}: only http:// and https:// are",
             url.scheme()
         )));
     }
@@ -56,7 +55,8 @@ mod tests {
 
     #[test]
     fn https_empty_and_garbage_addresses_are_refused() {
-        for bad in ["", "https://h:1", "http://", "h:1?x=1", "h:notaport", "ftp://h"] {
+        assert_eq!(normalize_base_url("https://h:1/").unwrap(), "https://h:1");
+        for bad in ["", "http://", "h:1?x=1", "h:notaport", "ftp://h"] {
             let err = normalize_base_url(bad).unwrap_err();
             assert!(matches!(err, ClientError::Invalid(_)), "{bad:?} gave {err:?}");
         }

@@ -75,6 +75,21 @@ pub struct Args {
     /// fault button acts.
     #[arg(long, env = "BAZAR_LAB_TOKEN", hide_env_values = true)]
     pub lab_token: Option<String>,
+
+    /// The frontend's TLS certificate chain (PEM). With --tls-key and
+    /// --tls-ca, the frontend serves HTTPS only and calls the nodes over TLS
+    /// that trusts that CA alone, presenting this certificate (the nodes
+    /// need one signed by their CA on their multiplexed connections).
+    #[arg(long, env = "BAZAR_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "BAZAR_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// The CA that signs the nodes' certificates (PEM).
+    #[arg(long, env = "BAZAR_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Deliberate bugs the fault suite plants to prove its checker (hidden
@@ -131,6 +146,8 @@ pub struct FrontendConfig {
     pub planted_bug: Option<PlantedBug>,
     /// The lab supervisor, when this cluster runs under one.
     pub lab: Option<LabSupervisor>,
+    /// TLS certificate, key and CA, when TLS is on.
+    pub tls: Option<bazar_net::tls::TlsFiles>,
 }
 
 /// Where the lab supervisor listens and the token it wants.
@@ -149,7 +166,12 @@ impl Args {
         for n in &self.nodes {
             let (id, addr) = n.split_once('=').with_context(|| format!("--nodes entry {n:?} is not id=host:port"))?;
             let id: u64 = id.trim().parse().with_context(|| format!("bad node id in {n:?}"))?;
-            let addr = addr.trim().trim_start_matches("http://").trim_end_matches('/').to_string();
+            let addr = addr
+                .trim()
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/')
+                .to_string();
             if id == 0 || addr.is_empty() {
                 bail!("--nodes entry {n:?} needs an id of at least 1 and an address");
             }
@@ -198,6 +220,8 @@ impl Args {
             frontend_token: self.frontend_token,
             planted_bug: self.planted_bug,
             lab,
+            tls: bazar_net::tls::TlsFiles::from_flags(self.tls_cert, self.tls_key, self.tls_ca)
+                .map_err(anyhow::Error::msg)?,
         })
     }
 }

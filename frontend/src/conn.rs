@@ -19,30 +19,53 @@ use std::task::{Context, Poll, ready};
 
 use bazar_api::{ErrorCode, PROBLEM_CONTENT_TYPE, Problem};
 use bytes::{Buf, BytesMut};
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+
+use bazar_net::tls::{Conn, Handshakes, Tls};
+use tokio::net::TcpListener;
 
 /// A TCP listener whose connections answer the parser's refusals with
-/// problem documents.
-pub struct ProblemListener(pub TcpListener);
+/// problem documents; with TLS, every connection is TLS, its handshake run
+/// apart so that a slow one holds up no other.
+pub struct ProblemListener {
+    listener: TcpListener,
+    tls: Option<Arc<Tls>>,
+    handshakes: Handshakes,
+}
+
+impl ProblemListener {
+    /// Serves `listener`, over TLS with `tls` when given.
+    pub fn new(listener: TcpListener, tls: Option<Arc<Tls>>) -> ProblemListener {
+        ProblemListener { listener, tls, handshakes: Handshakes::default() }
+    }
+}
 
 impl axum::serve::Listener for ProblemListener {
     type Io = ProblemIo;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (ProblemIo, SocketAddr) {
-        let (inner, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        (ProblemIo { inner, pending: BytesMut::new() }, addr)
+        let ProblemListener { listener, tls, handshakes } = self;
+        loop {
+            tokio::select! {
+                (inner, addr) = handshakes.next() => return (ProblemIo { inner, pending: BytesMut::new() }, addr),
+                (tcp, addr) = axum::serve::Listener::accept(listener) => match tls {
+                    Some(tls) => handshakes.start(tls.clone(), tcp, addr),
+                    None => return (ProblemIo { inner: Conn::Plain(tcp), pending: BytesMut::new() }, addr),
+                },
+            }
+        }
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.listener.local_addr()
     }
 }
 
 /// An accepted connection (see the module doc).
 pub struct ProblemIo {
-    inner: TcpStream,
+    inner: Conn,
     /// The rewritten refusal, still to be written.
     pending: BytesMut,
 }
@@ -150,14 +173,14 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
-        let server = tokio::spawn(async move { axum::serve(ProblemListener(listener), app).await });
+        let server = tokio::spawn(async move { axum::serve(ProblemListener::new(listener, None), app).await });
         let heads = [
             (b"GARBAGE\r\n\r\n".to_vec(), 400),
             (format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)).into_bytes(), 414),
             (format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "X-A: b\r\n".repeat(150)).into_bytes(), 431),
         ];
         for (head, status) in heads {
-            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             stream.write_all(&head).await.unwrap();
             let mut back = Vec::new();
             stream.read_to_end(&mut back).await.unwrap();
@@ -167,7 +190,7 @@ mod tests {
             let body: Problem = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
             assert_eq!(body.status, status);
         }
-        let mut ok = TcpStream::connect(addr).await.unwrap();
+        let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
         ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
         let mut back = Vec::new();
         ok.read_to_end(&mut back).await.unwrap();

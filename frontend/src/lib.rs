@@ -62,6 +62,8 @@ pub struct Frontend {
     pub shutdown: CancellationToken,
     /// The lab page's live feed.
     pub lab: web::lab::Hub,
+    /// TLS, served and towards the nodes, when configured.
+    pub tls: Option<Arc<bazar_net::tls::Tls>>,
     streams: [SharedStatus; 2],
 }
 
@@ -130,24 +132,32 @@ pub struct CacheView {
 impl Frontend {
     /// A frontend for `config`; call [`run`] to serve.
     pub fn new(config: FrontendConfig) -> anyhow::Result<Frontend> {
-        let http = reqwest::Client::builder()
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(bazar_net::tls::Tls::load(files).map_err(anyhow::Error::msg)?)),
+            None => None,
+        };
+        let mut http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(512)
-            .build()?;
+            .pool_max_idle_per_host(512);
+        if let Some(tls) = &tls {
+            http = http.use_preconfigured_tls((*tls.client).clone());
+        }
+        let http = http.build()?;
         let mut authorization = bazar_net::HeaderValue::from_str(&format!("Bearer {}", config.frontend_token))
             .context("the frontend token is not a valid header value")?;
         authorization.set_sensitive(true);
         Ok(Frontend {
-            replicas: Replicas::new(&config.nodes, config.balance),
+            replicas: Replicas::new(&config.nodes, config.balance, if tls.is_some() { "https" } else { "http" }),
             cache: Cache::new(config.cache_entries, config.cache_bytes, config.max_staleness, config.cache_enabled),
             metrics: Metrics::default(),
-            calls: bazar_net::Mux::default().with_authorization(authorization),
+            calls: bazar_net::Mux::default().with_authorization(authorization).with_tls(tls.clone()),
             http,
             shutdown: CancellationToken::new(),
             streams: Default::default(),
             lab: web::lab::Hub::default(),
+            tls,
             config,
         })
     }
@@ -261,7 +271,8 @@ pub async fn run(
         tracing::info!("shutting down");
         token.cancel();
     };
-    axum::serve(conn::ProblemListener(listener), routes::app(front.clone())).with_graceful_shutdown(stop).await?;
+    let listener = conn::ProblemListener::new(listener, front.tls.clone());
+    axum::serve(listener, routes::app(front.clone())).with_graceful_shutdown(stop).await?;
     front.shutdown.cancel();
     for t in tasks {
         let _ = t.await;

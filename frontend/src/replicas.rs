@@ -34,7 +34,7 @@ pub struct Replica {
     pub id: u64,
     /// host:port.
     pub addr: String,
-    /// `http://host:port`.
+    /// `http://host:port`, or `https://` under TLS.
     pub base: String,
     healthy: AtomicBool,
     in_flight: AtomicU64,
@@ -107,14 +107,14 @@ pub fn slot(group: Group) -> usize {
 
 impl Replicas {
     /// The nodes `(id, host:port)`, balanced by `balance`.
-    pub fn new(nodes: &[(u64, String)], balance: Balance) -> Replicas {
+    pub fn new(nodes: &[(u64, String)], balance: Balance, scheme: &str) -> Replicas {
         let list = nodes
             .iter()
             .map(|(id, addr)| {
                 Arc::new(Replica {
                     id: *id,
                     addr: addr.clone(),
-                    base: format!("http://{addr}"),
+                    base: format!("{scheme}://{addr}"),
                     // Optimistic until the first probe says otherwise.
                     healthy: AtomicBool::new(true),
                     in_flight: AtomicU64::new(0),
@@ -260,7 +260,7 @@ mod tests {
     }
 
     fn replicas(balance: Balance) -> Replicas {
-        Replicas::new(&[(1, "a:1".into()), (2, "b:2".into()), (3, "c:3".into())], balance)
+        Replicas::new(&[(1, "a:1".into()), (2, "b:2".into()), (3, "c:3".into())], balance, "http")
     }
 
     #[test]

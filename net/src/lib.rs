@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod mux;
+pub mod tls;
 
 use std::io;
 use std::time::Duration;

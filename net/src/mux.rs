@@ -411,11 +411,16 @@ async fn open(
     connect_timeout: Duration,
     authorization: Option<&HeaderValue>,
     source: Option<IpAddr>,
+    tls: Option<&crate::tls::Tls>,
 ) -> Result<Arc<Link>, Error> {
     let failed = |source| Error::Connect { addr: addr.to_string(), source };
     let handshake = async {
-        let mut stream = connect(addr, source).await?;
-        stream.set_nodelay(true)?;
+        let tcp = connect(addr, source).await?;
+        tcp.set_nodelay(true)?;
+        let mut stream = match tls {
+            Some(tls) => tls.connect(addr, tcp).await?,
+            None => crate::tls::Conn::Plain(tcp),
+        };
         let mut request = BytesMut::with_capacity(256);
         request.put_slice(
             format!("GET {PATH} HTTP/1.1\r\nHost: {addr}\r\nConnection: upgrade\r\nUpgrade: {PROTOCOL}\r\n").as_bytes(),
@@ -455,7 +460,7 @@ async fn open(
         Ok(done) => done.map_err(failed)?,
         Err(_) => return Err(failed(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))),
     };
-    let (reader, writer) = stream.into_split();
+    let (reader, writer) = tokio::io::split(stream);
     let (frames, queued) = mpsc::channel(CALL_QUEUE);
     let link = Arc::new(Link { frames, state: Mutex::default(), received: AtomicU64::new(0) });
     // Both tasks hold the link weakly: once no caller and no `Mux` holds it,
@@ -526,6 +531,8 @@ pub struct Mux {
     peers: Mutex<HashMap<String, Arc<Peer>>>,
     /// The local IP connections leave from (`None`: the kernel's choice).
     source: Option<IpAddr>,
+    /// TLS to the peers, when set (see [`crate::tls`]).
+    tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl Default for Mux {
@@ -537,13 +544,20 @@ impl Default for Mux {
 impl Mux {
     /// No connections yet; of `limits`, the connect timeout applies.
     pub fn new(limits: Limits) -> Self {
-        Mux { limits, authorization: None, peers: Mutex::default(), source: None }
+        Mux { limits, authorization: None, peers: Mutex::default(), source: None, tls: None }
     }
 
     /// The same, sending `authorization` (as the `Authorization` header) with
     /// each upgrade request: a serving node admits only callers with a token.
     pub fn with_authorization(mut self, authorization: HeaderValue) -> Self {
         self.authorization = Some(authorization);
+        self
+    }
+
+    /// Opens every connection over TLS with `tls` (when given), presenting
+    /// its certificate.
+    pub fn with_tls(mut self, tls: Option<Arc<crate::tls::Tls>>) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -572,7 +586,9 @@ impl Mux {
         if let Some(link) = peer.current() {
             return Ok(link);
         }
-        let link = open(addr, self.limits.connect_timeout, self.authorization.as_ref(), self.source).await?;
+        let link =
+            open(addr, self.limits.connect_timeout, self.authorization.as_ref(), self.source, self.tls.as_deref())
+                .await?;
         *peer.link.lock().expect("peer poisoned") = Some(link.clone());
         Ok(link)
     }

@@ -143,6 +143,23 @@ pub struct Args {
     #[arg(long, env = "BAZAR_RESTORE", value_name = "FILE")]
     pub restore: Option<PathBuf>,
 
+    /// This node's TLS certificate chain (PEM). With --tls-key and
+    /// --tls-ca, every listener serves HTTPS only, and calls to the peers
+    /// are TLS that trusts that CA alone, presenting this certificate:
+    /// mutual TLS between nodes. Raft RPCs and multiplexed connections
+    /// (`/raft/*`, `/mux`) then need a client certificate the CA signed;
+    /// the public API needs none.
+    #[arg(long, env = "BAZAR_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "BAZAR_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The CA that signs every node's and frontend's certificate (PEM).
+    #[arg(long, env = "BAZAR_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -259,6 +276,8 @@ pub struct NodeConfig {
     pub idempotency_retention: Duration,
     /// A backup to seed a new data directory from.
     pub restore: Option<PathBuf>,
+    /// TLS certificate, key and CA, when TLS is on.
+    pub tls: Option<bazar_net::tls::TlsFiles>,
     /// A deliberate bug (tests only).
     pub planted_bug: Option<PlantedBug>,
 }
@@ -374,6 +393,8 @@ impl Args {
             watch_heartbeat: Duration::from_millis(self.watch_heartbeat_ms.max(10)),
             idempotency_retention: self.idempotency_retention,
             restore: self.restore.clone(),
+            tls: bazar_net::tls::TlsFiles::from_flags(self.tls_cert.clone(), self.tls_key.clone(), self.tls_ca.clone())
+                .map_err(anyhow::Error::msg)?,
             planted_bug: self.planted_bug,
         })
     }

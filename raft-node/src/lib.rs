@@ -57,7 +57,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use bazar_api::Group;
 use tokio_util::sync::CancellationToken;
 
@@ -118,7 +117,11 @@ pub async fn run(
             incarnation::recovery(config.id)
         );
     }
-    let peers = Peers::new(config.cluster_token.clone(), config.peer_source_ip);
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(bazar_net::tls::Tls::load(files).map_err(anyhow::Error::msg)?)),
+        None => None,
+    };
+    let peers = Peers::new(config.cluster_token.clone(), config.peer_source_ip, tls.clone());
     let catalog = RaftGroup::<Catalog>::open(
         config.id,
         Arc::new(config.raft_config(Group::Catalog)?),
@@ -197,18 +200,11 @@ pub async fn run(
             () = stopping.shutdown.cancelled() => {}
         }
     };
-    // Nagle's algorithm off on every connection: a multiplexed connection
-    // (the frontend's or a peer's, see `bazar_net::mux`) already gathers
-    // its answers into few writes, and with Nagle a write behind an
-    // unacknowledged one waits for the peer's delayed ACK (measured: the
-    // p99 of linearizable lookups through the frontend 15-17 ms with it,
-    // 8 ms without).
-    let listener = listener.into().tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, http::app(node.clone())).with_graceful_shutdown(stop);
+    let server = axum::serve(
+        listener.into().with_tls(tls),
+        http::app(node.clone()).into_make_service_with_connect_info::<listen::PeerCert>(),
+    )
+    .with_graceful_shutdown(stop);
     let served = tokio::spawn(async move { server.await });
     node.shutdown.cancelled().await;
     match tokio::time::timeout(DRAIN_TIMEOUT, served).await {

@@ -20,7 +20,7 @@ async fn rpcs_and_streams_to_peers_leave_from_the_peer_ip() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let source: IpAddr = "127.0.0.44".parse().unwrap();
-    let peers = Peers::new("token".into(), Some(source));
+    let peers = Peers::new("token".into(), Some(source), None);
 
     // An RPC: the multiplexed connection (the listener never upgrades it).
     let rpc = peers.call::<_, ()>(&addr, "/raft/catalog/vote", &1u64, Duration::from_millis(300));
@@ -33,7 +33,7 @@ async fn rpcs_and_streams_to_peers_leave_from_the_peer_ip() {
     assert_eq!(from.ip(), source);
 
     // Without a source IP the system picks 127.0.0.1 for a loopback peer.
-    let plain = Peers::new("token".into(), None);
+    let plain = Peers::new("token".into(), None, None);
     let rpc = plain.call::<_, ()>(&addr, "/raft/catalog/vote", &1u64, Duration::from_millis(300));
     let (from, _) = tokio::join!(next_source(&listener), rpc);
     assert_eq!(from.ip(), IpAddr::from([127, 0, 0, 1]));

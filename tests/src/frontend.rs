@@ -13,6 +13,8 @@ pub struct FrontendProc {
     /// host:port it listens on.
     pub addr: String,
     child: Child,
+    /// The CA to trust when the frontend serves TLS (its cluster's).
+    ca: Option<std::path::PathBuf>,
 }
 
 impl FrontendProc {
@@ -49,7 +51,7 @@ impl FrontendProc {
             .stderr(log)
             .spawn()
             .expect("spawning frontend");
-        let fe = FrontendProc { addr, child };
+        let fe = FrontendProc { addr, child, ca: cluster.tls_ca().map(|p| p.to_path_buf()) };
         let client = fe.client();
         let deadline = Instant::now() + Duration::from_secs(20);
         while client.health().await.is_err() {
@@ -66,7 +68,9 @@ impl FrontendProc {
 
     /// A client for this frontend, with the admin token.
     pub fn client(&self) -> Client {
-        Client::builder(format!("http://{}", self.addr))
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        Client::builder(format!("{scheme}://{}", self.addr))
+            .ca_file(self.ca.clone())
             .admin_token(ADMIN_TOKEN)
             .timeout(Duration::from_secs(10))
             .build()

@@ -194,6 +194,12 @@ pub struct ClusterOptions {
     /// Run every node under this libfaketime library, its clock controlled
     /// by the cluster (see [`Cluster::start_with_clocks`]).
     pub clock_library: Option<PathBuf>,
+    /// The nodes serve TLS (their flags name their certificates): clients
+    /// use `https://` and trust this CA.
+    pub tls_ca: Option<PathBuf>,
+    /// The second and third bytes of the nodes' peer IPs (`127.x.y.<id>`),
+    /// instead of random ones: for certificates that must name them.
+    pub peer_net: Option<[u8; 2]>,
 }
 
 /// A cluster of raft-node processes.
@@ -248,7 +254,7 @@ impl Cluster {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             keep: false,
             // 127.0.y.z stays for people's own use (127.0.0.1x in scripts/cluster.sh).
-            peer_net: [rand::random_range(1..=254), rand::random_range(1..=254)],
+            peer_net: options.peer_net.unwrap_or([rand::random_range(1..=254), rand::random_range(1..=254)]),
             firewall: None,
             clock_library,
             clocks: BTreeMap::new(),
@@ -433,9 +439,20 @@ impl Cluster {
         self.clocks.get(&id).map_or(1.0, clock::NodeClock::rate)
     }
 
+    /// `https` when the nodes serve TLS, `http` otherwise.
+    pub fn scheme(&self) -> &'static str {
+        if self.options.tls_ca.is_some() { "https" } else { "http" }
+    }
+
+    /// The CA the nodes' certificates are signed by, when they serve TLS.
+    pub fn tls_ca(&self) -> Option<&Path> {
+        self.options.tls_ca.as_deref()
+    }
+
     /// A client for node `id`, with the admin token.
     pub fn client(&self, id: u64) -> Client {
-        Client::builder(format!("http://{}", self.client_addr(id)))
+        Client::builder(format!("{}://{}", self.scheme(), self.client_addr(id)))
+            .ca_file(self.options.tls_ca.clone())
             .admin_token(ADMIN_TOKEN)
             .timeout(Duration::from_secs(10))
             .build()
@@ -444,7 +461,7 @@ impl Cluster {
 
     /// Cluster administration (membership changes) through every node.
     pub fn admin(&self) -> bazar_client::cluster::ClusterAdmin {
-        let seeds = self.ids().iter().map(|id| format!("http://{}", self.client_addr(*id))).collect();
+        let seeds = self.ids().iter().map(|id| format!("{}://{}", self.scheme(), self.client_addr(*id))).collect();
         bazar_client::cluster::ClusterAdmin::new(self.client(self.ids()[0]), seeds)
     }
 
@@ -537,7 +554,7 @@ impl Cluster {
 
     /// Base URLs (`http://host:port`) of every node, at its client address.
     pub fn endpoints(&self) -> Vec<String> {
-        self.nodes.values().map(|n| format!("http://{}", n.client_addr)).collect()
+        self.nodes.values().map(|n| format!("{}://{}", self.scheme(), n.client_addr)).collect()
     }
 
     fn firewall(&mut self) -> Result<&mut partition::Firewall> {

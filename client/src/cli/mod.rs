@@ -84,6 +84,11 @@ pub struct Cli {
     )]
     pub data: PathBuf,
 
+    /// Trust this CA (PEM) for an https:// --frontend: the CA of a cluster
+    /// run with --tls-ca.
+    #[arg(long, global = true, env = "BAZAR_CA", value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+
     /// Print raw JSON instead of tables (one document per line).
     #[arg(long, global = true)]
     pub json: bool,
@@ -361,7 +366,8 @@ impl Cli {
     /// The client these arguments describe: address, timeout and the admin
     /// token found by [`token::resolve_admin_token`].
     pub fn client(&self) -> Result<Client, ClientError> {
-        let mut builder = Client::builder(&self.frontend).timeout(Duration::from_secs(self.timeout));
+        let mut builder =
+            Client::builder(&self.frontend).timeout(Duration::from_secs(self.timeout)).ca_file(self.ca.clone());
         if let Some(token) = token::resolve_admin_token(self.token.as_deref(), &self.data) {
             builder = builder.admin_token(token);
         }

@@ -80,26 +80,30 @@ pub struct Peers {
     rpcs: Mux,
     source: Option<IpAddr>,
     clients: Mutex<HashMap<String, reqwest::Client>>,
+    /// TLS to the peers (mutual), when the node has a certificate.
+    tls: Option<Arc<bazar_net::tls::Tls>>,
     /// Incarnation refusals, made and received (see [`crate::incarnation`]).
     alarms: Alarms,
 }
 
 impl Peers {
     /// Peers authenticated with the cluster token `token`, called from the
-    /// local IP `source` (`None`: the system's choice).
-    pub fn new(token: String, source: Option<IpAddr>) -> Arc<Peers> {
+    /// local IP `source` (`None`: the system's choice), over TLS with `tls`
+    /// when given.
+    pub fn new(token: String, source: Option<IpAddr>, tls: Option<Arc<bazar_net::tls::Tls>>) -> Arc<Peers> {
         // The configuration checks that the token is printable ASCII.
         let mut authorization =
             HeaderValue::from_str(&format!("Bearer {token}")).expect("the cluster token is printable ASCII");
         authorization.set_sensitive(true);
         // The same token opens the multiplexed connection (`GET /mux`).
-        let rpcs = Mux::default().with_authorization(authorization.clone()).from_source(source);
+        let rpcs = Mux::default().with_authorization(authorization.clone()).from_source(source).with_tls(tls.clone());
         Arc::new(Peers {
             token,
             authorization,
             rpcs,
             source,
             clients: Mutex::new(HashMap::new()),
+            tls,
             alarms: Alarms::default(),
         })
     }
@@ -110,16 +114,24 @@ impl Peers {
         clients
             .entry(addr.to_string())
             .or_insert_with(|| {
-                reqwest::Client::builder()
+                let builder = reqwest::Client::builder()
                     .connect_timeout(Duration::from_millis(500))
                     .tcp_nodelay(true)
                     .pool_idle_timeout(Duration::from_secs(60))
                     .pool_max_idle_per_host(64)
-                    .local_address(self.source)
-                    .build()
-                    .expect("building an HTTP client")
+                    .local_address(self.source);
+                let builder = match &self.tls {
+                    Some(tls) => builder.use_preconfigured_tls((*tls.client).clone()),
+                    None => builder,
+                };
+                builder.build().expect("building an HTTP client")
             })
             .clone()
+    }
+
+    /// `https` when the peers speak TLS, `http` otherwise.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The cluster token, for peers' requests.
@@ -134,8 +146,11 @@ impl Peers {
 
     /// Who answers at `addr` (`GET /raft/identity`), within `timeout`.
     pub async fn identity(&self, addr: &str, timeout: Duration) -> Result<incarnation::Identity, RpcFailure> {
-        let request =
-            self.client(addr).get(format!("http://{addr}/raft/identity")).bearer_auth(&self.token).timeout(timeout);
+        let request = self
+            .client(addr)
+            .get(format!("{}://{addr}/raft/identity", self.scheme()))
+            .bearer_auth(&self.token)
+            .timeout(timeout);
         let bytes = send(request, timeout).await?;
         serde_json::from_slice(&bytes).map_err(|e| RpcFailure::Failed(format!("undecodable identity from {addr}: {e}")))
     }
@@ -393,7 +408,7 @@ impl<S: StateMachine> RaftNetworkV2<S::C> for Connection<S> {
         let mut request = self
             .peers
             .client(&self.addr)
-            .post(format!("http://{}{}", self.addr, Self::path("snapshot")))
+            .post(format!("{}://{}{}", self.peers.scheme(), self.addr, Self::path("snapshot")))
             .bearer_auth(self.peers.token())
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .timeout(timeout);

@@ -202,7 +202,7 @@ async fn run(args: RunArgs) -> ExitCode {
         None
     };
     eprintln!("bazar-chaos: starting {} raft nodes{}", args.nodes, if clocks { " under libfaketime" } else { "" });
-    let options = ClusterOptions { lazyfs: args.power, clock_library };
+    let options = ClusterOptions { lazyfs: args.power, clock_library, ..Default::default() };
     let mut cluster = Cluster::start_with(args.nodes, &node_args, options).await;
     eprintln!("bazar-chaos: cluster data in {}", cluster.dir().display());
     let mut endpoints = if args.endpoint.is_empty() { cluster.endpoints() } else { args.endpoint.clone() };
