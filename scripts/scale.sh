@@ -75,7 +75,17 @@ done
 
 say "building a catalog snapshot on every member"
 t0="$(now)"
-bazar cluster snapshot catalog >"$WORK/snapshot.txt" 2>&1 || { cat "$WORK/snapshot.txt" >&2; exit 1; }
+# A large catalog takes longer to write than a request may wait: the call
+# then answers "not built yet; it goes on", and the metrics say when it is.
+bazar cluster snapshot catalog >"$WORK/snapshot.txt" 2>&1 || grep -q "it goes on" "$WORK/snapshot.txt" \
+  || { cat "$WORK/snapshot.txt" >&2; exit 1; }
+for i in 1 2 3; do
+  deadline=$((SECONDS + 1200))
+  until [[ "$(metric "$i" 'bazar_snapshot_built_total{group="catalog"}')" -ge 1 ]]; do
+    ((SECONDS < deadline)) || { echo "scale.sh: node $i built no catalog snapshot in 20 minutes" >&2; exit 1; }
+    sleep 1
+  done
+done
 SNAP_WALL="$(elapsed "$t0")"
 declare -A SNAP_BYTES SNAP_SECS
 for i in 1 2 3; do
