@@ -80,7 +80,7 @@ pub enum BackupError {
     #[error("cannot read the backup: {0}")]
     Io(#[from] io::Error),
     /// Not a Bazar backup at all.
-    #[error("not a Bazar backup file (it does not start with {MAGIC:?})")]
+    #[error("not a Bazar backup file (it does not start with \"{}\")", String::from_utf8_lossy(MAGIC))]
     NotABackup,
     /// Shorter than its own framing says: cut off while copied or written.
     #[error("the backup is truncated: {0}")]

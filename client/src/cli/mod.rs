@@ -434,17 +434,19 @@ async fn bench(args: &crate::bench::BenchArgs, cli: &Cli, out: &Output) -> ExitC
 struct Failure {
     error: ClientError,
     hint: Option<String>,
+    /// The exit code, when not the error's own (see [`exit_code`]).
+    code: Option<u8>,
 }
 
 impl From<ClientError> for Failure {
     fn from(error: ClientError) -> Failure {
-        Failure { error, hint: None }
+        Failure { error, hint: None, code: None }
     }
 }
 
 impl Failure {
     fn report(self, out: &Output, cli: &Cli, client: Option<&Client>) -> ExitCode {
-        let Failure { error, hint } = self;
+        let Failure { error, hint, code } = self;
         if let (true, Some(problem)) = (out.json, error.problem()) {
             out.json(problem);
         }
@@ -456,7 +458,7 @@ impl Failure {
         if let Some(hint) = hint.or_else(|| default_hint(&error, cli, client)) {
             eprintln!("hint: {hint}");
         }
-        ExitCode::from(exit_code(&error))
+        ExitCode::from(code.unwrap_or_else(|| exit_code(&error)))
     }
 }
 
@@ -530,6 +532,7 @@ async fn execute(command: &Command, client: &Client, out: &Output) -> Result<(),
                             "the buy may or may not have happened; run it again with \
                              --key {key} to learn its outcome (it will not buy twice)"
                         )),
+                        code: None,
                     });
                 }
                 Err(error) => return Err(error.into()),
@@ -630,16 +633,23 @@ async fn execute(command: &Command, client: &Client, out: &Output) -> Result<(),
         }
         Command::Restore { file } => {
             let checked = file.clone();
-            let manifest = tokio::task::spawn_blocking(move || {
-                let mut f =
-                    std::fs::File::open(&checked).map_err(|e| format!("cannot open {}: {e}", checked.display()))?;
-                bazar_api::backup::verify(&mut f).map_err(|e| format!("{}: {e}", checked.display()))
+            let opened = tokio::task::spawn_blocking(move || {
+                let mut f = std::fs::File::open(&checked)?;
+                Ok::<_, std::io::Error>(bazar_api::backup::verify(&mut f))
             })
             .await
             .map_err(|e| ClientError::Invalid(e.to_string()))?;
-            let manifest = manifest.map_err(|e| Failure {
-                error: ClientError::Problem(Box::new(bazar_api::Problem::new(bazar_api::ErrorCode::InvalidInput, e))),
+            // A file that cannot be read is a usage error (2); one that is
+            // not a whole, sound backup is refused (1).
+            let checked = opened.map_err(|e| Failure {
+                error: ClientError::Invalid(format!("cannot read {}: {e}", file.display())),
+                hint: Some("check the path of the backup file".into()),
+                code: None,
+            })?;
+            let manifest = checked.map_err(|e| Failure {
+                error: ClientError::Invalid(format!("{}: {e}", file.display())),
                 hint: Some("take a new backup with `bazar backup FILE`; a damaged file cannot be used".into()),
+                code: Some(1),
             })?;
             out.value_or(&manifest, || {
                 format!(
