@@ -122,23 +122,14 @@ pub fn verify<R: Read + Seek>(file: &mut R) -> Result<Manifest, BackupError> {
     let body = len - 32;
     let mut hasher = Sha256::new();
     hasher.update(magic);
-    let mut limited = file.take(body - MAGIC.len() as u64);
-    let mut tail = Vec::with_capacity(64 << 10);
-    let mut buf = vec![0u8; 1 << 20];
-    // Keep the last bytes read: the manifest and its length end the body.
-    loop {
-        let n = limited.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        tail.extend_from_slice(&buf[..n]);
-        if tail.len() > (MAX_MANIFEST as usize + 4) * 2 {
-            tail.drain(..tail.len() - (MAX_MANIFEST as usize + 4));
-        }
-    }
+    io::copy(&mut io::BufReader::with_capacity(1 << 20, (&mut *file).take(body - MAGIC.len() as u64)), &mut hasher)?;
     let mut recorded = [0u8; 32];
     file.read_exact(&mut recorded)?;
+    // The manifest and its length end the body.
+    let tail_len = (MAX_MANIFEST as u64 + 4).min(body - MAGIC.len() as u64);
+    file.seek(SeekFrom::Start(body - tail_len))?;
+    let mut tail = vec![0u8; tail_len as usize];
+    file.read_exact(&mut tail)?;
     let computed = hasher.finalize();
     let manifest = parse_manifest(&tail);
     if computed.as_slice() != recorded {

@@ -63,7 +63,7 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 use crate::incarnation::{Incarnation, Member};
 use crate::node::Node;
-use crate::sm::snapshot::{INSTALL_BATCH_BYTES, Pinned, finish_install, replace_state, write_stream};
+use crate::sm::snapshot::{HashingWriter, INSTALL_BATCH_BYTES, Pinned, finish_install, replace_state, write_stream};
 use crate::sm::{GroupSnapshotMeta, META_APPLIED, NodeId};
 use crate::store::{Purpose, Store, io_err};
 
@@ -117,7 +117,7 @@ pub async fn stream(node: Arc<Node>) -> Result<mpsc::Receiver<io::Result<Bytes>>
 pub(crate) fn write_backup(pinned: &Pinned, node_id: NodeId, w: impl Write) -> io::Result<Manifest> {
     let db = pinned.borrow_owner();
     let snap = pinned.borrow_dependent();
-    let mut w = Hashing { inner: w, hasher: Sha256::new() };
+    let mut w = HashingWriter::new(w);
     w.write_all(MAGIC)?;
     let mut groups = Vec::new();
     for group in ORDER {
@@ -146,27 +146,8 @@ pub(crate) fn write_backup(pinned: &Pinned, node_id: NodeId, w: impl Write) -> i
     let json = serde_json::to_vec(&manifest).map_err(io_err)?;
     w.write_all(&json)?;
     w.write_all(&(json.len() as u32).to_le_bytes())?;
-    let sum = w.hasher.finalize();
-    w.inner.write_all(&sum)?;
-    w.inner.flush()?;
+    w.finish()?;
     Ok(manifest)
-}
-
-/// Hashes what passes through it.
-struct Hashing<W> {
-    inner: W,
-    hasher: Sha256,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Sends what is written to it in chunks over a channel, waiting while the
@@ -275,27 +256,24 @@ fn restore_group(
     nodes: &BTreeMap<NodeId, Member>,
 ) -> io::Result<()> {
     let group = section.group;
-    // The applied log id (with its leader) is in the section's own meta;
-    // read it there, and check it against the manifest.
-    let mut head = Vec::new();
-    let meta = peek_meta(r, &mut head)?;
-    let Some(log_id) = meta.last_log_id else {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "the section has applied nothing"));
-    };
-    if log_id.index != section.applied_index || log_id.leader_id.term != section.applied_term {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("the section is at {log_id:?}, the manifest says index {}", section.applied_index),
-        ));
-    }
     let voters = nodes.keys().copied().collect();
     let membership = Membership::new(vec![voters], nodes.clone()).map_err(io_err)?;
-    let meta = GroupSnapshotMeta {
-        last_log_id: Some(log_id),
-        last_membership: StoredMembership::new(Some(log_id), membership),
+    // The applied log id (with its leader) is in the section's own meta:
+    // checked against the manifest, it is where the new log goes on from.
+    let at_backup = |meta: &GroupSnapshotMeta| match meta.last_log_id {
+        Some(log_id) if log_id.index == section.applied_index && log_id.leader_id.term == section.applied_term => {
+            Ok(GroupSnapshotMeta {
+                last_log_id: Some(log_id),
+                last_membership: StoredMembership::new(Some(log_id), membership),
+            })
+        }
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the section is at {other:?}, the manifest says index {}", section.applied_index),
+        )),
     };
-    let mut whole = io::Cursor::new(head).chain(r);
-    let (mut last, installed) = replace_state(store, group, &meta, &mut whole, INSTALL_BATCH_BYTES, &mut |_| Ok(()))?;
+    let (mut last, installed, meta) = replace_state(store, group, r, at_backup, INSTALL_BATCH_BYTES, &mut |_| Ok(()))?;
+    let log_id = meta.last_log_id.expect("checked above");
     if installed.records != section.rows {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -307,25 +285,6 @@ fn restore_group(
     store.db().write(last).map_err(io_err)?;
     tracing::info!(%group, index = log_id.index, term = log_id.leader_id.term, rows = installed.records, "restored");
     Ok(())
-}
-
-/// Reads a section's magic and metadata from `r`, keeping the bytes read in
-/// `head` (the install reads them again, to check the section's checksum).
-fn peek_meta(r: &mut impl Read, head: &mut Vec<u8>) -> io::Result<GroupSnapshotMeta> {
-    let mut fixed = [0u8; 12];
-    r.read_exact(&mut fixed)?;
-    head.extend_from_slice(&fixed);
-    if &fixed[..8] != b"BZRSNAP1" {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "a section that is not a snapshot stream"));
-    }
-    let len = u32::from_le_bytes(fixed[8..12].try_into().expect("four bytes")) as usize;
-    if len > 1 << 20 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "a section's metadata is too large"));
-    }
-    let mut meta = vec![0u8; len];
-    r.read_exact(&mut meta)?;
-    head.extend_from_slice(&meta);
-    crate::store::log::decode(&meta)
 }
 
 /// Node `id`'s incarnation in a cluster restored from the backup whose

@@ -36,6 +36,7 @@ use bazar_api::Group;
 use rocksdb::{DB, IteratorMode, SnapshotWithThreadMode, WriteBatch};
 use sha2::{Digest as _, Sha256};
 
+use super::view::RowDigest;
 use super::{
     GroupSnapshot, GroupSnapshotMeta, META_APPLIED, META_INSTALLING, META_MEMBERSHIP, StateMachine, read_applied_state,
 };
@@ -210,11 +211,29 @@ impl SnapshotStore {
     }
 }
 
-/// Writes records while hashing them.
-struct HashingWriter<W: Write> {
+/// Writes while hashing what it writes; [`HashingWriter::finish`] appends
+/// the SHA-256 of it all. Snapshot streams and backup files end so.
+pub(crate) struct HashingWriter<W: Write> {
     inner: W,
     hasher: Sha256,
     written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Writes through to `inner`.
+    pub(crate) fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: Sha256::new(), written: 0 }
+    }
+
+    /// Writes the SHA-256 of everything written so far (not itself hashed)
+    /// and flushes; returns the writer and the bytes written, the checksum
+    /// included.
+    pub(crate) fn finish(mut self) -> io::Result<(W, u64)> {
+        let sum = self.hasher.finalize_reset();
+        self.inner.write_all(&sum)?;
+        self.inner.flush()?;
+        Ok((self.inner, self.written + sum.len() as u64))
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
@@ -356,8 +375,8 @@ pub(crate) fn write_stream(db: &DB, snap: &DbSnapshot<'_>, group: Group, w: impl
     let (last_log_id, last_membership) = read_applied_state(|k| snap.get_cf(cf_meta, k).map_err(io_err))?;
     let meta = GroupSnapshotMeta { last_log_id, last_membership };
 
-    let mut w = HashingWriter { inner: w, hasher: Sha256::new(), written: 0 };
-    let mut digest = Sha256::new();
+    let mut w = HashingWriter::new(w);
+    let mut digest = RowDigest::default();
     w.write_all(MAGIC)?;
     write_chunk(&mut w, &encode(&meta)?)?;
     let mut records = 0u64;
@@ -365,64 +384,73 @@ pub(crate) fn write_stream(db: &DB, snap: &DbSnapshot<'_>, group: Group, w: impl
         let (key, value) = item.map_err(io_err)?;
         write_chunk(&mut w, &key)?;
         write_chunk(&mut w, &value)?;
-        digest.update((key.len() as u64).to_le_bytes());
-        digest.update(&key);
-        digest.update((value.len() as u64).to_le_bytes());
-        digest.update(&value);
+        digest.add(&key, &value);
         records += 1;
     }
     w.write_all(&END_OF_RECORDS.to_le_bytes())?;
-    let sum = w.hasher.finalize_reset();
-    let mut inner = w.inner;
-    inner.write_all(&sum)?;
-    inner.flush()?;
-    let digest = digest.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok(Written { meta, records, bytes: w.written + 32, digest })
+    let (_, bytes) = w.finish()?;
+    Ok(Written { meta, records, bytes, digest: digest.finish() })
 }
 
 /// Records of an installed snapshot are written in RocksDB batches of about
 /// this many bytes, so a node's memory does not grow with the snapshot.
 pub(crate) const INSTALL_BATCH_BYTES: usize = 8 << 20;
 
-/// Checks a snapshot file from end to end: its magic, that its metadata is
-/// `meta`, every record's framing and the checksum. Returns the number of
-/// records. Reads the file through a shared offset, so it rewinds first.
-fn verify(file: &File, meta: &GroupSnapshotMeta) -> io::Result<u64> {
-    let mut file_ref = file;
-    io::Seek::seek(&mut file_ref, io::SeekFrom::Start(0))?;
-    let mut r = HashingReader { inner: BufReader::with_capacity(1 << 20, file), hasher: Sha256::new() };
-    let file_meta = read_meta(&mut r)?;
-    if file_meta != *meta {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("snapshot file is for {:?}, expected {:?}", file_meta.last_log_id, meta.last_log_id),
-        ));
-    }
+/// Reads a snapshot stream from `r`: hands its metadata to `on_meta`, each
+/// record to `on_record`, in order, and checks the checksum at its end
+/// (`mismatch` is the error if it differs). Returns the number of records.
+fn read_stream<R: Read>(
+    r: &mut R,
+    on_meta: impl FnOnce(GroupSnapshotMeta) -> io::Result<()>,
+    mut on_record: impl FnMut(Vec<u8>, Vec<u8>) -> io::Result<()>,
+    mismatch: &str,
+) -> io::Result<u64> {
+    let mut r = HashingReader { inner: r, hasher: Sha256::new() };
+    on_meta(read_meta(&mut r)?)?;
     let mut records = 0u64;
-    let mut skip = Vec::new();
     loop {
         let key_len = read_len(&mut r)?;
         if key_len == END_OF_RECORDS {
             break;
         }
-        skip.resize(key_len as usize, 0);
-        r.read_exact(&mut skip)?;
+        let key = read_chunk(&mut r, key_len)?;
         let value_len = read_len(&mut r)?;
-        skip.resize(value_len as usize, 0);
-        r.read_exact(&mut skip)?;
+        let value = read_chunk(&mut r, value_len)?;
+        on_record(key, value)?;
         records += 1;
     }
     let computed = r.hasher.finalize();
     let mut expected = [0u8; 32];
     r.inner.read_exact(&mut expected)?;
     if computed.as_slice() != expected {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "snapshot checksum mismatch"));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, mismatch.to_string()));
     }
-    if r.inner.read(&mut [0u8; 1])? != 0 {
+    Ok(records)
+}
+
+/// Checks a snapshot file from end to end: its magic, that its metadata is
+/// `meta`, every record's framing and the checksum. Reads the file through
+/// a shared offset, so it rewinds first and after.
+fn verify(file: &File, meta: &GroupSnapshotMeta) -> io::Result<()> {
+    let mut file_ref = file;
+    io::Seek::seek(&mut file_ref, io::SeekFrom::Start(0))?;
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let same_meta = |file_meta: GroupSnapshotMeta| {
+        if file_meta == *meta {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("snapshot file is for {:?}, expected {:?}", file_meta.last_log_id, meta.last_log_id),
+            ))
+        }
+    };
+    read_stream(&mut r, same_meta, |_, _| Ok(()), "snapshot checksum mismatch")?;
+    if r.read(&mut [0u8; 1])? != 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "snapshot file has bytes after its checksum"));
     }
     io::Seek::seek(&mut file_ref, io::SeekFrom::Start(0))?;
-    Ok(records)
+    Ok(())
 }
 
 /// Replaces the state machine of `S::GROUP` with the snapshot in `data`.
@@ -517,53 +545,54 @@ fn write_records<S: StateMachine>(
     let mut file = &data.file;
     io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
     let mut r = BufReader::with_capacity(1 << 20, file);
-    let (mut last, installed) = replace_state(store, S::GROUP, meta, &mut r, batch_bytes, after_batch)?;
-    finish_install(store, S::GROUP, meta, &mut last)?;
+    let same_log_id = |file_meta: &GroupSnapshotMeta| {
+        if file_meta.last_log_id == meta.last_log_id {
+            Ok(meta.clone())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("snapshot stream is for {:?}, expected {:?}", file_meta.last_log_id, meta.last_log_id),
+            ))
+        }
+    };
+    let (mut last, installed, meta) = replace_state(store, S::GROUP, &mut r, same_log_id, batch_bytes, after_batch)?;
+    finish_install(store, S::GROUP, &meta, &mut last)?;
     store.db().write(last).map_err(io_err)?;
     Ok(installed)
 }
 
-/// Replaces `group`'s state machine with the snapshot stream `r` holds for
-/// `meta`: sets the `installing` marker and clears the state in one batch,
-/// then writes the records in batches of about `batch_bytes`. Returns the
-/// last batch unwritten, for the caller to complete (see [`finish_install`])
-/// and write. Checks the stream's checksum at its end: whatever was written
-/// stays under the marker if it does not match.
+/// Replaces `group`'s state machine with the snapshot stream in `r`. The
+/// stream's metadata goes through `to_install`, which checks it and says
+/// what the state will be installed as; then one batch sets the
+/// `installing` marker to that and clears the state, and the records follow
+/// in batches of about `batch_bytes`. Returns the last batch unwritten, for
+/// the caller to complete (see [`finish_install`]) and write, with what was
+/// written and the metadata installed. The stream's checksum is checked at
+/// its end: whatever was written stays under the marker if it differs.
 pub(crate) fn replace_state(
     store: &Store,
     group: Group,
-    meta: &GroupSnapshotMeta,
     r: &mut impl Read,
+    to_install: impl FnOnce(&GroupSnapshotMeta) -> io::Result<GroupSnapshotMeta>,
     batch_bytes: usize,
     after_batch: &mut dyn FnMut(u64) -> io::Result<()>,
-) -> io::Result<(WriteBatch, Installed)> {
+) -> io::Result<(WriteBatch, Installed, GroupSnapshotMeta)> {
     let cf_sm = store.cf(group, Purpose::Sm);
     let cf_meta = store.cf(group, Purpose::SmMeta);
     let mut installed = Installed { records: 0, batches: 0, largest_batch_bytes: 0 };
-
-    let mut batch = WriteBatch::default();
-    batch.put_cf(cf_meta, META_INSTALLING, encode(meta)?);
-    batch.delete_range_cf(cf_sm, &[][..], KEY_UPPER_BOUND);
-    store.db().write(batch).map_err(io_err)?;
-
-    let mut r = HashingReader { inner: r, hasher: Sha256::new() };
-    let file_meta = read_meta(&mut r)?;
-    if file_meta.last_log_id != meta.last_log_id {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("snapshot stream is for {:?}, expected {:?}", file_meta.last_log_id, meta.last_log_id),
-        ));
-    }
+    let mut meta = None;
     let mut batch = WriteBatch::default();
     let mut bytes = 0usize;
-    loop {
-        let key_len = read_len(&mut r)?;
-        if key_len == END_OF_RECORDS {
-            break;
-        }
-        let key = read_chunk(&mut r, key_len)?;
-        let value_len = read_len(&mut r)?;
-        let value = read_chunk(&mut r, value_len)?;
+    let begin = |file_meta: GroupSnapshotMeta| {
+        let into = to_install(&file_meta)?;
+        let mut begin = WriteBatch::default();
+        begin.put_cf(cf_meta, META_INSTALLING, encode(&into)?);
+        begin.delete_range_cf(cf_sm, &[][..], KEY_UPPER_BOUND);
+        store.db().write(begin).map_err(io_err)?;
+        meta = Some(into);
+        Ok(())
+    };
+    let record = |key: Vec<u8>, value: Vec<u8>| {
         bytes += key.len() + value.len();
         batch.put_cf(cf_sm, key, value);
         installed.records += 1;
@@ -574,18 +603,15 @@ pub(crate) fn replace_state(
             bytes = 0;
             after_batch(installed.batches)?;
         }
-    }
+        Ok(())
+    };
     // The stream was checked before the first write; a difference now means
     // it changed on disk since. The marker stays: the node does not run on.
-    let computed = r.hasher.finalize();
-    let mut expected = [0u8; 32];
-    r.inner.read_exact(&mut expected)?;
-    if computed.as_slice() != expected {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "snapshot changed while it was installed"));
-    }
+    read_stream(r, begin, record, "snapshot changed while it was installed")?;
     installed.batches += 1;
     installed.largest_batch_bytes = installed.largest_batch_bytes.max(bytes);
-    Ok((batch, installed))
+    let meta = meta.expect("read_stream hands over the metadata before it returns");
+    Ok((batch, installed, meta))
 }
 
 /// Completes the last batch of an install: the applied log id and the

@@ -79,19 +79,16 @@ impl<'a> View<'a> {
         &self,
         kind: impl Fn(u8) -> &'static str,
     ) -> io::Result<(String, std::collections::BTreeMap<String, bazar_api::RowCount>)> {
-        let mut hasher = Sha256::new();
+        let mut digest = RowDigest::default();
         let mut rows = std::collections::BTreeMap::<String, bazar_api::RowCount>::new();
         for item in self.snap.iterator_cf(self.cf, IteratorMode::Start) {
             let (key, value) = item.map_err(io_err)?;
             let count = rows.entry(kind(key.first().copied().unwrap_or(0)).to_string()).or_default();
             count.rows += 1;
             count.bytes += (key.len() + value.len()) as u64;
-            hasher.update((key.len() as u64).to_le_bytes());
-            hasher.update(&key);
-            hasher.update((value.len() as u64).to_le_bytes());
-            hasher.update(&value);
+            digest.add(&key, &value);
         }
-        Ok((hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(), rows))
+        Ok((digest.finish(), rows))
     }
 
     /// Visits the keys starting with `prefix` that sort after `start` (which
@@ -121,6 +118,28 @@ impl<'a> View<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// The digest of a state machine's rows, fed in key order: SHA-256 over
+/// each key and value, length-prefixed, as hex. [`View::digest`] and a
+/// backup's manifest (see [`crate::backup`]) both compute it, so they can
+/// be compared.
+#[derive(Default)]
+pub(crate) struct RowDigest(Sha256);
+
+impl RowDigest {
+    /// Adds the next row.
+    pub(crate) fn add(&mut self, key: &[u8], value: &[u8]) {
+        self.0.update((key.len() as u64).to_le_bytes());
+        self.0.update(key);
+        self.0.update((value.len() as u64).to_le_bytes());
+        self.0.update(value);
+    }
+
+    /// The digest of the rows added, as hex.
+    pub(crate) fn finish(self) -> String {
+        bazar_api::backup::hex(&self.0.finalize())
     }
 }
 
