@@ -32,7 +32,7 @@ pub use events::WatchEvent;
 pub use model::{
     Book, BookPage, BookPatch, BuyRequest, Group, NewBook, Order, OrderFilter, OrderPage, OrderStatus, RestockRequest,
 };
-pub use problem::{ErrorCode, Problem};
+pub use problem::{ErrorCode, Problem, WriteOutcome};
 pub use read::Consistency;
 
 /// Header carrying an idempotency key on `POST /books/{id}/buy`.

@@ -85,6 +85,19 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// What a failed write did, as far as the server that answered knows
+/// (`write_outcome` of a problem document).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteOutcome {
+    /// Nothing was proposed: sending the request again cannot apply it
+    /// twice.
+    NotApplied,
+    /// It was proposed and may have been applied, or may still be: only a
+    /// retry under the same idempotency key learns what happened.
+    Unknown,
+}
+
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
@@ -111,6 +124,11 @@ pub struct Problem {
     /// With `out_of_stock` on a buy: the rejected order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<u64>,
+    /// With `unavailable` and `not_leader`: whether the request may have
+    /// changed anything (see [`WriteOutcome`]). Absent: unknown for a
+    /// `5xx`, not applied for a `4xx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_outcome: Option<WriteOutcome>,
 }
 
 impl Problem {
@@ -126,6 +144,7 @@ impl Problem {
             leader_addr: None,
             retry_after: None,
             order_id: None,
+            write_outcome: None,
         }
     }
 
@@ -146,7 +165,23 @@ impl Problem {
         let mut p = Problem::new(ErrorCode::NotLeader, detail);
         p.leader_id = leader_id;
         p.leader_addr = leader_addr;
+        p.write_outcome = Some(WriteOutcome::NotApplied);
         p
+    }
+
+    /// The problem, saying what the failed write did.
+    pub fn with_write_outcome(mut self, outcome: WriteOutcome) -> Problem {
+        self.write_outcome = Some(outcome);
+        self
+    }
+
+    /// Whether the request this answers may have changed anything: what
+    /// `write_outcome` says, else unknown for a `5xx` and not for the rest.
+    pub fn may_have_applied(&self) -> bool {
+        match self.write_outcome {
+            Some(outcome) => outcome == WriteOutcome::Unknown,
+            None => self.status >= 500,
+        }
     }
 
     /// An `unavailable` problem with a retry hint in seconds.
@@ -179,7 +214,18 @@ mod tests {
         assert_eq!(v["leader_id"], 2);
         assert_eq!(v["leader_addr"], "127.0.0.1:7102");
         assert!(v.get("retry_after").is_none());
+        assert_eq!(v["write_outcome"], "not_applied");
         let back: Problem = serde_json::from_value(v).unwrap();
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn the_write_outcome_decides_whether_a_failed_write_may_have_applied() {
+        let unavailable = Problem::unavailable("no quorum", 1);
+        assert!(unavailable.may_have_applied(), "a 5xx without write_outcome is unknown");
+        assert!(!unavailable.clone().with_write_outcome(WriteOutcome::NotApplied).may_have_applied());
+        assert!(unavailable.with_write_outcome(WriteOutcome::Unknown).may_have_applied());
+        assert!(!Problem::not_leader("orders", None, None).may_have_applied());
+        assert!(!Problem::new(ErrorCode::OutOfStock, "none left").may_have_applied());
     }
 }

@@ -16,7 +16,7 @@ use std::error::Error as _;
 use std::fmt;
 use std::time::Duration;
 
-use bazar_api::{ErrorCode, Problem};
+use bazar_api::{ErrorCode, Problem, WriteOutcome};
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -114,17 +114,21 @@ impl ClientError {
     /// applied, so that it must be retried with the same idempotency key
     /// rather than reported as failed.
     ///
-    /// True for broken connections and timeouts (the request may have been
-    /// committed before the answer was lost), for `unavailable` (the proposal
-    /// may still commit after the deadline) and for server failures. False
-    /// when the connection was never made and for every `4xx` answer: the
-    /// server refused before changing anything.
+    /// A problem document's `write_outcome` decides when the server sent
+    /// one (`unknown`: true; `not_applied`: false). Otherwise true for
+    /// broken connections and timeouts (the request may have been committed
+    /// before the answer was lost), for `unavailable` (the proposal may
+    /// still commit after the deadline) and for server failures; false when
+    /// the connection was never made and for every `4xx` answer: the server
+    /// refused before changing anything.
     pub fn outcome_unknown(&self) -> bool {
         match self {
             ClientError::Transport { kind, .. } => *kind != TransportKind::Connect,
-            ClientError::Problem(p) => {
-                matches!(p.code, ErrorCode::Unavailable | ErrorCode::Internal) || p.status >= 500
-            }
+            // The server says (`write_outcome`), else its status does.
+            ClientError::Problem(p) => match p.write_outcome {
+                Some(outcome) => outcome == WriteOutcome::Unknown,
+                None => matches!(p.code, ErrorCode::Unavailable | ErrorCode::Internal) || p.status >= 500,
+            },
             ClientError::Status { status, .. } => *status >= 500,
             ClientError::Decode(_) | ClientError::Invalid(_) => false,
         }
@@ -189,6 +193,9 @@ mod tests {
         assert!(!connect.outcome_unknown());
         assert!(ClientError::timeout("slow").outcome_unknown());
         assert!(ClientError::Status { status: 502, body: String::new() }.outcome_unknown());
+        let typed = |o| ClientError::Problem(Box::new(Problem::unavailable("x", 1).with_write_outcome(o)));
+        assert!(!typed(WriteOutcome::NotApplied).outcome_unknown(), "nothing was proposed");
+        assert!(typed(WriteOutcome::Unknown).outcome_unknown());
     }
 
     #[test]

@@ -12,12 +12,13 @@
 //! Retries: a read may be retried on any replica (it changes nothing). A
 //! write is retried only when it cannot have been applied twice: always for a
 //! buy (it carries an idempotency key), and for other writes only when the
-//! node refused before proposing (connection refused, `not_leader`). A buy
+//! node proposed nothing (connection refused, `not_leader`, or `unavailable`
+//! with `write_outcome: not_applied`; see [`may_resend`]). A buy
 //! whose leader stops answering is not left waiting for the deadline: once
 //! the probes find that node silent and another leading, the buy is sent to
 //! the new leader under the same key.
 
-use bazar_api::{ErrorCode, Group, Problem};
+use bazar_api::{ErrorCode, Group, Problem, WriteOutcome};
 use bazar_net::{Call, HeaderMap, Method, StatusCode};
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -67,6 +68,21 @@ const SUPERSEDED_CHECK: std::time::Duration = std::time::Duration::from_millis(2
 
 fn unavailable(detail: impl Into<String>) -> Problem {
     Problem::unavailable(detail, 1)
+}
+
+/// Whether a write a node answered `503` with `body` may be sent again:
+/// an idempotent one always (a retry learns the first outcome), any other
+/// only when the node says it proposed nothing. Never a non-idempotent
+/// write that may have been applied: it could be applied twice.
+fn may_resend(idempotent: bool, body: &[u8]) -> bool {
+    idempotent || !may_have_applied(body)
+}
+
+/// Whether a node's `503` problem document `body` says the write may have
+/// been applied (see [`Problem::may_have_applied`]); a body that is no
+/// problem document may have been anything.
+fn may_have_applied(body: &[u8]) -> bool {
+    serde_json::from_slice::<Problem>(body).map_or(true, |p| p.may_have_applied())
 }
 
 impl Frontend {
@@ -135,9 +151,13 @@ impl Frontend {
     pub async fn forward_write(&self, write: Write<'_>, deadline: Instant) -> Result<Answer, Problem> {
         let mut tried = Vec::new();
         let mut last = String::from("no leader known");
+        // Whether some attempt may have been proposed (sent, and not refused).
+        let mut delivered = false;
         loop {
             if Instant::now() >= deadline {
-                return Err(unavailable(format!("the {} group has no reachable leader: {last}", write.group)));
+                let outcome = if delivered { WriteOutcome::Unknown } else { WriteOutcome::NotApplied };
+                let detail = format!("the {} group has no reachable leader: {last}", write.group);
+                return Err(unavailable(detail).with_write_outcome(outcome));
             }
             let target = self
                 .replicas
@@ -167,6 +187,7 @@ impl Frontend {
                 tokio::select! {
                     answered = sent => answered,
                     () = self.superseded(write.group, &replica) => {
+                        delivered = true;
                         last = format!("node {} stopped answering and another node leads", replica.id);
                         continue;
                     }
@@ -187,6 +208,7 @@ impl Frontend {
                     continue;
                 }
                 Err(e) if write.idempotent => {
+                    delivered = true;
                     last = format!("node {}: {e}", replica.id);
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
@@ -195,7 +217,8 @@ impl Frontend {
                     return Err(unavailable(format!(
                         "node {} did not answer ({e}); the write may or may not have been applied",
                         replica.id
-                    )));
+                    ))
+                    .with_write_outcome(WriteOutcome::Unknown));
                 }
             };
             let bazar_net::Response { status, headers, body } = response;
@@ -211,7 +234,8 @@ impl Frontend {
                 }
                 continue;
             }
-            if status == StatusCode::SERVICE_UNAVAILABLE && write.idempotent {
+            if status == StatusCode::SERVICE_UNAVAILABLE && may_resend(write.idempotent, &body) {
+                delivered |= may_have_applied(&body);
                 last = format!("node {} is unavailable", replica.id);
                 tried.clear();
                 tokio::time::sleep(RETRY_PAUSE).await;
@@ -219,5 +243,36 @@ impl Frontend {
             }
             return Ok(Answer { status, headers, body, node: replica.id });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(outcome: Option<WriteOutcome>) -> Vec<u8> {
+        let mut p = Problem::unavailable("the orders group did not commit the write in time", 1);
+        p.write_outcome = outcome;
+        serde_json::to_vec(&p).unwrap()
+    }
+
+    /// A restock or a new book has no idempotency key: sent again after it
+    /// may have been applied, it could be applied twice.
+    #[test]
+    fn a_write_that_may_have_been_applied_is_resent_only_when_idempotent() {
+        let unknown = answer(Some(WriteOutcome::Unknown));
+        assert!(!may_resend(false, &unknown));
+        assert!(may_resend(true, &unknown));
+        let untyped = answer(None);
+        assert!(!may_resend(false, &untyped), "a 503 that does not say is taken as unknown");
+        assert!(!may_resend(false, b"<html>bad gateway</html>"));
+    }
+
+    #[test]
+    fn a_write_that_was_not_proposed_is_resent() {
+        let not_applied = answer(Some(WriteOutcome::NotApplied));
+        assert!(may_resend(false, &not_applied));
+        assert!(may_resend(true, &not_applied));
+        assert!(!may_have_applied(&not_applied));
     }
 }

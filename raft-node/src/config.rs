@@ -195,6 +195,11 @@ pub enum PlantedBug {
     /// crash of the process loses nothing (the page cache survives it); a
     /// power loss loses acknowledged entries.
     NoFsync,
+    /// The orders leader's resumer settles a pending order whose
+    /// reservation was never made as confirmed, without reserving its
+    /// stock: a buy interrupted between placing its order and reserving
+    /// its stock ends confirmed with the stock untouched.
+    SettleWithoutReservation,
 }
 
 /// Parses `24h`, `90m`, `2s`, `500ms`, `7d`, `1.5h` or a bare number of

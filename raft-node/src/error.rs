@@ -9,7 +9,7 @@
 //!   openraft do not surface here: they stop the Raft group, and the node's
 //!   requests then fail as `Unavailable`.
 
-use bazar_api::{ErrorCode, Group, Problem};
+use bazar_api::{ErrorCode, Group, Problem, WriteOutcome};
 
 /// Errors of the node crate.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -49,9 +49,14 @@ pub enum Error {
         /// The leader's address, if known.
         leader_addr: Option<String>,
     },
-    /// No leader or quorum in time, or the outcome of a write is unknown.
+    /// No leader, quorum or caught-up replica in time; nothing was
+    /// proposed.
     #[error("{0}")]
     Unavailable(String),
+    /// A write was proposed and did not commit in time, or its answer was
+    /// lost: it may have been applied, or may still be.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// A failure of this node; logged, not shown to clients.
     #[error("internal error: {0}")]
     Internal(String),
@@ -87,7 +92,8 @@ impl Error {
             Error::NotLeader { group, leader_id, leader_addr } => {
                 Problem::not_leader(group.as_str(), *leader_id, leader_addr.clone())
             }
-            Error::Unavailable(d) => Problem::unavailable(d, 1),
+            Error::Unavailable(d) => Problem::unavailable(d, 1).with_write_outcome(WriteOutcome::NotApplied),
+            Error::OutcomeUnknown(d) => Problem::unavailable(d, 1).with_write_outcome(WriteOutcome::Unknown),
             Error::Internal(_) => Problem::new(ErrorCode::Internal, "internal error; see the node's log"),
         }
     }

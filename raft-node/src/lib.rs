@@ -37,6 +37,7 @@ pub mod catalog;
 pub mod compat;
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod http;
 pub mod incarnation;
 pub mod listen;
@@ -140,6 +141,14 @@ pub async fn run(
         peers.clone(),
     )
     .await?;
+    let stopped = CancellationToken::new();
+    let buy = Arc::new(buy::Coordinator::new(
+        catalog.clone(),
+        orders.clone(),
+        config.request_timeout,
+        stopped.clone(),
+        config.planted_bug,
+    ));
     let node = Arc::new(Node {
         id: config.id,
         addr: config.advertise.clone(),
@@ -149,13 +158,10 @@ pub async fn run(
         store,
         peers,
         config,
-        settling: Default::default(),
-        settlements: Default::default(),
-        claims: Default::default(),
-        http_metrics: Default::default(),
+        buy,
         retention: Default::default(),
         unclaimed: Default::default(),
-        shutdown: CancellationToken::new(),
+        shutdown: stopped,
         started: std::time::Instant::now(),
     });
     // No campaign during the vote quarantine either (see
@@ -176,14 +182,12 @@ pub async fn run(
         "raft node started"
     );
 
-    let background = [
+    let mut background = node.buy.start();
+    background.extend([
         tokio::spawn(bootstrap::run(node.clone())),
-        tokio::spawn(buy::resume_unsettled(node.clone())),
-        tokio::spawn(buy::settle_reserved(node.clone())),
-        tokio::spawn(buy::claim_recorded(node.clone())),
         tokio::spawn(retention::purge_expired(node.clone())),
         tokio::spawn(placement::colocate_leaders(node.clone())),
-    ];
+    ]);
 
     let watchdog = tokio::spawn(watch_groups(node.clone()));
     let stopping = node.clone();

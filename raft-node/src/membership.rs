@@ -167,7 +167,7 @@ pub async fn add_learner<S: StateMachine>(g: &RaftGroup<S>, req: &AddLearnerRequ
     match caught_up {
         Ok(m) if m.replication.is_some() => Ok(()),
         Ok(_) => Err(g.not_leader()),
-        Err(e) => Err(Error::Unavailable(format!(
+        Err(e) => Err(Error::OutcomeUnknown(format!(
             "node {id} is a learner of the {group} group but has not caught up within {timeout:?} ({e}); \
              it keeps catching up: watch its lag in GET /cluster"
         ))),
@@ -234,7 +234,7 @@ fn write_error<S: StateMachine>(g: &RaftGroup<S>, e: RaftError<S::C, ClientWrite
         RaftError::APIError(ClientWriteError::ChangeMembershipError(
             e @ (ChangeMembershipError::InProgress(_) | ChangeMembershipError::UncommittedLeaderLog(_)),
         )) => Error::Unavailable(format!("{doing} in the {group} group: {e}; retry shortly")),
-        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => Error::Unavailable(format!(
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => Error::OutcomeUnknown(format!(
             "{doing} in the {group} group: the leader changed meanwhile; check the membership and retry"
         )),
         RaftError::APIError(e) => Error::Conflict(format!("{doing} in the {group} group: {e}")),

@@ -2,21 +2,19 @@
 //! and what the node does to both groups at once (hand leadership off before
 //! it stops).
 
-use std::collections::HashSet;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bazar_api::{ClusterStatus, Group, GroupStatus, NodeHealth, StateLost};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::buy::NodeCoordinator;
 use crate::catalog::Catalog;
 use crate::config::NodeConfig;
 use crate::error::Result;
-use crate::http::metrics::HttpMetrics;
+use crate::group::AnyGroup;
 use crate::incarnation::{self, Incarnation};
-use crate::membership;
 use crate::orders::Orders;
 use crate::raft::RaftGroup;
 use crate::raft::network::Peers;
@@ -42,16 +40,8 @@ pub struct Node {
     pub peers: Arc<Peers>,
     /// The resolved configuration.
     pub config: NodeConfig,
-    /// Idempotency keys of buys some task of this node is handling right now
-    /// (see [`crate::buy`]).
-    pub settling: Mutex<HashSet<String>>,
-    /// Reserved buys waiting to be written into their orders, each with the
-    /// catalog index its reservation was seen at.
-    pub settlements: crate::buy::Queue<(crate::orders::Settlement, u64)>,
-    /// Settled buys waiting to be claimed in the catalog.
-    pub claims: crate::buy::Queue<String>,
-    /// Request counters and latencies.
-    pub http_metrics: HttpMetrics,
+    /// The buy protocol across both groups (see [`crate::buy`]).
+    pub buy: Arc<NodeCoordinator>,
     /// What the retention purge did on this node.
     pub retention: crate::retention::Stats,
     /// The last count of unsettled buys, for `/health`.
@@ -116,7 +106,7 @@ impl Node {
     /// Each group's status, members that refused this node's RPCs as
     /// another incarnation marked.
     pub fn groups(&self) -> Vec<GroupStatus> {
-        let mut groups = vec![self.catalog.status(), self.orders.status()];
+        let mut groups: Vec<GroupStatus> = Group::ALL.iter().map(|g| self.group(*g).status()).collect();
         for alarm in self.peers.alarms().refusals_by_peers() {
             for m in groups.iter_mut().flat_map(|g| g.members.iter_mut()).filter(|m| m.node_id == alarm.peer) {
                 m.state_lost = Some(format!(
@@ -162,31 +152,29 @@ impl Node {
         })
     }
 
+    /// The handle on `group`, whichever it is.
+    pub fn group(&self, group: Group) -> &dyn AnyGroup {
+        match group {
+            Group::Catalog => &*self.catalog,
+            Group::Orders => &*self.orders,
+        }
+    }
+
     /// The counters of `group`.
     pub fn counters(&self, group: Group) -> &RaftCounters {
-        match group {
-            Group::Catalog => self.catalog.counters(),
-            Group::Orders => self.orders.counters(),
-        }
+        self.group(group).counters()
     }
 
     /// Whether this node leads `group`.
     pub fn leads(&self, group: Group) -> bool {
-        match group {
-            Group::Catalog => self.catalog.is_leader(),
-            Group::Orders => self.orders.is_leader(),
-        }
+        self.group(group).is_leader()
     }
 
     /// Hands leadership of `group` to `to` (by default the most up-to-date
     /// live voter) and waits up to `timeout` for another node to lead; see
-    /// [`membership::transfer_leadership`].
+    /// [`crate::membership::transfer_leadership`].
     pub async fn transfer_leadership(&self, group: Group, to: Option<NodeId>, timeout: Duration) -> Result<NodeId> {
-        self.counters(group).leader_transfers.fetch_add(1, Relaxed);
-        match group {
-            Group::Catalog => membership::transfer_leadership(&self.catalog, to, timeout).await,
-            Group::Orders => membership::transfer_leadership(&self.orders, to, timeout).await,
-        }
+        self.group(group).transfer_leadership(to, timeout).await
     }
 
     /// Before stopping: for each group this node leads, hands leadership to
@@ -241,14 +229,8 @@ impl Node {
             && self.orders.raft().is_initialized().await.unwrap_or(false);
         let catalog_seeded = Catalog::is_seeded(&self.catalog.view())
             .map_err(|e| crate::error::Error::Unavailable(format!("cannot read whether the catalog is seeded: {e}")))?;
-        let leaders = [
-            (Group::Catalog, self.catalog.leader().map(|(id, _)| id)),
-            (Group::Orders, self.orders.leader().map(|(id, _)| id)),
-        ]
-        .into_iter()
-        .collect();
-        let groups =
-            [(Group::Catalog, self.catalog.health()), (Group::Orders, self.orders.health())].into_iter().collect();
+        let leaders = Group::ALL.iter().map(|g| (*g, self.group(*g).leader().map(|(id, _)| id))).collect();
+        let groups = Group::ALL.iter().map(|g| (*g, self.group(*g).health())).collect();
         let unclaimed_buys = self.unclaimed_buys(fresh).await?;
         Ok(NodeHealth {
             status: "ok".into(),

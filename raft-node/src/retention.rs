@@ -93,9 +93,6 @@ pub struct Stats {
     pub reservations_purged: AtomicU64,
     /// Keys this node forgot in the orders, as leader.
     pub keys_forgotten: AtomicU64,
-    /// Buys that looked again because a purge committed while they were
-    /// being decided.
-    pub stale_retries: AtomicU64,
     /// Held through each purge round, and by a backup while it pins the
     /// state (see [`crate::backup`]).
     pub round: tokio::sync::Mutex<()>,

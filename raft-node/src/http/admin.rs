@@ -17,14 +17,10 @@ use bazar_api::{
 use super::auth::Admin;
 use super::client::Params;
 use super::error::{AppError, JsonBody, OptionalJsonBody};
-use crate::catalog::Catalog;
 use crate::error::Error;
 use crate::incarnation::Member;
 use crate::membership;
 use crate::node::Node;
-use crate::orders::Orders;
-use crate::raft::RaftGroup;
-use crate::sm::StateMachine;
 
 /// `GET /health`: liveness, and whether the cluster is formed and seeded;
 /// `503` when the node cannot read its storage. `unclaimed_buys` is at most
@@ -69,11 +65,9 @@ pub async fn digest(_: Admin, State(node): State<Arc<Node>>, params: Params) -> 
     let group = group_param(&params)?;
     let node2 = node.clone();
     let (applied_index, (digest, rows)) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-        let (view, kind): (_, fn(u8) -> &'static str) = match group {
-            Group::Catalog => (node2.catalog.view(), Catalog::row_kind),
-            Group::Orders => (node2.orders.view(), Orders::row_kind),
-        };
-        Ok((view.applied_index()?, view.digest_and_rows(kind)?))
+        let g = node2.group(group);
+        let view = g.view();
+        Ok((view.applied_index()?, view.digest_and_rows(|prefix| g.row_kind(prefix))?))
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))??;
@@ -101,13 +95,7 @@ pub async fn init(
         nodes.insert(*id, Member::new(addr.clone(), Some(incarnation)));
     }
     for group in Group::ALL {
-        let result = match group {
-            Group::Catalog => node.catalog.raft().initialize(nodes.clone()).await.map_err(|e| e.to_string()),
-            Group::Orders => node.orders.raft().initialize(nodes.clone()).await.map_err(|e| e.to_string()),
-        };
-        if let Err(e) = result {
-            return Err(Error::Conflict(format!("cannot initialize the {group} group: {e}")).into());
-        }
+        node.group(group).initialize(nodes.clone()).await?;
     }
     Ok(Json(node.cluster_status()))
 }
@@ -125,10 +113,7 @@ pub async fn add_learner(
     Path(group): Path<String>,
     JsonBody(req): JsonBody<AddLearnerRequest>,
 ) -> Result<Json<ClusterStatus>, AppError> {
-    match group_path(&group)? {
-        Group::Catalog => membership::add_learner(&node.catalog, &req, node.request_timeout()).await?,
-        Group::Orders => membership::add_learner(&node.orders, &req, node.request_timeout()).await?,
-    }
+    node.group(group_path(&group)?).add_learner(&req, node.request_timeout()).await?;
     Ok(Json(node.cluster_status()))
 }
 
@@ -141,10 +126,7 @@ pub async fn change_membership(
     Path(group): Path<String>,
     JsonBody(req): JsonBody<ChangeMembershipRequest>,
 ) -> Result<Json<ClusterStatus>, AppError> {
-    match group_path(&group)? {
-        Group::Catalog => membership::change_membership(&node.catalog, &req).await?,
-        Group::Orders => membership::change_membership(&node.orders, &req).await?,
-    }
+    node.group(group_path(&group)?).change_membership(&req).await?;
     Ok(Json(node.cluster_status()))
 }
 
@@ -157,10 +139,7 @@ pub async fn remove_node(
     Path(group): Path<String>,
     JsonBody(req): JsonBody<RemoveNodeRequest>,
 ) -> Result<Json<ClusterStatus>, AppError> {
-    match group_path(&group)? {
-        Group::Catalog => membership::remove_node(&node.catalog, req.node_id).await?,
-        Group::Orders => membership::remove_node(&node.orders, req.node_id).await?,
-    }
+    node.group(group_path(&group)?).remove_node(req.node_id).await?;
     Ok(Json(node.cluster_status()))
 }
 
@@ -188,10 +167,7 @@ pub async fn snapshot(
     State(node): State<Arc<Node>>,
     Path(group): Path<String>,
 ) -> Result<Json<ClusterStatus>, AppError> {
-    match group_path(&group)? {
-        Group::Catalog => snapshot_now(&node.catalog, node.request_timeout()).await?,
-        Group::Orders => snapshot_now(&node.orders, node.request_timeout()).await?,
-    }
+    node.group(group_path(&group)?).snapshot_now(node.request_timeout()).await?;
     Ok(Json(node.cluster_status()))
 }
 
@@ -202,15 +178,4 @@ pub async fn backup(_: Admin, State(node): State<Arc<Node>>) -> Result<axum::res
     let chunks = crate::backup::stream(node).await?;
     let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
     Ok(([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
-}
-
-async fn snapshot_now<S: StateMachine>(g: &RaftGroup<S>, timeout: std::time::Duration) -> Result<(), Error> {
-    let applied = g.metrics().last_applied.map(|l| l.index).unwrap_or(0);
-    g.raft().trigger().snapshot().await.map_err(|f| Error::Unavailable(f.to_string()))?;
-    g.raft()
-        .wait(Some(timeout))
-        .metrics(|m| m.snapshot.as_ref().is_some_and(|s| s.index >= applied), "snapshot built")
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::Unavailable(format!("the {} snapshot is not built yet ({e}); it goes on", S::GROUP)))
 }

@@ -227,7 +227,7 @@ pub async fn buy(
         }
     };
     let purchase = buy::Purchase { book_id: id, quantity, buyer, key };
-    let bought = buy::buy(&node, purchase, node.deadline()).await?;
+    let bought = node.buy.buy(purchase, node.deadline()).await?;
     let mut response = (StatusCode::CREATED, Json(bought.order)).into_response();
     let headers = response.headers_mut();
     headers.insert(INDEX_HEADER, HeaderValue::from(bought.orders_index));

@@ -39,6 +39,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
@@ -91,7 +92,7 @@ pub fn method_label(method: &axum::http::Method) -> &'static str {
 }
 
 /// Middleware recording every request.
-pub async fn track(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+pub async fn track(State(http): State<Arc<HttpMetrics>>, req: Request, next: Next) -> Response {
     // A route template of the router (a fixed set), never the raw path.
     let route = req
         .extensions()
@@ -103,7 +104,7 @@ pub async fn track(State(node): State<Arc<Node>>, req: Request, next: Next) -> R
     let (mut response, steps) = crate::timing::scope(next.run(req)).await;
     let took = started.elapsed();
     response.headers_mut().append(crate::timing::SERVER_TIMING, crate::timing::header("node", took, &steps));
-    node.http_metrics.record(method, &route, response.status().as_u16(), took);
+    http.record(method, &route, response.status().as_u16(), took);
     response
 }
 
@@ -549,13 +550,13 @@ fn retention_families(x: &mut Exposition, node: &Node) {
         "counter",
         "Buys that looked at the orders again because a purge committed while they were decided.",
     );
-    x.sample("bazar_retention_stale_retries_total", &[], r.stale_retries.load(Relaxed));
+    x.sample("bazar_retention_stale_retries_total", &[], node.buy.stale_retries());
     x.family("bazar_retention_window_seconds", "gauge", "The idempotency retention window.");
     x.sample("bazar_retention_window_seconds", &[], node.config.idempotency_retention.as_secs_f64());
 }
 
-/// The whole exposition of `node`.
-pub fn exposition(node: &Node) -> String {
+/// The whole exposition of `node`, with the requests `http` counted.
+pub fn exposition(node: &Node, http: &HttpMetrics) -> String {
     let mut x = Exposition { out: String::with_capacity(16 << 10) };
     let samples = [raft_sample(&node.catalog), raft_sample(&node.orders)];
     raft_families(&mut x, &samples, [node.counters(Group::Catalog), node.counters(Group::Orders)]);
@@ -564,13 +565,13 @@ pub fn exposition(node: &Node) -> String {
     incarnation_families(&mut x, node);
     retention_families(&mut x, node);
     process_families(&mut x);
-    http_families(&mut x, &node.http_metrics);
+    http_families(&mut x, http);
     x.out
 }
 
 /// `GET /metrics`
-pub async fn render(State(node): State<Arc<Node>>) -> Response {
+pub async fn render(State(node): State<Arc<Node>>, Extension(http): Extension<Arc<HttpMetrics>>) -> Response {
     // Reading RocksDB properties and /proc is quick but blocking.
-    let body = tokio::task::spawn_blocking(move || exposition(&node)).await.unwrap_or_default();
+    let body = tokio::task::spawn_blocking(move || exposition(&node, &http)).await.unwrap_or_default();
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

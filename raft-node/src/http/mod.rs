@@ -56,6 +56,8 @@ pub fn app(node: Arc<Node>) -> Router {
         .route("/raft/{group}/snapshot", post(raft::snapshot))
         .route("/raft/{group}/{rpc}", post(raft::rpc))
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT));
+    // Request counters and latencies, kept by the router: `/metrics` shows them.
+    let http_metrics = Arc::new(metrics::HttpMetrics::default());
     let shutdown = node.shutdown.clone();
     let mux_node = node.clone();
     let routes = Router::new()
@@ -63,7 +65,8 @@ pub fn app(node: Arc<Node>) -> Router {
         .merge(raft)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(node.clone(), metrics::track))
+        .layer(axum::Extension(http_metrics.clone()))
+        .layer(axum::middleware::from_fn_with_state(http_metrics, metrics::track))
         .with_state(node);
     // The frontend's calls and the peers' Raft RPCs arrive multiplexed on
     // one upgraded connection per caller (see `bazar_net::mux`) and are

@@ -56,8 +56,13 @@ pub enum Forwarded<T> {
         /// Whom it believes leads.
         leader_id: Option<NodeId>,
     },
-    /// The peer could not do it (no quorum, shutting down, outcome unknown).
+    /// The peer could not do it and proposed nothing (no quorum, shutting
+    /// down).
     Unavailable(String),
+    /// The peer proposed the write, and its outcome is unknown. Kept last:
+    /// a peer of an earlier version, which cannot decode it, takes the
+    /// answer as lost, which is as unknown.
+    Unknown(String),
 }
 
 /// The answer to a committed write, with the log index it was committed at.
@@ -259,17 +264,17 @@ impl<S: StateMachine> RaftGroup<S> {
     /// Proposes `cmd` on this node, which must lead the group, and waits until
     /// it is committed and applied, or until `deadline`.
     ///
-    /// `NotLeader` means nothing was proposed. `Unavailable` after a proposal
-    /// means the outcome is unknown: the entry may still commit.
+    /// `NotLeader` means nothing was proposed. `OutcomeUnknown` means the
+    /// entry was proposed and may still commit.
     ///
     /// Writes proposed at the same time are batched ([`batch::Proposer`]).
     pub async fn write(&self, cmd: S::Command, deadline: Instant) -> Result<Committed<S::Response>> {
         let started = Instant::now();
         let outcome = tokio::time::timeout_at(deadline, self.proposer.propose(cmd)).await;
         crate::timing::record("raft", step(S::GROUP, Step::Commit), started.elapsed());
-        let stopped = || Error::Unavailable(format!("the {} group stopped", S::GROUP));
+        let stopped = || Error::OutcomeUnknown(format!("the {} group stopped", S::GROUP));
         match outcome {
-            Err(_) => Err(Error::Unavailable(format!(
+            Err(_) => Err(Error::OutcomeUnknown(format!(
                 "the {} group did not commit the write in time; its outcome is unknown",
                 S::GROUP
             ))),
@@ -280,12 +285,12 @@ impl<S: StateMachine> RaftGroup<S> {
                 leader_id: f.leader_id.filter(|id| *id != self.node_id),
                 leader_addr: f.leader_node.map(|n| n.addr),
             }),
-            Ok(Ok(Ok(Err(ClientWriteError::LogEntryDiscarded(_))))) => Err(Error::Unavailable(format!(
+            Ok(Ok(Ok(Err(ClientWriteError::LogEntryDiscarded(_))))) => Err(Error::OutcomeUnknown(format!(
                 "the {} group changed leader while the write was in flight; its outcome is unknown",
                 S::GROUP
             ))),
             Ok(Ok(Ok(Err(e)))) => Err(Error::Internal(e.to_string())),
-            Ok(Ok(Err(f))) => Err(Error::Unavailable(format!("the {} group stopped: {f}", S::GROUP))),
+            Ok(Ok(Err(f))) => Err(Error::OutcomeUnknown(format!("the {} group stopped: {f}", S::GROUP))),
         }
     }
 
@@ -301,7 +306,9 @@ impl<S: StateMachine> RaftGroup<S> {
                 self.forward_write(&cmd, deadline).await
             };
             match attempt {
-                Err(Error::NotLeader { .. } | Error::Unavailable(_)) if Instant::now() + pause < deadline => {
+                Err(Error::NotLeader { .. } | Error::Unavailable(_) | Error::OutcomeUnknown(_))
+                    if Instant::now() + pause < deadline =>
+                {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RETRY_MAX);
                 }
@@ -325,7 +332,9 @@ impl<S: StateMachine> RaftGroup<S> {
                 Err(Error::NotLeader { group: S::GROUP, leader_id, leader_addr: None })
             }
             Ok(Forwarded::Unavailable(m)) => Err(Error::Unavailable(m)),
-            Err(e) => Err(Error::Unavailable(format!("forwarding to leader {leader} at {addr}: {e}"))),
+            Ok(Forwarded::Unknown(m)) => Err(Error::OutcomeUnknown(m)),
+            // Sent, perhaps received and proposed: the answer is what was lost.
+            Err(e) => Err(Error::OutcomeUnknown(format!("forwarding to leader {leader} at {addr}: {e}"))),
         }
     }
 
@@ -334,7 +343,8 @@ impl<S: StateMachine> RaftGroup<S> {
         match self.write(cmd, deadline).await {
             Ok(r) => Forwarded::Done(r),
             Err(Error::NotLeader { leader_id, .. }) => Forwarded::NotLeader { leader_id },
-            Err(e) => Forwarded::Unavailable(e.to_string()),
+            Err(Error::Unavailable(m)) => Forwarded::Unavailable(m),
+            Err(e) => Forwarded::Unknown(e.to_string()),
         }
     }
 
@@ -486,7 +496,7 @@ impl<S: StateMachine> RaftGroup<S> {
             Ok(Forwarded::NotLeader { leader_id }) => {
                 Err(Error::NotLeader { group: S::GROUP, leader_id, leader_addr: None })
             }
-            Ok(Forwarded::Unavailable(m)) => Err(Error::Unavailable(m)),
+            Ok(Forwarded::Unavailable(m) | Forwarded::Unknown(m)) => Err(Error::Unavailable(m)),
             Err(RpcFailure::Unreachable(m)) => {
                 Err(Error::Unavailable(format!("leader {leader} at {addr} is unreachable: {m}")))
             }
