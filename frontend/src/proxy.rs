@@ -13,7 +13,7 @@
 //! write is retried only when it cannot have been applied twice: always for a
 //! buy (it carries an idempotency key), and for other writes only when the
 //! node proposed nothing (connection refused, `not_leader`, or `unavailable`
-//! with `write_outcome: not_applied`; see [`may_resend`]). A buy
+//! with `write_outcome: not_applied`; see `may_resend`). A buy
 //! whose leader stops answering is not left waiting for the deadline: once
 //! the probes find that node silent and another leading, the buy is sent to
 //! the new leader under the same key.

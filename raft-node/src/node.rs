@@ -43,7 +43,7 @@ pub struct Node {
     /// The buy protocol across both groups (see [`crate::buy`]).
     pub buy: Arc<NodeCoordinator>,
     /// What the retention purge did on this node.
-    pub retention: crate::retention::Stats,
+    pub retention: crate::stats::RetentionStats,
     /// The last count of unsettled buys, for `/health`.
     pub unclaimed: tokio::sync::Mutex<Option<(Instant, u64)>>,
     /// Cancelled when the node shuts down; long-lived streams watch it.

@@ -71,7 +71,6 @@
 //! the window never shows an older node a command it cannot read.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -82,21 +81,6 @@ use crate::config::PlantedBug;
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::orders::{ExpiredKey, Orders, OrdersCommand, OrdersResponse};
-
-/// What this node's purges and buys did about retention since it started,
-/// for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Rounds that purged at least one key.
-    pub rounds: AtomicU64,
-    /// Reservations this node purged in the catalog, as leader.
-    pub reservations_purged: AtomicU64,
-    /// Keys this node forgot in the orders, as leader.
-    pub keys_forgotten: AtomicU64,
-    /// Held through each purge round, and by a backup while it pins the
-    /// state (see [`crate::backup`]).
-    pub round: tokio::sync::Mutex<()>,
-}
 
 /// Keys purged per round, at most: one catalog and one orders entry of a
 /// few hundred kilobytes.

@@ -199,3 +199,18 @@ mod tests {
         assert!(resident_memory_bytes().unwrap_or(1) > 0);
     }
 }
+
+/// What this node's purges of idempotency keys did since it started, for
+/// `/metrics` (see [`crate::retention`]).
+#[derive(Debug, Default)]
+pub struct RetentionStats {
+    /// Rounds that purged at least one key.
+    pub rounds: AtomicU64,
+    /// Reservations this node purged in the catalog, as leader.
+    pub reservations_purged: AtomicU64,
+    /// Keys this node forgot in the orders, as leader.
+    pub keys_forgotten: AtomicU64,
+    /// Held through each purge round, and by a backup while it pins the
+    /// state (see [`crate::backup`]).
+    pub round: tokio::sync::Mutex<()>,
+}
