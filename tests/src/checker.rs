@@ -469,9 +469,11 @@ impl Op {
     }
 }
 
-/// Fail codes that say a request was refused before anything happened.
+/// Fail codes that say a request was refused before anything happened. An
+/// `unavailable` answer is recorded as a failure only when it says
+/// `write_outcome: not_applied` (otherwise its outcome is unknown: info).
 fn is_refusal(code: &str) -> bool {
-    matches!(code, "not_leader" | "connect")
+    matches!(code, "not_leader" | "connect" | "unavailable")
 }
 
 /// The outcome of one logical buy (one key).
@@ -634,6 +636,18 @@ pub fn check_history(records: &[Record], config: &CheckConfig) -> Report {
                 }
             }
             None => {
+                // Refused before anything was proposed, every time: the
+                // key must have made nothing.
+                let refused_every_time = buy
+                    .attempts
+                    .iter()
+                    .all(|i| matches!(&ops[*i].done, Some((_, Done::Fail(f))) if is_refusal(&f.code)));
+                if refused_every_time && let Some(o) = final_by_key.get(buy.key.as_str()) {
+                    violation(
+                        checks::ONE_ORDER,
+                        format!("key {} was refused at every attempt (nothing applied), yet it made {o:?}", buy.key),
+                    );
+                }
                 report.buys.unknown += 1;
                 ledger.unknown.push(buy.key.clone());
                 match final_by_key.get(buy.key.as_str()).map(|o| o.status) {
@@ -1663,6 +1677,26 @@ mod tests {
             .check();
         assert_eq!(failed(&report), vec![checks::ANSWERS], "{}", report.table());
         assert_eq!(report.violations().len(), 2, "{}", report.table());
+    }
+
+    /// A `503` that says `write_outcome: not_applied` is recorded as a
+    /// failure (nothing happened), and the API allows it.
+    #[test]
+    fn an_unavailable_answer_that_applied_nothing_is_allowed() {
+        let report = Script::new(10)
+            .buy("k1", 1, 10, 20, Then::Fail("unavailable"))
+            .op(Call::Lookup { book: 1, consistency: Consistency::Linearizable }, 30, 40, Then::Fail("unavailable"))
+            .finally(10, vec![])
+            .check();
+        assert!(report.passed(), "{}", report.table());
+    }
+
+    /// ...and a buy answered so must not have happened.
+    #[test]
+    fn a_buy_said_not_applied_that_happened_is_a_violation() {
+        let a = confirmed(1, 1, "k1");
+        let report = Script::new(10).buy("k1", 1, 10, 20, Then::Fail("unavailable")).finally(9, vec![a]).check();
+        assert!(!report.passed(), "{}", report.table());
     }
 
     #[test]

@@ -336,9 +336,12 @@ pub fn failure(e: &ClientError) -> Failure {
 }
 
 /// Whether a write was refused before anything was proposed, so that
-/// sending it again cannot apply it twice.
+/// sending it again cannot apply it twice: `not_leader`, a connection never
+/// made, or `unavailable` saying `write_outcome: not_applied`.
 fn refused(e: &ClientError) -> bool {
-    e.is_code(ErrorCode::NotLeader) || matches!(e, ClientError::Transport { kind: TransportKind::Connect, .. })
+    e.is_code(ErrorCode::NotLeader)
+        || (e.is_code(ErrorCode::Unavailable) && !e.outcome_unknown())
+        || matches!(e, ClientError::Transport { kind: TransportKind::Connect, .. })
 }
 
 /// Classifies an error: rejections and refusals are `fail`, the rest `info`.

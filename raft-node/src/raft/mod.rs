@@ -297,20 +297,27 @@ impl<S: StateMachine> RaftGroup<S> {
     /// Proposes an idempotent command wherever the leader is, retrying
     /// through elections and lost answers until `deadline`. Only for commands
     /// whose re-application is harmless (reservations keyed by order, seeds).
+    /// Once an attempt may have been applied, a failure is `OutcomeUnknown`
+    /// whatever the last attempt said.
     pub async fn write_anywhere(&self, cmd: S::Command, deadline: Instant) -> Result<Committed<S::Response>> {
         let mut pause = RETRY_MIN;
+        let mut maybe_applied = false;
         loop {
             let attempt = if self.is_leader() {
                 self.write(cmd.clone(), deadline).await
             } else {
                 self.forward_write(&cmd, deadline).await
             };
+            maybe_applied |= matches!(attempt, Err(Error::OutcomeUnknown(_)));
             match attempt {
                 Err(Error::NotLeader { .. } | Error::Unavailable(_) | Error::OutcomeUnknown(_))
                     if Instant::now() + pause < deadline =>
                 {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RETRY_MAX);
+                }
+                Err(e @ (Error::NotLeader { .. } | Error::Unavailable(_))) if maybe_applied => {
+                    return Err(Error::OutcomeUnknown(format!("{e}, after an attempt whose outcome is unknown")));
                 }
                 other => return other,
             }
