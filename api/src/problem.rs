@@ -200,6 +200,32 @@ impl fmt::Display for Problem {
 
 impl std::error::Error for Problem {}
 
+/// The HTTP edge of every problem a server sends: the status it carries,
+/// `Content-Type: application/problem+json`, `Retry-After` when it says
+/// when to retry, and the document as the body.
+#[cfg(feature = "server")]
+impl axum::response::IntoResponse for &Problem {
+    fn into_response(self) -> axum::response::Response {
+        use axum::http::{HeaderValue, StatusCode, header};
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::PROBLEM_CONTENT_TYPE));
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[cfg(feature = "server")]
+impl axum::response::IntoResponse for Problem {
+    fn into_response(self) -> axum::response::Response {
+        (&self).into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +243,19 @@ mod tests {
         assert_eq!(v["write_outcome"], "not_applied");
         let back: Problem = serde_json::from_value(v).unwrap();
         assert_eq!(back, p);
+    }
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn a_problem_leaves_as_problem_json_with_its_status_and_retry_hint() {
+        use axum::response::IntoResponse;
+        let response = Problem::unavailable("no quorum", 2).into_response();
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers()["content-type"], crate::PROBLEM_CONTENT_TYPE);
+        assert_eq!(response.headers()["retry-after"], "2");
+        let refused = Problem::new(ErrorCode::InvalidInput, "bad").with_status(415).into_response();
+        assert_eq!(refused.status().as_u16(), 415);
+        assert!(refused.headers().get("retry-after").is_none());
     }
 
     #[test]

@@ -118,13 +118,7 @@ async fn as_problems(req: Request, next: Next) -> Response {
 
 /// Renders a problem document.
 pub fn problem(p: &Problem) -> Response {
-    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, serde_json::to_vec(p).unwrap_or_default()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
-    if let Some(secs) = p.retry_after {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
+    p.into_response()
 }
 
 fn invalid(detail: impl Into<String>) -> Response {

@@ -6,11 +6,11 @@
 //! bare 500; everything else becomes an RFC 9457 document with its code.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bazar_api::{ErrorCode, PROBLEM_CONTENT_TYPE, Problem};
+use bazar_api::{ErrorCode, Problem};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -58,15 +58,7 @@ impl AppError {
 
 /// Renders a problem document as a response.
 pub fn problem_response(p: &Problem) -> Response {
-    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = serde_json::to_vec(p).unwrap_or_default();
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
-    if let Some(secs) = p.retry_after {
-        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
+    p.into_response()
 }
 
 impl IntoResponse for AppError {
