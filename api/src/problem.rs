@@ -176,11 +176,12 @@ impl Problem {
     }
 
     /// Whether the request this answers may have changed anything: what
-    /// `write_outcome` says, else unknown for a `5xx` and not for the rest.
+    /// `write_outcome` says, else unknown for `unavailable`, `internal` and
+    /// any `5xx`, and not for the rest (refused before changing anything).
     pub fn may_have_applied(&self) -> bool {
         match self.write_outcome {
             Some(outcome) => outcome == WriteOutcome::Unknown,
-            None => self.status >= 500,
+            None => matches!(self.code, ErrorCode::Unavailable | ErrorCode::Internal) || self.status >= 500,
         }
     }
 

@@ -16,7 +16,7 @@ use std::error::Error as _;
 use std::fmt;
 use std::time::Duration;
 
-use bazar_api::{ErrorCode, Problem, WriteOutcome};
+use bazar_api::{ErrorCode, Problem};
 
 /// Result alias used throughout the crate.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -124,11 +124,8 @@ impl ClientError {
     pub fn outcome_unknown(&self) -> bool {
         match self {
             ClientError::Transport { kind, .. } => *kind != TransportKind::Connect,
-            // The server says (`write_outcome`), else its status does.
-            ClientError::Problem(p) => match p.write_outcome {
-                Some(outcome) => outcome == WriteOutcome::Unknown,
-                None => matches!(p.code, ErrorCode::Unavailable | ErrorCode::Internal) || p.status >= 500,
-            },
+            // The server says (`write_outcome`), else its code and status do.
+            ClientError::Problem(p) => p.may_have_applied(),
             ClientError::Status { status, .. } => *status >= 500,
             ClientError::Decode(_) | ClientError::Invalid(_) => false,
         }
@@ -181,6 +178,7 @@ fn status_message(status: u16, body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bazar_api::WriteOutcome;
 
     #[test]
     fn only_refusals_and_unsent_requests_have_a_known_outcome() {

@@ -70,12 +70,13 @@ fn unavailable(detail: impl Into<String>) -> Problem {
     Problem::unavailable(detail, 1)
 }
 
-/// Whether a write a node answered `503` with `body` may be sent again:
-/// an idempotent one always (a retry learns the first outcome), any other
-/// only when the node says it proposed nothing. Never a non-idempotent
-/// write that may have been applied: it could be applied twice.
-fn may_resend(idempotent: bool, body: &[u8]) -> bool {
-    idempotent || !may_have_applied(body)
+/// Whether a write a node answered `503` may be sent again, given whether
+/// that answer says it `may_have_applied`: an idempotent one always (a
+/// retry learns the first outcome), any other only when the node proposed
+/// nothing. Never a non-idempotent write that may have been applied: it
+/// could be applied twice.
+fn may_resend(idempotent: bool, may_have_applied: bool) -> bool {
+    idempotent || !may_have_applied
 }
 
 /// Whether a node's `503` problem document `body` says the write may have
@@ -234,12 +235,15 @@ impl Frontend {
                 }
                 continue;
             }
-            if status == StatusCode::SERVICE_UNAVAILABLE && may_resend(write.idempotent, &body) {
-                delivered |= may_have_applied(&body);
-                last = format!("node {} is unavailable", replica.id);
-                tried.clear();
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                let applied = may_have_applied(&body);
+                if may_resend(write.idempotent, applied) {
+                    delivered |= applied;
+                    last = format!("node {} is unavailable", replica.id);
+                    tried.clear();
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
             }
             return Ok(Answer { status, headers, body, node: replica.id });
         }
@@ -260,19 +264,19 @@ mod tests {
     /// may have been applied, it could be applied twice.
     #[test]
     fn a_write_that_may_have_been_applied_is_resent_only_when_idempotent() {
-        let unknown = answer(Some(WriteOutcome::Unknown));
-        assert!(!may_resend(false, &unknown));
-        assert!(may_resend(true, &unknown));
-        let untyped = answer(None);
-        assert!(!may_resend(false, &untyped), "a 503 that does not say is taken as unknown");
-        assert!(!may_resend(false, b"<html>bad gateway</html>"));
+        let unknown = may_have_applied(&answer(Some(WriteOutcome::Unknown)));
+        assert!(!may_resend(false, unknown));
+        assert!(may_resend(true, unknown));
+        let untyped = may_have_applied(&answer(None));
+        assert!(!may_resend(false, untyped), "a 503 that does not say is taken as unknown");
+        assert!(!may_resend(false, may_have_applied(b"<html>bad gateway</html>")));
     }
 
     #[test]
     fn a_write_that_was_not_proposed_is_resent() {
-        let not_applied = answer(Some(WriteOutcome::NotApplied));
-        assert!(may_resend(false, &not_applied));
-        assert!(may_resend(true, &not_applied));
-        assert!(!may_have_applied(&not_applied));
+        let not_applied = may_have_applied(&answer(Some(WriteOutcome::NotApplied)));
+        assert!(may_resend(false, not_applied));
+        assert!(may_resend(true, not_applied));
+        assert!(!not_applied);
     }
 }

@@ -333,15 +333,20 @@ impl<C: Log<Catalog>, O: Log<Orders>> Coordinator<C, O> {
     /// group's replica here), and 0 before, which keeps commands in the layout
     /// earlier versions read (see [`crate::compat`]).
     fn decided_on(&self, view: &View<'_>) -> Result<u64> {
-        if Orders::fenced(view)? || Catalog::fenced(&self.catalog.view())? { Ok(view.applied_index()?) } else { Ok(0) }
+        if self.fenced(view)? { Ok(view.applied_index()?) } else { Ok(0) }
+    }
+
+    /// Whether any idempotency key was ever purged, as `orders` or this
+    /// node's catalog replica shows.
+    fn fenced(&self, orders: &View<'_>) -> Result<bool> {
+        Ok(Orders::fenced(orders)? || Catalog::fenced(&self.catalog.view())?)
     }
 
     /// The catalog index a settlement says its reservation was seen alive at:
     /// `index`, once any key was ever purged, else 0 (as
     /// [`Coordinator::decided_on`]).
     fn catalog_seen(&self, index: u64) -> Result<u64> {
-        let fenced = Orders::fenced(&self.orders.view())? || Catalog::fenced(&self.catalog.view())?;
-        Ok(if fenced { index } else { 0 })
+        Ok(if self.fenced(&self.orders.view())? { index } else { 0 })
     }
 
     /// Fails with `NotFound`, writing nothing, unless the book exists. A miss on

@@ -56,14 +56,9 @@ impl AppError {
     }
 }
 
-/// Renders a problem document as a response.
-pub fn problem_response(p: &Problem) -> Response {
-    p.into_response()
-}
-
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let mut response = problem_response(&self.problem);
+        let mut response = (&*self.problem).into_response();
         if let Some(index) = self.index {
             response.headers_mut().insert(bazar_api::INDEX_HEADER, HeaderValue::from(index));
         }
