@@ -44,19 +44,30 @@ ensure_faketime || [[ "${BAZAR_SKIP_CLOCKS:-}" == 1 ]] || exit 1
 if [[ "${BAZAR_SKIP_POWERLOSS:-}" != 1 ]]; then ensure_fuse3; fi
 
 started=$SECONDS
-echo "==> building release binaries and tests"
+phase_started=$SECONDS
+# Announces a phase, and how long the one before it took.
+phase() {
+  if ((SECONDS > started)); then
+    echo "    (took $((SECONDS - phase_started)) s; $((SECONDS - started)) s so far)"
+  fi
+  phase_started=$SECONDS
+  echo "==> $*"
+}
+phase "building release binaries and tests"
 cargo build --release --workspace --bins --tests
-echo "==> lint: rustfmt, clippy and rustdoc, warnings denied"
+phase "lint: rustfmt and clippy, warnings denied"
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
+phase "lint: rustdoc, warnings denied"
 RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps
-echo "==> unit tests"
+phase "unit tests"
 cargo test --release --workspace --lib --bins
+phase "doc tests"
 cargo test --release --workspace --doc
-echo "==> integration tests: in-process, then real processes"
+phase "integration tests: in-process, then real processes"
 ensure_chromium
 cargo test --release --workspace --test '*' -- --test-threads=1
-echo "==> the API against docs/api.yaml (Schemathesis; frontend and node, with and without the admin token)"
+phase "the API against docs/api.yaml (Schemathesis; frontend and node, with and without the admin token)"
 ensure_python_venv
 scripts/fuzz-api.sh
-echo "==> all tests passed in $((SECONDS - started)) s"
+phase "all tests passed in $((SECONDS - started)) s"
