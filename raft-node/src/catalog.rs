@@ -35,6 +35,8 @@
 //! | `c` name | also `next_claim_seq` and `claim_floor` (every unclaimed seq is ≥ it) |
 //! | `c` name | counters and flags (`next_book_id`, `seeded`; `purge_fence`, `retained_reservations`, `purged_reservations`: see [`crate::retention`]) |
 
+pub mod compat;
+
 use std::fmt;
 use std::io;
 
@@ -43,9 +45,9 @@ use bazar_api::model::topic_key as normalize_topic;
 use bazar_api::{Book, BookPatch, Group, NewBook};
 use serde::{Deserialize, Serialize};
 
-use crate::compat::decode_reservation;
 use crate::sm::{Applied, StateMachine, Txn, View};
 use crate::store::{be, from_be};
+use compat::decode_reservation;
 
 openraft::declare_raft_types!(
     /// openraft types of the catalog group.
@@ -57,10 +59,10 @@ openraft::declare_raft_types!(
 
 /// A change to the catalog.
 ///
-/// Stored as [`crate::compat::CatalogWire`], which also reads the layouts of
+/// Stored as [`crate::catalog::compat::CatalogWire`], which also reads the layouts of
 /// earlier versions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "crate::compat::CatalogWire", into = "crate::compat::CatalogWire")]
+#[serde(from = "crate::catalog::compat::CatalogWire", into = "crate::catalog::compat::CatalogWire")]
 pub enum CatalogCommand {
     /// Add a book (already validated); the catalog assigns its id.
     AddBook(NewBook),

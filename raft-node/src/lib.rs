@@ -8,8 +8,10 @@
 //!
 //! Where to find what:
 //! - [`store`]: RocksDB, column families, the durable Raft log with group commit;
+//! - [`types`]: the Raft vocabulary both groups share: node ids, members, log ids;
 //! - [`sm`]: the state-machine contract, write batching, snapshots;
-//! - [`catalog`], [`orders`]: the two state machines; [`compat`]: reading what earlier versions stored;
+//! - [`catalog`], [`orders`]: the two state machines; [`compat`]: reading what earlier versions
+//!   stored (its version table; each group keeps its old layouts in its own `compat`);
 //! - [`raft`]: a group on this node, its network, leader forwarding and follower reads;
 //! - [`buy`]: the buy protocol across the two groups and recovery of interrupted buys;
 //! - [`retention`]: forgetting idempotency keys after their window, in both groups;
@@ -52,6 +54,7 @@ pub mod sm;
 pub mod stats;
 pub mod store;
 pub mod timing;
+pub mod types;
 pub mod watch;
 
 use std::future::Future;

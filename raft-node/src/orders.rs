@@ -44,6 +44,8 @@
 //! than the last purge, that would create or settle an order, are refused
 //! as [`OrdersResponse::Stale`]: the argument is in [`crate::retention`].
 
+pub mod compat;
+
 use std::fmt;
 use std::io;
 
@@ -52,9 +54,9 @@ use bazar_api::{Group, Order, OrderFilter, OrderStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Reservation, ReservationOutcome};
-use crate::compat::decode_order;
 use crate::sm::{Applied, StateMachine, Txn, View};
 use crate::store::{be, from_be};
+use compat::decode_order;
 
 openraft::declare_raft_types!(
     /// openraft types of the orders group.
@@ -66,10 +68,10 @@ openraft::declare_raft_types!(
 
 /// A change to the orders.
 ///
-/// Stored as [`crate::compat::OrdersWire`], which also reads the layouts of
+/// Stored as [`crate::orders::compat::OrdersWire`], which also reads the layouts of
 /// earlier versions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "crate::compat::OrdersWire", into = "crate::compat::OrdersWire")]
+#[serde(from = "crate::orders::compat::OrdersWire", into = "crate::orders::compat::OrdersWire")]
 pub enum OrdersCommand {
     /// Record a buy whose reservation has an outcome (or find the order
     /// recorded earlier under the same idempotency key).
@@ -1121,7 +1123,7 @@ mod tests {
 
     #[test]
     fn orders_stored_before_buyers_existed_still_read_page_and_settle() {
-        use crate::compat::OrderV1;
+        use crate::orders::compat::OrderV1;
         let mut db = TestDb::new();
         // Two orders as version 1 wrote them, one settled, one pending.
         for (id, status) in [(1, OrderStatus::Confirmed), (2, OrderStatus::Pending)] {

@@ -39,38 +39,24 @@ use std::sync::Arc;
 
 use bazar_api::Group;
 use futures::{Stream, TryStreamExt};
-use openraft::impls::leader_id_adv::LeaderId;
-use openraft::impls::{Entry, EntryPayload};
+use openraft::impls::EntryPayload;
 use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
-use openraft::{LogId, RaftSnapshotBuilder, RaftTypeConfig, Snapshot, SnapshotMeta, StoredMembership};
+use openraft::{RaftSnapshotBuilder, RaftTypeConfig, Snapshot, StoredMembership};
 use rocksdb::WriteBatch;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::incarnation::Member;
 use crate::store::log::{decode, encode};
 use crate::store::{Purpose, Store, io_err};
+use crate::types::Member;
+pub use crate::types::{GroupEntry, GroupLeaderId, GroupLogId, GroupMembership, GroupSnapshotMeta, NodeId};
 use crate::watch::EventHub;
 pub use snapshot::{SnapshotData, SnapshotStore};
 pub use txn::Txn;
 pub use view::View;
 
-/// Node ids are plain integers.
-pub type NodeId = u64;
-
-/// Leader ids: one leader per term and node ("advanced" mode), which is also
-/// the committed leader id stored in log ids.
-pub type GroupLeaderId = LeaderId<u64, NodeId>;
-/// Log ids of both groups.
-pub type GroupLogId = LogId<GroupLeaderId>;
-/// A membership as recorded in the log or the state machine.
-pub type GroupMembership = StoredMembership<GroupLeaderId, NodeId, Member>;
-/// Snapshot metadata of both groups.
-pub type GroupSnapshotMeta = SnapshotMeta<GroupLeaderId, NodeId, Member>;
 /// A snapshot of either group.
 pub type GroupSnapshot = Snapshot<GroupLeaderId, NodeId, Member, SnapshotData>;
-/// The log entry type of a group whose commands are `D`.
-pub type GroupEntry<D> = Entry<GroupLeaderId, EntryPayload<D, NodeId, Member>>;
 
 /// Key of the last applied log id in `{group}_sm_meta`.
 pub(crate) const META_APPLIED: &[u8] = b"applied";

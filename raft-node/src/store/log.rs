@@ -43,10 +43,11 @@ pub(crate) fn write_restored(
     store: &Store,
     group: Group,
     batch: &mut WriteBatch,
-    log_id: crate::sm::GroupLogId,
+    log_id: crate::types::GroupLogId,
 ) -> io::Result<()> {
     let raft = store.cf(group, Purpose::Raft);
-    let vote = openraft::impls::Vote::<crate::sm::GroupLeaderId>::new(log_id.leader_id.term, log_id.leader_id.node_id);
+    let vote =
+        openraft::impls::Vote::<crate::types::GroupLeaderId>::new(log_id.leader_id.term, log_id.leader_id.node_id);
     batch.delete_range_cf(store.cf(group, Purpose::Log), be(0), be(u64::MAX));
     batch.put_cf(raft, KEY_VOTE, encode(&vote)?);
     batch.put_cf(raft, KEY_COMMITTED, encode(&Some(log_id))?);
