@@ -58,9 +58,9 @@ pub fn app(front: Arc<Frontend>) -> Router {
         .route("/cluster", get(cluster))
         .route("/metrics", get(metrics))
         .merge(crate::web::routes())
-        .fallback(|| async { problem(&Problem::new(ErrorCode::NotFound, "no such route")) })
+        .fallback(|| async { Problem::new(ErrorCode::NotFound, "no such route").into_response() })
         .method_not_allowed_fallback(|| async {
-            problem(&Problem::new(ErrorCode::InvalidInput, "method not allowed on this route").with_status(405))
+            Problem::new(ErrorCode::InvalidInput, "method not allowed on this route").with_status(405).into_response()
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(as_problems))
@@ -77,11 +77,11 @@ async fn as_problems(req: Request, next: Next) -> Response {
     let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target > MAX_TARGET {
         let detail = format!("the request target is {target} bytes long, at most {MAX_TARGET} are accepted");
-        return problem(&Problem::new(ErrorCode::InvalidInput, detail).with_status(414));
+        return Problem::new(ErrorCode::InvalidInput, detail).with_status(414).into_response();
     }
     if let Some((name, value)) = req.headers().iter().find(|(_, v)| v.len() > MAX_HEADER_VALUE) {
         let detail = format!("header {name} is {} bytes long, at most {MAX_HEADER_VALUE} are accepted", value.len());
-        return problem(&Problem::new(ErrorCode::InvalidInput, detail).with_status(431));
+        return Problem::new(ErrorCode::InvalidInput, detail).with_status(431).into_response();
     }
     let response = next.run(req).await;
     let status = response.status();
@@ -107,7 +107,7 @@ async fn as_problems(req: Request, next: Next) -> Response {
         s if s.is_server_error() => ErrorCode::Internal,
         _ => ErrorCode::InvalidInput,
     };
-    let mut answer = problem(&Problem::new(code, detail).with_status(status.as_u16()));
+    let mut answer = Problem::new(code, detail).with_status(status.as_u16()).into_response();
     for name in [header::RETRY_AFTER, header::ALLOW] {
         if let Some(v) = parts.headers.get(&name) {
             answer.headers_mut().insert(name, v.clone());
@@ -116,13 +116,8 @@ async fn as_problems(req: Request, next: Next) -> Response {
     answer
 }
 
-/// Renders a problem document.
-pub fn problem(p: &Problem) -> Response {
-    p.into_response()
-}
-
 fn invalid(detail: impl Into<String>) -> Response {
-    problem(&Problem::new(ErrorCode::InvalidInput, detail))
+    Problem::new(ErrorCode::InvalidInput, detail).into_response()
 }
 
 async fn track(State(front): State<Arc<Frontend>>, req: Request, next: Next) -> Response {
@@ -310,7 +305,7 @@ impl Frontend {
                 }
                 response
             }
-            Err(p) => problem(&p),
+            Err(p) => p.into_response(),
         }
     }
 
@@ -330,7 +325,7 @@ impl Frontend {
                 }
                 relay(&answer)
             }
-            Err(p) => problem(&p),
+            Err(p) => p.into_response(),
         }
     }
 }
@@ -497,10 +492,11 @@ async fn health(State(front): State<Arc<Frontend>>) -> Response {
     let healthy = front.replicas.all().iter().filter(|r| r.is_healthy()).count();
     if healthy == 0 {
         let total = front.replicas.all().len();
-        return problem(&Problem::unavailable(
+        return Problem::unavailable(
             format!("no healthy replica: none of the {total} nodes answers this frontend's probes"),
             1,
-        ));
+        )
+        .into_response();
     }
     let body = serde_json::json!({
         "status": "ok",

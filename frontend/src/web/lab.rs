@@ -39,7 +39,6 @@ use tokio_util::sync::CancellationToken;
 use crate::Frontend;
 use crate::config::LabSupervisor;
 use crate::metrics::Route;
-use crate::routes::problem;
 
 /// How often a picture is sent.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -463,10 +462,11 @@ fn same_token(a: &[u8], b: &[u8]) -> bool {
 #[allow(clippy::result_large_err)]
 fn authorize<'a>(front: &'a Frontend, headers: &HeaderMap) -> Result<&'a LabSupervisor, Response> {
     let Some(lab) = &front.config.lab else {
-        return Err(problem(&Problem::new(
+        return Err(Problem::new(
             ErrorCode::NotFound,
             "this frontend has no lab supervisor: the lab is read-only (start a lab cluster with bazar-lab)",
-        )));
+        )
+        .into_response());
     };
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -475,11 +475,12 @@ fn authorize<'a>(front: &'a Frontend, headers: &HeaderMap) -> Result<&'a LabSupe
         .map(str::trim);
     match presented {
         Some(t) if same_token(t.as_bytes(), lab.token.as_bytes()) => Ok(lab),
-        Some(_) => Err(problem(&Problem::new(ErrorCode::Unauthorized, "wrong lab token"))),
-        None => Err(problem(&Problem::new(
+        Some(_) => Err(Problem::new(ErrorCode::Unauthorized, "wrong lab token").into_response()),
+        None => Err(Problem::new(
             ErrorCode::Unauthorized,
             "fault buttons need Authorization: Bearer <lab token> (printed by bazar-lab)",
-        ))),
+        )
+        .into_response()),
     }
 }
 
@@ -494,13 +495,15 @@ async fn relay(front: &Frontend, lab: &LabSupervisor, path: &str, body: Bytes) -
         .timeout(CONTROL_TIMEOUT);
     let answer = match call.send().await {
         Ok(a) => a,
-        Err(e) => return problem(&Problem::unavailable(format!("the lab supervisor does not answer: {e}"), 1)),
+        Err(e) => return Problem::unavailable(format!("the lab supervisor does not answer: {e}"), 1).into_response(),
     };
     let status = answer.status();
     let kind = answer.headers().get(header::CONTENT_TYPE).cloned();
     let body = match answer.bytes().await {
         Ok(b) => b,
-        Err(e) => return problem(&Problem::unavailable(format!("the lab supervisor's answer broke off: {e}"), 1)),
+        Err(e) => {
+            return Problem::unavailable(format!("the lab supervisor's answer broke off: {e}"), 1).into_response();
+        }
     };
     let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, body).into_response();
@@ -524,11 +527,11 @@ pub async fn node_action(
         Err(refused) => return refused,
     };
     let Some(id) = id.parse::<u64>().ok().filter(|id| *id > 0) else {
-        return problem(&Problem::new(ErrorCode::InvalidInput, format!("{id:?} is not a node id")));
+        return Problem::new(ErrorCode::InvalidInput, format!("{id:?} is not a node id")).into_response();
     };
     if !NODE_ACTIONS.contains(&action.as_str()) {
         let detail = format!("unknown action {action:?}: one of {}", NODE_ACTIONS.join(", "));
-        return problem(&Problem::new(ErrorCode::InvalidInput, detail));
+        return Problem::new(ErrorCode::InvalidInput, detail).into_response();
     }
     relay(&front, lab, &format!("/nodes/{id}/{action}"), Bytes::new()).await
 }
@@ -545,7 +548,7 @@ pub async fn transfer_leader(
     };
     match group.parse::<Group>() {
         Ok(group) => relay(&front, lab, &format!("/groups/{group}/transfer-leader"), Bytes::new()).await,
-        Err(detail) => problem(&Problem::new(ErrorCode::InvalidInput, detail)),
+        Err(detail) => Problem::new(ErrorCode::InvalidInput, detail).into_response(),
     }
 }
 
@@ -572,8 +575,8 @@ pub async fn try_it(State(front): State<Arc<Frontend>>, headers: HeaderMap, body
         Ok(r) if (2..=60).contains(&r.seconds) => {
             relay(&front, lab, "/try", Bytes::from(serde_json::json!({ "seconds": r.seconds }).to_string())).await
         }
-        Ok(_) => problem(&Problem::new(ErrorCode::InvalidInput, "seconds must be between 2 and 60")),
-        Err(e) => problem(&Problem::new(ErrorCode::InvalidInput, format!("expected {{\"seconds\": n}}: {e}"))),
+        Ok(_) => Problem::new(ErrorCode::InvalidInput, "seconds must be between 2 and 60").into_response(),
+        Err(e) => Problem::new(ErrorCode::InvalidInput, format!("expected {{\"seconds\": n}}: {e}")).into_response(),
     }
 }
 

@@ -31,7 +31,6 @@ use axum::routing::{get, post};
 use bazar_api::{ErrorCode, Problem};
 
 use crate::Frontend;
-use crate::routes::problem;
 
 const CSS: &str = include_str!("assets/app.css");
 const STORE_JS: &str = include_str!("assets/store.js");
@@ -143,10 +142,8 @@ async fn book(Path(id): Path<String>) -> Response {
     let id = match id.parse::<u64>() {
         Ok(id) if id > 0 => id,
         _ => {
-            return problem(&Problem::new(
-                ErrorCode::NotFound,
-                format!("no page for book {id:?}: ids are positive integers"),
-            ));
+            return Problem::new(ErrorCode::NotFound, format!("no page for book {id:?}: ids are positive integers"))
+                .into_response();
         }
     };
     let main = format!(
@@ -258,7 +255,7 @@ async fn asset(Path(name): Path<String>) -> Response {
         "app.css" => (CSS, "text/css; charset=utf-8"),
         "store.js" => (STORE_JS, "text/javascript; charset=utf-8"),
         "lab.js" => (LAB_JS, "text/javascript; charset=utf-8"),
-        _ => return problem(&Problem::new(ErrorCode::NotFound, format!("no asset {name:?}"))),
+        _ => return Problem::new(ErrorCode::NotFound, format!("no asset {name:?}")).into_response(),
     };
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
