@@ -132,7 +132,7 @@ impl ClientError {
     }
 
     /// A timeout that did not come from reqwest (stream idle, header wait).
-    pub(crate) fn timeout(what: impl fmt::Display) -> ClientError {
+    pub fn timeout(what: impl fmt::Display) -> ClientError {
         ClientError::Transport { kind: TransportKind::Timeout, detail: what.to_string() }
     }
 }

@@ -1,10 +1,11 @@
-//! A typed client for Bazar, and the `bazar` command-line tool built on it.
+//! A typed client for Bazar.
 //!
-//! This is the one way Rust code talks to a Bazar cluster: the CLI, the
-//! benchmarks and the integration tests all go through [`Client`], so retry,
-//! redirect and error rules live in one place. It speaks JSON over HTTP with
-//! the wire types of [`bazar_api`] and deliberately depends on neither
-//! RocksDB nor openraft.
+//! This is the one way Rust code talks to a Bazar cluster: the frontend, the
+//! `bazar` CLI and its benchmarks (crate `bazar-cli`) and the integration
+//! tests all go through [`Client`], so retry, redirect and error rules live
+//! in one place. It speaks JSON over HTTP with the wire types of
+//! [`bazar_api`] and deliberately depends on neither RocksDB nor openraft,
+//! nor on the command line's argument parser, histograms or plots.
 //!
 //! ```no_run
 //! # async fn demo() -> bazar_client::Result<()> {
@@ -27,13 +28,9 @@
 //!   (`add-node`, `remove-node`, leadership transfers, snapshots).
 //! - [`watch`]: decoding a node's change-event stream.
 //! - [`endpoint`]: turning `host:port` or URLs into base URLs.
-//! - [`cli`]: the `bazar` command line.
-//! - [`bench`](mod@bench): `bazar bench`, the load generator, its reports and plots.
 
 #![warn(missing_docs)]
 
-pub mod bench;
-pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod endpoint;

@@ -25,13 +25,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bazar_api::{BookPatch, Consistency, Group, NewBook, NodeHealth, OrderFilter};
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use bazar_api::{BookPatch, Consistency, NewBook, NodeHealth, OrderFilter};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::client::{Client, ReadMeta};
-use crate::error::{ClientError, TransportKind};
+pub use crate::values::{ConsistencyArg, GroupArg};
+use bazar_client::client::{Client, ReadMeta};
+use bazar_client::error::{ClientError, TransportKind};
 
 /// Where the CLI looks for a frontend when told nothing.
 pub const DEFAULT_FRONTEND: &str = "http://127.0.0.1:8080";
@@ -317,45 +318,6 @@ pub struct AddBookArgs {
     pub stock: u64,
 }
 
-/// Read consistency, as a command-line value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ConsistencyArg {
-    /// From the frontend's cache; staleness bounded by its --max-staleness.
-    Cached,
-    /// Read index under the leader's lease; no quorum round trip.
-    Lease,
-    /// Read index confirmed by a quorum; reflects every acknowledged write.
-    Linearizable,
-}
-
-impl From<ConsistencyArg> for Consistency {
-    fn from(c: ConsistencyArg) -> Consistency {
-        match c {
-            ConsistencyArg::Cached => Consistency::Cached,
-            ConsistencyArg::Lease => Consistency::Lease,
-            ConsistencyArg::Linearizable => Consistency::Linearizable,
-        }
-    }
-}
-
-/// A Raft group, as a command-line value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum GroupArg {
-    /// Books and stock.
-    Catalog,
-    /// Orders.
-    Orders,
-}
-
-impl From<GroupArg> for Group {
-    fn from(g: GroupArg) -> Group {
-        match g {
-            GroupArg::Catalog => Group::Catalog,
-            GroupArg::Orders => Group::Orders,
-        }
-    }
-}
-
 impl ReadArgs {
     fn level(&self) -> Option<Consistency> {
         self.consistency.map(Into::into)
@@ -624,10 +586,10 @@ async fn execute(command: &Command, client: &Client, out: &Output) -> Result<(),
         }
         Command::Backup { file, wait } => {
             let started = std::time::Instant::now();
-            let admin = crate::cluster::ClusterAdmin::new(client.clone(), vec![client.base_url().to_string()]);
+            let admin = bazar_client::cluster::ClusterAdmin::new(client.clone(), vec![client.base_url().to_string()]);
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(*wait);
             let mut progress =
-                |p: &crate::cluster::Progress| eprintln!("[{:6.1}s] {p}", started.elapsed().as_secs_f64());
+                |p: &bazar_client::cluster::Progress| eprintln!("[{:6.1}s] {p}", started.elapsed().as_secs_f64());
             let manifest = admin.backup(file, deadline, &mut progress).await?;
             out.value_or(&manifest, || render::backup_manifest(&manifest, file));
         }

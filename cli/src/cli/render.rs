@@ -9,7 +9,7 @@
 use bazar_api::{Book, ClusterStatus, Digest, Group, NodeHealth, Order, WatchEvent};
 use serde::Serialize;
 
-use crate::cluster::ClusterView;
+use bazar_client::cluster::ClusterView;
 
 /// Longest title shown in a table; JSON output always has the full title.
 const MAX_TITLE_CHARS: usize = 48;

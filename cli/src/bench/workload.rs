@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 use super::report::Recorder;
 use super::{Mix, Op, sample_book};
-use crate::client::Client;
-use crate::error::{ClientError, TransportKind};
+use bazar_client::client::Client;
+use bazar_client::error::{ClientError, TransportKind};
 
 /// The system under load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -1,11 +1,11 @@
 //! `bazar`: the command-line client of the Bazar bookstore.
 //!
 //! Thin on purpose: arguments, behaviour and exit codes live in
-//! [`bazar_client::cli`], where they are documented and tested.
+//! [`bazar_cli::cli`], where they are documented and tested.
 
 use std::process::ExitCode;
 
-use bazar_client::cli::{self, Cli};
+use bazar_cli::cli::{self, Cli};
 use clap::Parser;
 
 #[global_allocator]

@@ -53,10 +53,10 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::Rng;
 
-use crate::cli::ConsistencyArg;
-use crate::client::Client;
-use crate::endpoint::normalize_base_url;
-use crate::error::{ClientError, Result};
+use crate::values::ConsistencyArg;
+use bazar_client::client::Client;
+use bazar_client::endpoint::normalize_base_url;
+use bazar_client::error::{ClientError, Result};
 use report::{BenchReport, Percentile, Recorder};
 use workload::{ClientState, TargetKind, Workload};
 

@@ -17,8 +17,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use bazar_client::bench::{self, BenchArgs, Connection, sample_book};
-use bazar_client::cli::{Cli, Command};
+use bazar_cli::bench::{self, BenchArgs, Connection, sample_book};
+use bazar_cli::cli::{Cli, Command};
 use bazar_client::{ErrorCode, Order, OrderStatus, Problem};
 use clap::Parser;
 

@@ -4,7 +4,7 @@
 //! These commands talk to the nodes, not to a frontend: `--frontend` may name
 //! either (a frontend's `/cluster` lists its nodes, which are then asked),
 //! and `--node` names nodes to start from instead. The work is done by
-//! [`crate::cluster::ClusterAdmin`]; this module parses, prints progress on
+//! [`bazar_client::cluster::ClusterAdmin`]; this module parses, prints progress on
 //! stderr (so that `--json` output on stdout stays one document), and prints
 //! the cluster as it ends up.
 
@@ -15,8 +15,8 @@ use clap::{Args, Subcommand};
 use tokio::time::Instant;
 
 use super::{Failure, GroupArg, Output, pretty, render};
-use crate::client::Client;
-use crate::cluster::{AddNodeOptions, ClusterAdmin, Progress};
+use bazar_client::client::Client;
+use bazar_client::cluster::{AddNodeOptions, ClusterAdmin, Progress};
 
 /// `bazar cluster` and its options.
 #[derive(Debug, Args)]
@@ -186,7 +186,7 @@ pub(super) async fn execute(args: &ClusterArgs, client: &Client, out: &Output) -
                     bazar_api::ErrorCode::Unavailable,
                     "some members did not build a snapshot (see the table)",
                 );
-                return Err(Failure::from(crate::error::ClientError::Problem(Box::new(problem))));
+                return Err(Failure::from(bazar_client::error::ClientError::Problem(Box::new(problem))));
             }
         }
     }

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use axum::extract::Path;
 use axum::routing::get;
 use axum::{Json, Router};
-use bazar_client::bench::sample_book;
+use bazar_cli::bench::sample_book;
 use clap::Parser;
 
 #[global_allocator]
