@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Runs every Bazar test, from a fresh clone:
 #   1. builds the release binaries and every test (one profile for
-#      everything, and every cargo command on the whole workspace with its
-#      tests, so that the dependencies compile once: dev-dependencies widen
-#      the features of some shared ones, syn among them, and a build
-#      without them, or of fewer packages, would compile most of the
-#      dependency graph again),
-#   2. lint: rustfmt, clippy and rustdoc with every warning an error
-#      (clippy and rustdoc share the release profile's build scripts, so
-#      RocksDB is not compiled again),
+#      everything, so that the dependencies compile once; the crate hack/
+#      makes the builds with and without dev-dependencies resolve the same
+#      features, so that rustdoc and the scripts' `cargo build --bins` do
+#      not compile RocksDB again),
+#   2. lint: rustfmt, clippy and rustdoc with every warning an error, and
+#      scripts/check-features.sh, which fails when a dependency change
+#      breaks that agreement,
 #   3. unit tests of every crate, in parallel (state machines, the
 #      checker, the client), and the doc tests,
 #   4. the integration tests, one at a time so that their timing is not
@@ -58,7 +57,8 @@ cargo build --release --workspace --bins --tests
 phase "lint: rustfmt and clippy, warnings denied"
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
-phase "lint: rustdoc, warnings denied"
+phase "lint: rustdoc, warnings denied; one feature set for every build"
+scripts/check-features.sh
 RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps
 phase "unit tests"
 cargo test --release --workspace --lib --bins
