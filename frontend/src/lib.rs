@@ -26,6 +26,7 @@ pub mod stream;
 pub mod web;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -250,11 +251,50 @@ async fn watchdog(front: Arc<Frontend>) {
     }
 }
 
+/// The `frontend` binary: parses the command line, sets up logging, and
+/// serves on a multi-threaded runtime until SIGTERM or Ctrl-C. Here rather
+/// than in the binary so that the binary compiles nothing of its own (see
+/// [`run`]).
+pub fn main() -> anyhow::Result<()> {
+    use clap::Parser as _;
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let args = Args::parse();
+    let log_format = args.log_format;
+    let config = args.resolve()?;
+    init_tracing(log_format);
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let shutdown = async {
+            let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        run(config, listener, shutdown).await
+    })
+}
+
 /// Serves on `listener` until `shutdown` resolves.
 pub async fn run(
     config: FrontendConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve(config, listener, Box::pin(shutdown)).await
+}
+
+/// [`run`] with its arguments made concrete, so that the frontend is
+/// compiled once, here, and not again into every binary and test that
+/// starts one (release builds do not share generic instantiations between
+/// crates).
+async fn serve(
+    config: FrontendConfig,
+    listener: TcpListener,
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) -> anyhow::Result<()> {
     let front = Arc::new(Frontend::new(config)?);
     tracing::info!(listen = %front.config.listen, nodes = ?front.config.nodes, "frontend started");
