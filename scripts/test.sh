@@ -16,16 +16,16 @@
 #      client and the bench against small servers), then the real-process
 #      ones in tests/ (clusters of raft-node processes under kill -9,
 #      SIGSTOP, full restarts, partitions, clock faults and power loss). Among them,
-#      tests/tests/containers.rs builds the images and runs a compose cluster
+#      tests/tests/processes/containers.rs builds the images and runs a compose cluster
 #      under network partitions when a Docker engine answers (about 1-2
 #      minutes); without one it fails and says why, unless skipping is
 #      asked for (BAZAR_SKIP_CONTAINERS=1; BAZAR_SKIP_PARTITIONS=1 likewise
 #      for the partition tests, which need root and iptables;
 #      BAZAR_SKIP_CLOCKS=1 for the clock-fault tests, which need
 #      libfaketime, installed here through apt when missing and root;
-#      BAZAR_SKIP_POWERLOSS=1 for the power-loss tests, tests/tests/powerloss.rs,
+#      BAZAR_SKIP_POWERLOSS=1 for the power-loss tests, tests/tests/processes/powerloss.rs,
 #      which need root, /dev/fuse and fuse3, about 45 s). Among them,
-#      tests/tests/browser.rs drives the storefront and the lab in headless
+#      tests/tests/processes/browser.rs drives the storefront and the lab in headless
 #      Chromium (installed through apt when missing, as root; without it the
 #      test fails and says why, unless BAZAR_SKIP_BROWSER=1),
 #   5. scripts/fuzz-api.sh: Schemathesis (installed from PyPI into

@@ -5,7 +5,7 @@
 //! library's `clock_gettime` and the sleeping calls (`epoll_wait`,
 //! `nanosleep`, ...), so every clock the node reads — `CLOCK_MONOTONIC`,
 //! behind std's and tokio's `Instant`, as well as the wall clock — and
-//! every timer it waits on follow a faked clock (`tests/tests/clocks.rs`
+//! every timer it waits on follow a faked clock (`tests/tests/processes/clocks.rs`
 //! shows it on a running node). Each node's fake clock is set by a
 //! control file of its own (`FAKETIME_TIMESTAMP_FILE`), which the library
 //! reads again on every call (`FAKETIME_NO_CACHE=1`): a change takes
