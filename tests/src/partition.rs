@@ -13,7 +13,9 @@
 //! jumped to from `OUTPUT`; every rule it adds lives there, only between
 //! loopback addresses. [`Firewall::heal`] removes every rule; dropping the
 //! firewall (also while a failed test unwinds) removes the jump, the rules
-//! and the chain. It needs root and `iptables`; [`available`] says why
+//! and the chain; a chain whose process was killed by a signal, and so never
+//! unwound, is removed by the next [`Firewall::new`] ([`sweep_orphans`]).
+//! It needs root and `iptables`; [`available`] says why
 //! not. A packet dropped in `OUTPUT` is lost like one on a wire: a `connect`
 //! waits out its timeout and TCP retransmits.
 
@@ -66,16 +68,54 @@ pub fn available() -> std::result::Result<(), String> {
 }
 
 fn iptables(args: &[&str]) -> Result<()> {
+    iptables_output(args).map(drop)
+}
+
+/// Runs iptables with `args`; its standard output.
+fn iptables_output(args: &[&str]) -> Result<String> {
     let out = Command::new("iptables")
         .arg("-w")
         .args(args)
         .output()
         .map_err(|e| Error::Cluster(format!("running iptables: {e}")))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(Error::Cluster(format!("iptables {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())))
     }
+}
+
+/// The process that made `chain`, when it is one of ours (`BAZAR-<pid>-<n>`).
+fn chain_owner(chain: &str) -> Option<u32> {
+    let (pid, n) = chain.strip_prefix("BAZAR-")?.split_once('-')?;
+    n.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
+/// Removes the chains (and their jumps from `OUTPUT`) that processes which
+/// no longer run left behind: a test killed by a signal never unwinds, so
+/// its [`Firewall`] is never dropped, and its cuts would stay in force for
+/// every later test and program on the machine. Returns the chains removed.
+/// [`Firewall::new`] calls it first. A chain that cannot be removed (another
+/// sweep got to it first) is left to that sweep: this one says so and goes on.
+pub fn sweep_orphans() -> Result<Vec<String>> {
+    let rules = iptables_output(&["-S"])?;
+    let mut removed = Vec::new();
+    for chain in rules.lines().filter_map(|line| line.strip_prefix("-N ")) {
+        let Some(pid) = chain_owner(chain) else { continue };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        while iptables(&["-D", "OUTPUT", "-j", chain]).is_ok() {}
+        match iptables(&["-F", chain]).and_then(|()| iptables(&["-X", chain])) {
+            Ok(()) => {
+                eprintln!("removed iptables chain {chain}, left behind by process {pid}, which no longer runs");
+                removed.push(chain.to_string());
+            }
+            Err(e) => eprintln!("could not remove iptables chain {chain} (process {pid} no longer runs): {e}"),
+        }
+    }
+    Ok(removed)
 }
 
 /// The links cut between loopback addresses, as rules in a chain of its own.
@@ -89,6 +129,7 @@ impl Firewall {
     /// Creates an empty chain of its own and jumps to it from `OUTPUT`.
     pub fn new() -> Result<Firewall> {
         available().map_err(Error::Unsupported)?;
+        sweep_orphans()?;
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let chain = format!("BAZAR-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         iptables(&["-N", &chain])?;
@@ -195,9 +236,33 @@ mod tests {
     }
 
     #[test]
+    fn chains_of_processes_that_no_longer_run_are_swept_away() {
+        if !required() {
+            return;
+        }
+        // A process that has exited: its id names no running process.
+        let mut child = Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let orphan = format!("BAZAR-{dead}-0");
+        iptables(&["-N", &orphan]).unwrap();
+        iptables(&["-I", "OUTPUT", "-j", &orphan]).unwrap();
+        iptables(&["-A", &orphan, "-s", "127.0.0.94", "-d", "127.0.0.95", "-j", "DROP"]).unwrap();
+        assert_eq!(chain_owner(&orphan), Some(dead));
+        assert_eq!(chain_owner("BAZAR-12-x"), None);
+        assert_eq!(chain_owner("DOCKER-USER"), None);
+
+        let firewall = Firewall::new().unwrap();
+
+        assert!(!chain_exists(&orphan), "the chain of a process that no longer runs is removed");
+        assert!(chain_exists(firewall.chain()), "a live process's chain is kept");
+        let rules = iptables_output(&["-S", "OUTPUT"]).unwrap();
+        assert!(!rules.contains(&orphan), "its jump from OUTPUT too: {rules}");
+    }
+
+    #[test]
     fn a_cut_drops_one_direction_between_two_addresses_and_heals() {
-        if let Err(why) = available() {
-            eprintln!("skipped: {why}");
+        if !required() {
             return;
         }
         let server = TcpListener::bind("127.0.0.91:0").unwrap();
