@@ -13,6 +13,7 @@
 //! - [`events`]: the change-event stream served by `GET /watch`.
 //! - [`cluster`]: cluster status, digests and admin requests.
 //! - [`backup`]: the backup file's layout, manifest and checks.
+//! - [`timing`]: reading the `Server-Timing` header every answer carries.
 
 #![warn(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod isbn;
 pub mod model;
 pub mod problem;
 pub mod read;
+pub mod timing;
 
 pub use cluster::{
     AddLearnerRequest, ChangeMembershipRequest, ClusterStatus, Digest, GroupHealth, GroupStatus, InitRequest,

@@ -77,7 +77,12 @@ fn store_app(store: Arc<Store>) -> Router {
             idempotency_key: None,
             buyer: None,
         };
-        (StatusCode::CREATED, Json(order)).into_response()
+        // Two values of the header, as a frontend relaying a node sends them.
+        let timing = axum::response::AppendHeaders([
+            (bazar_api::timing::SERVER_TIMING_HEADER, "node;dur=2.000"),
+            (bazar_api::timing::SERVER_TIMING_HEADER, r#"raft;desc="orders commit";dur=1.500"#),
+        ]);
+        (StatusCode::CREATED, timing, Json(order)).into_response()
     }
     Router::new().route("/books/{id}", get(lookup)).route("/books/{id}/buy", post(buy)).with_state(store)
 }
@@ -109,7 +114,13 @@ async fn measured_requests_are_counted_exactly_and_failures_apart() {
         assert_eq!(level.total.cache.get("hit").copied(), Some(lookups.ok), "every lookup reported a cache hit");
         assert_eq!(buys.errors, buys.error_kinds.get("409 out_of_stock").copied().unwrap_or(0));
         assert!(level.total.latency.p50_us > 0 && level.total.latency.p50_us <= level.total.latency.max_us);
+        // Every confirmed buy's Server-Timing, summed per tier and step.
+        assert_eq!(buys.timing["node"].answers, buys.ok);
+        assert_eq!(buys.timing["node"].mean_ms(), 2.0);
+        assert_eq!(buys.timing["raft orders commit"].mean_ms(), 1.5);
+        assert!(lookups.timing.is_empty(), "lookups said nothing of their time");
     }
+    assert!(report.table().contains("buy time, mean ms: client "), "{}", report.table());
     // Every buy of both levels reached the server with its own key.
     let buys = store.buys.load(Ordering::SeqCst);
     assert!(buys > 0);

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bazar_api::model::{MAX_PAGE_LIMIT, validate_buyer, validate_idempotency_key, validate_quantity};
+use bazar_api::timing::{self, TimingEntry};
 use bazar_api::{
     AddLearnerRequest, Book, BookPage, BookPatch, BuyRequest, CACHE_HEADER, CATALOG_INDEX_HEADER,
     ChangeMembershipRequest, ClusterStatus, Consistency, Digest, ErrorCode, Group, IDEMPOTENCY_KEY_HEADER,
@@ -89,6 +90,8 @@ pub struct ReadMeta {
     pub served_by: Option<String>,
     /// `X-Bazar-Index`: the applied log index the answer reflects.
     pub index: Option<u64>,
+    /// `Server-Timing`: where the answer's time went (see [`bazar_api::timing`]).
+    pub timing: Vec<TimingEntry>,
 }
 
 impl ReadMeta {
@@ -99,8 +102,19 @@ impl ReadMeta {
             cache: text(CACHE_HEADER),
             served_by: text(SERVED_BY_HEADER),
             index: text(INDEX_HEADER).and_then(|s| s.parse().ok()),
+            timing: server_timing(headers),
         }
     }
+}
+
+/// Every `Server-Timing` metric of an answer, in order.
+fn server_timing(headers: &HeaderMap) -> Vec<TimingEntry> {
+    headers
+        .get_all(timing::SERVER_TIMING_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(timing::parse)
+        .collect()
 }
 
 impl fmt::Display for ReadMeta {
@@ -122,6 +136,8 @@ pub struct Written<T> {
     /// `X-Bazar-Catalog-Index` of a buy: the catalog index of its
     /// reservation. For a catalog write, the same as `index`.
     pub catalog_index: Option<u64>,
+    /// `Server-Timing`: where the answer's time went (see [`bazar_api::timing`]).
+    pub timing: Vec<TimingEntry>,
 }
 
 /// Configures a [`Client`].
@@ -592,7 +608,8 @@ impl Client {
             Group::Catalog => index,
             Group::Orders => header(CATALOG_INDEX_HEADER),
         };
-        Ok(Written { value: decode(&call, response).await?, index, catalog_index })
+        let timing = server_timing(response.headers());
+        Ok(Written { value: decode(&call, response).await?, index, catalog_index, timing })
     }
 
     /// Sends a read and decodes the answer with its read headers.

@@ -37,6 +37,7 @@ pub mod endpoint;
 pub mod error;
 pub mod watch;
 
+pub use bazar_api::timing::TimingEntry;
 pub use bazar_api::{
     Book, BookPage, BookPatch, ClusterStatus, Consistency, Digest, ErrorCode, Group, NewBook, NodeHealth, Order,
     OrderPage, OrderStatus, Problem, WatchEvent,

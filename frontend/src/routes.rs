@@ -241,7 +241,7 @@ fn relay(answer: &Answer) -> Response {
 
 /// `Server-Timing`: the frontend's total (added by [`track`]), the cache's
 /// part, and each node answer's own entries, relayed.
-const SERVER_TIMING: &str = "server-timing";
+const SERVER_TIMING: &str = bazar_api::timing::SERVER_TIMING_HEADER;
 
 impl Frontend {
     fn deadline(&self) -> Instant {

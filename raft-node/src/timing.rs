@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 
-/// The response header.
-pub const SERVER_TIMING: &str = "server-timing";
+/// The response header (read back by [`bazar_api::timing::parse`]).
+pub const SERVER_TIMING: &str = bazar_api::timing::SERVER_TIMING_HEADER;
 
 /// One step a request waited for.
 #[derive(Debug, Clone, PartialEq)]

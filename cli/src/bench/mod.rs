@@ -21,7 +21,9 @@
 //! **What is measured.** Per operation: successes with their latency in an
 //! HDR histogram (p50/p90/p99/p99.9/max), failures counted by kind and kept
 //! out of the latency, and for reads the `X-Bazar-Cache` state the answer
-//! reported. See [`report`] for the JSON and how repetitions become medians.
+//! reported, and for Bazar's answers what their `Server-Timing` said of each
+//! tier and step (summed, shown as means beside the client's latency). See
+//! [`report`] for the JSON and how repetitions become medians.
 //!
 //! **Targets.** `bazar` runs the `--mix` of lookups, searches, buys,
 //! restocks and `lookup_after_buy` (a buy, then the first lookup of the book

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use bazar_api::timing::TimingEntry;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,38 @@ pub struct OpRecorder {
     pub errors: BTreeMap<String, u64>,
     /// `X-Bazar-Cache` values of successful reads (`hit`, `miss`, `bypass`).
     pub cache: BTreeMap<String, u64>,
+    /// What successful answers' `Server-Timing` said, by tier or step.
+    pub timing: BTreeMap<String, TierTime>,
+}
+
+/// What the answers' `Server-Timing` headers said of one tier or step
+/// (`frontend`, `node`, `raft orders commit`, ...), summed: the report
+/// shows the mean, beside the latency the client measured, so that a user
+/// sees where a request's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TierTime {
+    /// Answers that carried it.
+    pub answers: u64,
+    /// Their durations added up, milliseconds.
+    pub total_ms: f64,
+}
+
+impl TierTime {
+    /// The mean over the answers that carried it, milliseconds (0 for none).
+    pub fn mean_ms(&self) -> f64 {
+        if self.answers == 0 { 0.0 } else { self.total_ms / self.answers as f64 }
+    }
+
+    fn add(&mut self, other: &TierTime) {
+        self.answers += other.answers;
+        self.total_ms += other.total_ms;
+    }
+}
+
+fn add_times(into: &mut BTreeMap<String, TierTime>, from: &BTreeMap<String, TierTime>) {
+    for (k, v) in from {
+        into.entry(k.clone()).or_default().add(v);
+    }
 }
 
 impl OpRecorder {
@@ -46,6 +79,7 @@ impl OpRecorder {
             latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds"),
             errors: BTreeMap::new(),
             cache: BTreeMap::new(),
+            timing: BTreeMap::new(),
         }
     }
 
@@ -54,6 +88,7 @@ impl OpRecorder {
         self.latency.add(&other.latency).expect("histograms with equal bounds");
         add_counts(&mut self.errors, &other.errors);
         add_counts(&mut self.cache, &other.cache);
+        add_times(&mut self.timing, &other.timing);
     }
 
     fn errors_total(&self) -> u64 {
@@ -85,6 +120,20 @@ impl Recorder {
         rec.latency.saturating_record(us);
         if let Some(state) = cache {
             *rec.cache.entry(state.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Records what a successful answer of `op` said of its time
+    /// (`Server-Timing`): each metric with a duration, by its label.
+    pub fn server_timing(&mut self, op: &'static str, entries: &[TimingEntry]) {
+        let rec = self.op(op);
+        for entry in entries {
+            if let Some(dur) = entry.dur {
+                rec.timing
+                    .entry(entry.label())
+                    .or_default()
+                    .add(&TierTime { answers: 1, total_ms: dur.as_secs_f64() * 1e3 });
+            }
         }
     }
 
@@ -235,6 +284,10 @@ pub struct OpReport {
     /// `X-Bazar-Cache` values of successful reads.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cache: BTreeMap<String, u64>,
+    /// `Server-Timing` of successful answers, by tier or step (merged
+    /// repetitions add up, so the mean is over all of them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub timing: BTreeMap<String, TierTime>,
 }
 
 impl OpReport {
@@ -247,15 +300,18 @@ impl OpReport {
             latency: Latency::of(&rec.latency),
             error_kinds: rec.errors.clone(),
             cache: rec.cache.clone(),
+            timing: rec.timing.clone(),
         }
     }
 
     fn median_of(all: &[&OpReport]) -> OpReport {
         let mut error_kinds = BTreeMap::new();
         let mut cache = BTreeMap::new();
+        let mut timing = BTreeMap::new();
         for r in all {
             add_counts(&mut error_kinds, &r.error_kinds);
             add_counts(&mut cache, &r.cache);
+            add_times(&mut timing, &r.timing);
         }
         let latencies: Vec<Latency> = all.iter().map(|r| r.latency).collect();
         OpReport {
@@ -265,6 +321,7 @@ impl OpReport {
             latency: Latency::median_of(&latencies),
             error_kinds,
             cache,
+            timing,
         }
     }
 }
@@ -449,9 +506,46 @@ impl BenchReport {
                 let states: Vec<String> = level.total.cache.iter().map(|(k, v)| format!("{k} {v}")).collect();
                 let _ = writeln!(out, "{:>7}  cache: {}", "", states.join(", "));
             }
+            for (name, op) in &level.ops {
+                if let Some(line) = timing_line(op) {
+                    let _ = writeln!(out, "{:>7}  {name} time, mean ms: {line}", "");
+                }
+            }
         }
         out
     }
+}
+
+/// Where an operation's time went: the mean latency the client measured,
+/// then each tier's and step's mean as the answers' `Server-Timing` said
+/// (outer tiers first). `None` when the answers said nothing.
+fn timing_line(r: &OpReport) -> Option<String> {
+    if r.timing.is_empty() {
+        return None;
+    }
+    let rank = |label: &str| match label.split(' ').next() {
+        Some("frontend") => 0,
+        Some("cache") => 1,
+        Some("node") => 2,
+        _ => 3,
+    };
+    let mut tiers: Vec<(&String, &TierTime)> = r.timing.iter().collect();
+    tiers.sort_by_key(|(label, _)| rank(label));
+    // The outer tier is in every answer; a step in fewer (a cache hit, a
+    // read-index round) says in which share of them.
+    let most = tiers.iter().map(|(_, t)| t.answers).max().unwrap_or(0);
+    let parts: Vec<String> = tiers
+        .iter()
+        .map(|(label, t)| {
+            let share = if t.answers < most {
+                format!(" (in {:.0}% of answers)", 100.0 * t.answers as f64 / most as f64)
+            } else {
+                String::new()
+            };
+            format!("{label} {:.3}{share}", t.mean_ms())
+        })
+        .collect();
+    Some(format!("client {:.3}; {}", r.latency.mean_us / 1000.0, parts.join(", ")))
 }
 
 fn row(out: &mut String, clients: usize, op: &str, r: &OpReport) {
@@ -574,6 +668,39 @@ mod tests {
         assert_eq!(merged.level(8).unwrap().repetitions.len(), 3);
         let text = merged.table();
         assert!(text.contains("errors: 2 × a"), "{text}");
+    }
+
+    #[test]
+    fn server_timing_is_summed_per_tier_and_shown_beside_the_client_latency() {
+        let timing = |value: &str| bazar_api::timing::parse(value);
+        let mut rec = Recorder::new();
+        rec.success("buy", Duration::from_millis(5), None);
+        rec.server_timing("buy", &timing(r#"frontend;dur=4, node;dur=3, raft;desc="orders commit";dur=2"#));
+        rec.success("buy", Duration::from_millis(7), None);
+        rec.server_timing("buy", &timing(r#"frontend;dur=6, node;dur=5"#));
+        let mut other = Recorder::new();
+        other.success("buy", Duration::from_millis(6), None);
+        other.server_timing("buy", &timing("frontend;dur=5, cache;desc=hit"));
+        rec.merge(&other);
+
+        let level = rec.level_report(2, Duration::from_secs(1));
+        let buy = &level.ops["buy"];
+        assert_eq!(buy.timing["frontend"], TierTime { answers: 3, total_ms: 15.0 });
+        assert_eq!(buy.timing["node"], TierTime { answers: 2, total_ms: 8.0 });
+        assert_eq!(buy.timing["raft orders commit"].mean_ms(), 2.0);
+        assert!(!buy.timing.contains_key("cache hit"), "a metric without a duration adds no time");
+
+        let line = timing_line(buy).unwrap();
+        assert!(line.starts_with("client 6."), "{line}");
+        assert!(
+            line.contains(
+                "; frontend 5.000, node 4.000 (in 67% of answers), raft orders commit 2.000 (in 33% of answers)"
+            ),
+            "{line}"
+        );
+        let twice = OpReport::median_of(&[buy, buy]);
+        assert_eq!(twice.timing["frontend"], TierTime { answers: 6, total_ms: 30.0 }, "repetitions add up");
+        assert_eq!(timing_line(&level.ops["buy"]), timing_line(&twice), "and keep the same means");
     }
 
     #[test]

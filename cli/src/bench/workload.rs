@@ -20,7 +20,8 @@ use serde::Deserialize;
 
 use super::report::Recorder;
 use super::{Mix, Op, sample_book};
-use bazar_client::client::Client;
+use bazar_api::timing::TimingEntry;
+use bazar_client::client::{Client, ReadMeta};
 use bazar_client::error::{ClientError, TransportKind};
 
 /// The system under load.
@@ -143,7 +144,7 @@ impl Workload {
                     "value": BASE64.encode(serde_json::to_vec(&sample_book(id)).unwrap_or_default()),
                 });
                 let started = state.start();
-                let result = self.etcd_call(endpoint, "/v3/kv/put", &body).await.map(|_| None);
+                let result = self.etcd_call(endpoint, "/v3/kv/put", &body).await.map(|_| Answer::default());
                 finish(recorder, record, "put", started, result);
             }
             TargetKind::EtcdRangeLinearizable | TargetKind::EtcdRangeSerializable => {
@@ -151,7 +152,7 @@ impl Workload {
                 let body = serde_json::json!({ "key": self.etcd_key(id), "serializable": serializable });
                 let started = state.start();
                 let result = match self.etcd_call(endpoint, "/v3/kv/range", &body).await {
-                    Ok(bytes) => decode_range(&bytes).map(|_| None),
+                    Ok(bytes) => decode_range(&bytes).map(|_| Answer::default()),
                     Err(e) => Err(e),
                 };
                 finish(recorder, record, "range", started, result);
@@ -159,7 +160,7 @@ impl Workload {
             TargetKind::HttpGet => {
                 let url = self.urls[endpoint].replace("{id}", &id.to_string());
                 let started = state.start();
-                let result = self.get(&url).await.map(|_| None);
+                let result = self.get(&url).await.map(|()| Answer::default());
                 finish(recorder, record, "get", started, result);
             }
         }
@@ -171,33 +172,33 @@ impl Workload {
         let started = state.start();
         match op {
             Op::Lookup => {
-                let result = client.lookup(id, self.consistency).await.map(|r| r.meta.cache);
+                let result = client.lookup(id, self.consistency).await.map(|r| Answer::read(r.meta));
                 finish(rec, record, op.name(), started, result.map_err(|e| error_kind(&e)));
             }
             Op::Search => {
                 let topic = &self.topics[state.rng.random_range(0..self.topics.len())];
-                let result = client.search(topic, None, None, self.consistency).await.map(|r| r.meta.cache);
+                let result = client.search(topic, None, None, self.consistency).await.map(|r| Answer::read(r.meta));
                 finish(rec, record, op.name(), started, result.map_err(|e| error_kind(&e)));
             }
             Op::Buy => {
                 let key = self.buy_key(state);
-                let result = client.buy(id, 1, Some(&key)).await.map(|_| None);
+                let result = client.buy_written(id, 1, None, Some(&key)).await.map(|w| Answer::written(w.timing));
                 finish(rec, record, op.name(), started, result.map_err(|e| error_kind(&e)));
             }
             Op::Restock => {
-                let result = client.restock(id, 1).await.map(|_| None);
+                let result = client.restock_written(id, 1).await.map(|w| Answer::written(w.timing));
                 finish(rec, record, op.name(), started, result.map_err(|e| error_kind(&e)));
             }
             Op::LookupAfterBuy => {
                 // The buy invalidates the book in every cache; the lookup
                 // right after it is the first read of the new version.
                 let key = self.buy_key(state);
-                let bought = client.buy(id, 1, Some(&key)).await;
+                let bought = client.buy_written(id, 1, None, Some(&key)).await.map(|w| Answer::written(w.timing));
                 let ok = bought.is_ok();
-                finish(rec, record, Op::Buy.name(), started, bought.map(|_| None).map_err(|e| error_kind(&e)));
+                finish(rec, record, Op::Buy.name(), started, bought.map_err(|e| error_kind(&e)));
                 if ok {
                     let started = Instant::now();
-                    let result = client.lookup(id, self.consistency).await.map(|r| r.meta.cache);
+                    let result = client.lookup(id, self.consistency).await.map(|r| Answer::read(r.meta));
                     finish(rec, record, op.name(), started, result.map_err(|e| error_kind(&e)));
                 }
             }
@@ -244,19 +245,35 @@ impl Workload {
     }
 }
 
+/// What a successful answer said besides its body.
+#[derive(Debug, Default)]
+struct Answer {
+    /// `X-Bazar-Cache` of a read.
+    cache: Option<String>,
+    /// `Server-Timing` (Bazar's answers).
+    timing: Vec<TimingEntry>,
+}
+
+impl Answer {
+    fn read(meta: ReadMeta) -> Answer {
+        Answer { cache: meta.cache, timing: meta.timing }
+    }
+
+    fn written(timing: Vec<TimingEntry>) -> Answer {
+        Answer { cache: None, timing }
+    }
+}
+
 /// Records one finished request.
-fn finish(
-    rec: &mut Recorder,
-    record: bool,
-    op: &'static str,
-    started: Instant,
-    result: Result<Option<String>, String>,
-) {
+fn finish(rec: &mut Recorder, record: bool, op: &'static str, started: Instant, result: Result<Answer, String>) {
     if !record {
         return;
     }
     match result {
-        Ok(cache) => rec.success(op, started.elapsed(), cache.as_deref()),
+        Ok(answer) => {
+            rec.success(op, started.elapsed(), answer.cache.as_deref());
+            rec.server_timing(op, &answer.timing);
+        }
         Err(kind) => rec.failure(op, &kind),
     }
 }

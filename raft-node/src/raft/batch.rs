@@ -233,14 +233,19 @@ mod tests {
         let rounds = Arc::new(Rounds::<u64>::default());
         let (early, _) = rounds.join();
         let (release, released) = oneshot::channel::<()>();
+        let (asking, asked) = oneshot::channel::<()>();
         let server = {
             let rounds = rounds.clone();
             let mut released = Some(released);
+            let mut asking = Some(asking);
             let mut round = 0;
             tokio::spawn(async move {
                 rounds
                     .serve(move |_| {
                         round += 1;
+                        if let Some(asking) = asking.take() {
+                            let _ = asking.send(());
+                        }
                         let gate = released.take();
                         async move {
                             if let Some(gate) = gate {
@@ -254,7 +259,7 @@ mod tests {
         };
         // The first round is under way (its call is blocked on the gate);
         // this read arrives after it started asking.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        asked.await.unwrap();
         let (late, start) = rounds.join();
         assert!(!start);
         release.send(()).unwrap();
