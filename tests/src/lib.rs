@@ -44,6 +44,8 @@ pub mod linearizability;
 pub mod nemesis;
 pub mod partition;
 pub mod runner;
+#[cfg(test)]
+mod structure;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
