@@ -50,11 +50,11 @@ impl TimingEntry {
 /// standard asks of user agents; parameters other than `desc` and `dur`
 /// are ignored.
 pub fn parse(value: &str) -> Vec<TimingEntry> {
-    split_outside_quotes(value, ',').into_iter().filter_map(|metric| parse_metric(&metric)).collect()
+    split_outside_quotes(value, b',').into_iter().filter_map(parse_metric).collect()
 }
 
 fn parse_metric(metric: &str) -> Option<TimingEntry> {
-    let mut parts = split_outside_quotes(metric, ';').into_iter();
+    let mut parts = split_outside_quotes(metric, b';').into_iter();
     let name = parts.next()?.trim().to_string();
     if name.is_empty() || !name.chars().all(is_token_char) {
         return None;
@@ -82,26 +82,26 @@ fn is_token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
-/// `s` cut at every `sep` that is not inside a quoted string.
-fn split_outside_quotes(s: &str, sep: char) -> Vec<String> {
+/// `s` cut at every `sep` that is not inside a quoted string, as slices of
+/// it (this runs for every answer a client reads: no copies).
+fn split_outside_quotes(s: &str, sep: u8) -> Vec<&str> {
     let mut parts = Vec::new();
-    let mut current = String::new();
-    let mut quoted = false;
-    let mut escaped = false;
-    for c in s.chars() {
-        match c {
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    // Bytes are safe here: the separators, quotes and backslashes are ASCII,
+    // which never occurs inside a multi-byte UTF-8 character.
+    for (i, b) in s.bytes().enumerate() {
+        match b {
             _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            c if c == sep && !quoted => {
-                parts.push(std::mem::take(&mut current));
-                continue;
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b if b == sep && !quoted => {
+                parts.push(&s[start..i]);
+                start = i + 1;
             }
             _ => {}
         }
-        current.push(c);
     }
-    parts.push(current);
+    parts.push(&s[start..]);
     parts
 }
 
@@ -155,6 +155,10 @@ mod tests {
     fn quotes_protect_separators_and_escapes_are_undone() {
         let parsed = parse(r#"cache;desc="a, b; c \"d\"";dur=0.5,miss"#);
         assert_eq!(parsed, vec![entry("cache", Some(r#"a, b; c "d""#), Some(0.5)), entry("miss", None, None)]);
+        assert_eq!(
+            parse(r#"raft;desc="é, ü";dur=1,node"#),
+            vec![entry("raft", Some("é, ü"), Some(1.0)), entry("node", None, None)]
+        );
     }
 
     #[test]
