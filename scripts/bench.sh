@@ -13,19 +13,26 @@
 #   --profile        also record perf profiles of buys and linearizable lookups
 #                    on the leader (needs perf; flamegraphs need inferno)
 #   --no-build       use the binaries in target/release as they are
+#   --no-wrk         skip the wrk cross-check of the headline ratios
+#   --no-rtt         skip the runs over links with a set round-trip time
 #
 # Environment (defaults in brackets):
 #   BENCH_PORT_BASE [7600]  nodes on BASE+1..3, frontend BASE+80, no-cache frontend
 #                           BASE+81, ceiling BASE+90, etcd clients BASE+201..203 and
 #                           peers BASE+211..213, 1M-book cluster BASE+101..103 / BASE+180
 #   BENCH_ROUNDS [3]  BENCH_CLIENTS [1,8,64,256]  BENCH_DURATION [3s]  BENCH_WARMUP [1s]
+#   BENCH_RTTS [1ms,10ms; --quick: 1ms]  round-trip times of the RTT runs
 #
 # What it does: builds the release binaries; starts a 3-node Bazar cluster and
 # its frontend (scripts/cluster.sh, in a temporary data folder), a no-cache
 # frontend, the trivial `bench-ceiling` server and a 3-member etcd (installing
 # Debian's etcd-server with apt when missing and root; otherwise etcd is
 # skipped with a message); runs every scenario ROUNDS times, interleaved, with
-# `bazar bench`; merges the rounds into medians; measures resident memory;
+# `bazar bench`; runs buys in an open loop at half the closed loop's rate;
+# repeats the headline scenarios with `wrk` (installed with apt when missing
+# and root) as a cross-check; runs buys and etcd puts again with a set
+# round-trip time between the members (fresh clusters behind `bench-delay`
+# relays); merges the rounds into medians; measures resident memory;
 # writes the tables, ratios and plots between the markers of benchmarks.md
 # (the prose around them is kept); and stops everything it started, by PID.
 set -euo pipefail
@@ -36,7 +43,7 @@ source "$ROOT/scripts/lib.sh"
 BIN="$ROOT/target/release"
 BAZAR="$BIN/bazar"
 
-QUICK=0 ETCD=1 MILLION=1 PROFILE=0 BUILD=1 OUT=""
+QUICK=0 ETCD=1 MILLION=1 PROFILE=0 BUILD=1 WRK=1 RTT=1 OUT=""
 while (($#)); do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -44,6 +51,8 @@ while (($#)); do
     --no-million) MILLION=0 ;;
     --profile) PROFILE=1 ;;
     --no-build) BUILD=0 ;;
+    --no-wrk) WRK=0 ;;
+    --no-rtt) RTT=0 ;;
     --out) OUT="${2:?--out needs a folder}"; shift ;;
     -h | --help) print_usage "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -55,10 +64,12 @@ PORT_BASE="${BENCH_PORT_BASE:-7600}"
 if ((QUICK)); then
   ROUNDS="${BENCH_ROUNDS:-1}" CLIENTS="${BENCH_CLIENTS:-1,64}"
   DURATION="${BENCH_DURATION:-2s}" WARMUP="${BENCH_WARMUP:-1s}"
+  RTTS="${BENCH_RTTS:-1ms}"
   OUT="${OUT:-$ROOT/target/bench-quick}"
 else
   ROUNDS="${BENCH_ROUNDS:-3}" CLIENTS="${BENCH_CLIENTS:-1,8,64,256}"
   DURATION="${BENCH_DURATION:-3s}" WARMUP="${BENCH_WARMUP:-1s}"
+  RTTS="${BENCH_RTTS:-1ms,10ms}"
   OUT="${OUT:-$ROOT/docs}"
 fi
 DOC="$OUT/benchmarks.md"
@@ -143,7 +154,7 @@ if ((BUILD)); then
   say "building release binaries"
   (cd "$ROOT" && cargo build --release --bins) || die "the build failed"
 fi
-for b in raft-node bazar bench-ceiling; do
+for b in raft-node bazar bench-ceiling bench-delay; do
   [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing (run without --no-build)"
 done
 HAVE_FRONTEND=0
@@ -329,10 +340,38 @@ run_scenario() { # NAME ROUND
   fi
 }
 
+# Open loop: buys through the frontend from 64 clients at half the rate the
+# round's closed loop reached at 64 clients, latency from when each was due.
+OPEN_CLIENTS=64
+OPEN_ROWS=()   # round|closed req/s|closed p50 us|closed p99 us|rate|p50 us|p90 us|p99 us|unsent note
+open_loop_round() { # ROUND
+  local round="$1" closed="$RAW/buy.r$1.json" out="$RAW/buy-open.r$1.json" rate
+  [[ -f "$closed" ]] || return 0
+  rate="$(jq -r --argjson c "$OPEN_CLIENTS" '[.levels[] | select(.clients == $c)][0].throughput // empty' "$closed")"
+  if [[ -z "$rate" ]]; then
+    say "open loop skipped in round $round: the closed loop did not run $OPEN_CLIENTS clients"
+    return 0
+  fi
+  rate="$(awk -v r="$rate" 'BEGIN { printf "%d", r / 2 }')"
+  ((rate > 0)) || return 0
+  say "round $round/$ROUNDS: buy, open loop at $rate/s ($OPEN_CLIENTS clients)"
+  if ! "$BAZAR" --data "$BZ_DATA" --timeout 10 bench --clients "$OPEN_CLIENTS" --rate "$rate" --duration "$DURATION" \
+    --warmup "$WARMUP" --label buy-open --out "$out" --endpoints "$FE" --mix buy=100 >"$RAW/buy-open.r$round.txt" 2>&1; then
+    say "warning: the open loop failed in round $round:"
+    tail -n 5 "$RAW/buy-open.r$round.txt" >&2
+    FAILED+=("buy, open loop (round $round)")
+    return 0
+  fi
+  local behind=""
+  grep -q 'behind the --rate schedule' "$RAW/buy-open.r$round.txt" && behind="fell behind the schedule"
+  OPEN_ROWS+=("$round|$(jq -r --argjson c "$OPEN_CLIENTS" '[.levels[] | select(.clients == $c)][0] | "\(.throughput)|\(.latency.p50_us)|\(.latency.p99_us)"' "$closed")|$rate|$(jq -r '.levels[0] | "\(.latency.p50_us)|\(.latency.p90_us)|\(.latency.p99_us)"' "$out")|$behind")
+}
+
 STARTED=$SECONDS
 for ((round = 1; round <= ROUNDS; round++)); do
   start_frontend
   for s in "${PHASE_A[@]}"; do run_scenario "$s" "$round"; done
+  open_loop_round "$round"
   if ((${#PHASE_B[@]})); then
     stop_frontend
     start_nocache_frontend
@@ -353,6 +392,264 @@ for s in "${ALL[@]}"; do
   "$BAZAR" bench merge --out "$RESULTS/$s.json" "${files[@]}" >/dev/null
 done
 have() { [[ -f "$RESULTS/$1.json" ]]; }
+
+# ---- wrk: a second load tool for the headline ratios -------------------
+
+# The same scenarios as the targets, driven by `wrk` (another tool's client,
+# parser and timing), 64 connections on 2 threads and one connection on
+# one thread, ROUNDS interleaved rounds, medians.
+WRK_NOTE=""
+if ((WRK)) && ! command -v wrk >/dev/null; then
+  say "wrk is missing: installing Debian's wrk"
+  apt_install wrk || true
+fi
+if ((WRK)) && ! command -v wrk >/dev/null; then
+  WRK=0
+  WRK_NOTE="The wrk cross-check was skipped: wrk is not installed and could not be installed (needs root and apt: \`apt-get install wrk\`)."
+  say "$WRK_NOTE"
+elif ((!WRK)); then
+  WRK_NOTE="The wrk cross-check was skipped (--no-wrk)."
+fi
+WRK_DIR="$WORK/wrk"
+if ((WRK)); then
+  mkdir -p "$WRK_DIR"
+  # A buy per request: book ids 1..7 in turn, a fresh idempotency key each.
+  cat >"$WRK_DIR/buy.lua" <<'LUA'
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+function init(args) prefix = args[1] .. "-" .. tid; n = 0 end
+function request()
+  n = n + 1
+  return wrk.format("POST", "/books/" .. (n % 7 + 1) .. "/buy",
+    { ["Content-Type"] = "application/json", ["Idempotency-Key"] = prefix .. "-" .. n }, '{"quantity":1}')
+end
+LUA
+  # GET /books/{id}<suffix> over ids 1..7.
+  cat >"$WRK_DIR/get.lua" <<'LUA'
+function init(args) suffix = args[1] or ""; n = 0 end
+function request() n = n + 1; return wrk.format("GET", "/books/" .. (n % 7 + 1) .. suffix) end
+LUA
+  # An etcd gateway call with a fixed JSON body (args: path, body).
+  cat >"$WRK_DIR/etcd.lua" <<'LUA'
+function init(args) path = args[1]; body = args[2] end
+function request() return wrk.format("POST", path, { ["Content-Type"] = "application/json" }, body) end
+LUA
+  if ((ETCD)); then
+    # A book-sized value under a key of its own, put once so that ranges find it.
+    WRK_KEY="$(printf 'wrk/book-1' | base64 -w0)"
+    WRK_VALUE="$(curl -fsS --max-time 5 "http://$FE/books/1" | base64 -w0)"
+    WRK_PUT="{\"key\":\"$WRK_KEY\",\"value\":\"$WRK_VALUE\"}"
+    WRK_RANGE="{\"key\":\"$WRK_KEY\"}"
+    curl -fsS --max-time 5 -X POST "$ETCD_LEADER/v3/kv/put" -d "$WRK_PUT" >/dev/null || say "warning: could not put etcd's wrk key"
+  fi
+fi
+
+# Milliseconds from a wrk duration (`812.00us`, `3.21ms`, `1.02s`).
+wrk_ms() { awk -v d="$1" 'BEGIN { v = d + 0; if (d ~ /us$/) v /= 1000; else if (d ~ /ms$/) v += 0; else if (d ~ /m$/) v *= 60000; else if (d ~ /s$/) v *= 1000; printf "%.3f", v }'; }
+
+# One wrk run: THREADS CONNS URL SCRIPT ARGS... -> "req/s p50-ms errors"
+# on stdout ("- - -" when wrk did not report).
+wrk_run() {
+  local threads="$1" conns="$2" url="$3" script="$4" out; shift 4
+  out="$(wrk -t"$threads" -c"$conns" -d"$DURATION" --latency --timeout 10s -s "$script" "$url" -- "$@" 2>&1)" || true
+  local rps p50 non2xx sock
+  rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
+  p50="$(awk '$1 == "50%" { print $2; exit }' <<<"$out")"
+  non2xx="$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")"
+  sock="$(awk -F'[ ,]+' '/Socket errors:/ { print $4 + $6 + $8 + $10 }' <<<"$out")"
+  [[ -n "$rps" && -n "$p50" ]] || { echo "- - -"; return 0; }
+  echo "$rps $(wrk_ms "$p50") $((${non2xx:-0} + ${sock:-0}))"
+}
+
+# A wrk scenario at one connection count, one round: NAME CONNS ROUND;
+# appends its "req/s p50-ms errors" to $WRK_DIR/NAME.cCONNS.
+wrk_scenario() {
+  local name="$1" conns="$2" round="$3" r t=2
+  ((conns < 2)) && t=1
+  case "$name" in
+    buy)
+      # Restock what is low first (bazar bench does it before any run that buys).
+      "$BAZAR" --data "$BZ_DATA" bench --clients 1 --requests 1 --warmup 0s --mix buy=100 --endpoints "$FE" \
+        --out "$WRK_DIR/stock.json" >/dev/null 2>&1 || true
+      r="$(wrk_run "$t" "$conns" "http://$FE" "$WRK_DIR/buy.lua" "wrk-$$-r$round-c$conns")" ;;
+    lookup-linearizable) r="$(wrk_run "$t" "$conns" "http://$FE" "$WRK_DIR/get.lua" "?consistency=linearizable")" ;;
+    lookup-cached) r="$(wrk_run "$t" "$conns" "http://$FE" "$WRK_DIR/get.lua" "?consistency=cached")" ;;
+    ceiling) r="$(wrk_run "$t" "$conns" "http://$CEIL_ADDR" "$WRK_DIR/get.lua")" ;;
+    etcd-put) r="$(wrk_run "$t" "$conns" "$ETCD_LEADER" "$WRK_DIR/etcd.lua" /v3/kv/put "$WRK_PUT")" ;;
+    etcd-range-linearizable)
+      # Spread over the three members, as bazar bench does: three wrks at once.
+      local i n parts=() per=$((conns / 3)) tput=0 p50s=() errs=0
+      if ((conns < 3)); then
+        r="$(wrk_run "$t" "$conns" "$ETCD_LEADER" "$WRK_DIR/etcd.lua" /v3/kv/range "$WRK_RANGE")"
+      else
+        for i in 0 1 2; do
+          n=$per
+          ((i == 0)) && n=$((conns - 2 * per))
+          wrk_run 1 "$n" "${ETCD_URLS[$i]}" "$WRK_DIR/etcd.lua" /v3/kv/range "$WRK_RANGE" >"$WRK_DIR/range.$i" &
+          parts+=($!)
+        done
+        wait "${parts[@]}"
+        for i in 0 1 2; do
+          read -r a b c <"$WRK_DIR/range.$i"
+          [[ "$a" == "-" ]] && { tput="-"; break; }
+          tput="$(awk -v x="$tput" -v y="$a" 'BEGIN { printf "%.2f", x + y }')"
+          p50s+=("$b"); errs=$((errs + c))
+        done
+        # The middle member's p50 stands for the three (they are close).
+        r="$tput $(printf '%s\n' "${p50s[@]}" | sort -g | sed -n 2p) $errs"
+        [[ "$tput" == "-" ]] && r="- - -"
+      fi ;;
+    *) die "unknown wrk scenario $name" ;;
+  esac
+  echo "$r" >>"$WRK_DIR/$name.c$conns"
+}
+
+# The median of numbers on stdin (empty when there are none).
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else if (NR) printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+# wrk_stat NAME CONNS FIELD(1 req/s, 2 p50 ms, 3 errors): the median over
+# the rounds (errors: the sum), or empty.
+wrk_stat() {
+  local f="$WRK_DIR/$1.c$2"
+  [[ -f "$f" ]] || return 0
+  if (($3 == 3)); then
+    awk '$3 != "-" { s += $3 } END { print s + 0 }' "$f"
+  else
+    awk -v k="$3" '$k != "-" { print $k }' "$f" | median
+  fi
+}
+
+if ((WRK)); then
+  WRK_SCEN=(buy lookup-linearizable lookup-cached ceiling)
+  ((ETCD)) && WRK_SCEN+=(etcd-put etcd-range-linearizable)
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for s in "${WRK_SCEN[@]}"; do
+      for conns in 64 1; do
+        ((conns == 1)) && [[ "$s" != buy && "$s" != etcd-put ]] && continue
+        say "wrk, round $round/$ROUNDS: $s, $conns connection(s)"
+        wrk_scenario "$s" "$conns" "$round"
+      done
+    done
+  done
+  WRK_VERSION="$( (wrk -v 2>&1 || true) | sed -n '1s/ \[.*//p')"
+fi
+
+# ---- round trips: the members behind links with a set RTT --------------
+
+# The kernel here has no `netem`, so round trips come from `bench-delay`: a
+# relay in front of each member (each Bazar node; each etcd member's client
+# and peer ports) holds every byte for half the RTT, each way. Members dial
+# each other's relays (Bazar's nodes advertise them: BAZAR_ADVERTISE_PREFIX
+# of cluster.sh; etcd's members advertise them as their URLs), Bazar's
+# frontend dials the nodes' relays, and the load generator dials etcd's
+# client relays (or, for buys straight to the leader, the node's): every
+# request and answer between members, or between a client and a member,
+# takes one RTT. The load generator's hop to Bazar's frontend is not
+# delayed: the frontend stands beside the clients, as etcd's gateway stands
+# inside its member. Each RTT gets a fresh cluster of each, started for it.
+RTT_NOTE=""
+RTT_LIST=()
+if ((RTT)); then
+  if [[ ! -x "$BIN/bench-delay" ]]; then
+    RTT=0
+    RTT_NOTE="The RTT runs were skipped: $BIN/bench-delay is missing (run without --no-build)."
+    say "$RTT_NOTE"
+  else
+    IFS=, read -r -a RTT_LIST <<<"$RTTS"
+  fi
+else
+  RTT_NOTE="The RTT runs were skipped (--no-rtt)."
+fi
+
+RTT_BASE=$((PORT_BASE + 300))
+RTT_FE="127.0.0.1:$((RTT_BASE + 80))"
+rtt_node() { echo "127.0.3.$1:$((RTT_BASE + $1))"; }            # node i's relay
+rtt_etcd_client() { echo "127.0.4.$1:$((RTT_BASE + 20 + $1))"; } # etcd member i's client relay
+rtt_etcd_peer() { echo "127.0.4.$1:$((RTT_BASE + 30 + $1))"; }   # and its peer relay
+
+# Time of one tiny HTTP exchange (GET /health) with ADDR on one kept-alive
+# connection, from the request sent to the first byte back: the median of
+# 20, the first (which opens the connection) left out, in ms.
+http_probe() {
+  local urls=() i
+  for ((i = 0; i < 21; i++)); do urls+=(-o /dev/null "http://$1/health"); done
+  curl -s --max-time 10 -w '%{time_starttransfer} %{time_pretransfer}\n' "${urls[@]}" 2>/dev/null \
+    | awk 'NR > 1 { printf "%.3f\n", ($1 - $2) * 1000 }' | median
+}
+
+RTT_SCEN=(buy buy-leader)
+((ETCD)) && RTT_SCEN+=(etcd-put)
+RTT_MEASURED=() # RTT|ms through node 1's relay|ms straight to node 1
+for rtt in "${RTT_LIST[@]+"${RTT_LIST[@]}"}"; do
+  half="$(awk -v r="$rtt" 'BEGIN { v = r + 0; if (r ~ /us$/) v /= 1000; else if (r ~ /[^m]s$/) v *= 1000; printf "%.3fms", v / 2 }')"
+  routes=()
+  for i in 1 2 3; do
+    routes+=("$(rtt_node "$i")=127.0.0.1$i:$((RTT_BASE + i))")
+    routes+=("$(rtt_etcd_client "$i")=127.0.0.1:$((RTT_BASE + 20 + i))" "$(rtt_etcd_peer "$i")=127.0.0.1:$((RTT_BASE + 30 + i))")
+  done
+  start_bg "$WORK/delay-$rtt.log" "$BIN/bench-delay" --delay "$half" "${routes[@]}"
+  DELAY_PID="$LAST_PID"
+  RDATA="$WORK/rtt-$rtt"
+  CLUSTERS+=("$RDATA|$RTT_BASE|$RTT_FE")
+  say "rtt $rtt: starting a Bazar cluster and an etcd behind relays that hold each byte $half each way"
+  if ! BAZAR_ADVERTISE_PREFIX=127.0.3. cluster "$RDATA" "$RTT_BASE" "$RTT_FE" up >"$WORK/rtt-$rtt-up.log" 2>&1; then
+    tail -n 20 "$WORK/rtt-$rtt-up.log" >&2
+    FAILED+=("the Bazar cluster at RTT $rtt did not start")
+    stop_started "$DELAY_PID"
+    continue
+  fi
+  RTT_ETCD_PIDS=() RTT_ETCD_LEADER=""
+  if ((ETCD)); then
+    members=""
+    for i in 1 2 3; do members+="${members:+,}r$i=http://$(rtt_etcd_peer "$i")"; done
+    for i in 1 2 3; do
+      start_bg "$WORK/rtt-etcd-$i.log" etcd --name "r$i" --data-dir "$RDATA/etcd-$i" \
+        --listen-client-urls "http://127.0.0.1:$((RTT_BASE + 20 + i))" --advertise-client-urls "http://$(rtt_etcd_client "$i")" \
+        --listen-peer-urls "http://127.0.0.1:$((RTT_BASE + 30 + i))" --initial-advertise-peer-urls "http://$(rtt_etcd_peer "$i")" \
+        --initial-cluster "$members" --initial-cluster-state new --initial-cluster-token "bazar-bench-rtt" \
+        --logger zap --log-level warn
+      RTT_ETCD_PIDS+=("$LAST_PID")
+    done
+    for ((t = 0; t < 300 && ${#RTT_ETCD_LEADER} == 0; t++)); do
+      for i in 1 2 3; do
+        s="$(curl -fsS --max-time 1 -X POST "http://127.0.0.1:$((RTT_BASE + 20 + i))/v3/maintenance/status" -d '{}' 2>/dev/null || true)"
+        if [[ -n "$s" ]] && jq -e '.leader != null and .leader != "0" and .header.member_id == .leader' <<<"$s" >/dev/null 2>&1; then
+          RTT_ETCD_LEADER="http://$(rtt_etcd_client "$i")"
+        fi
+      done
+      [[ -n "$RTT_ETCD_LEADER" ]] || sleep 0.1
+    done
+    [[ -n "$RTT_ETCD_LEADER" ]] || FAILED+=("etcd at RTT $rtt elected no leader")
+  fi
+  RTT_MEASURED+=("$rtt|$(http_probe "$(rtt_node 1)")|$(http_probe "127.0.0.1:$((RTT_BASE + 1))")")
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for s in "${RTT_SCEN[@]}"; do
+      case "$s" in
+        buy) ARGS=(--endpoints "$RTT_FE" --mix buy=100) ;;
+        buy-leader)
+          id="$(curl -fsS --max-time 5 "http://127.0.0.1:$((RTT_BASE + 1))/health" 2>/dev/null | jq -r '.leaders.orders // 1' 2>/dev/null || echo 1)"
+          [[ "$id" =~ ^[1-3]$ ]] || id=1
+          ARGS=(--endpoints "$(rtt_node "$id")" --mix buy=100) ;;
+        etcd-put)
+          [[ -n "$RTT_ETCD_LEADER" ]] || continue
+          ARGS=(--target etcd-put --endpoints "$RTT_ETCD_LEADER") ;;
+      esac
+      say "rtt $rtt, round $round/$ROUNDS: $s"
+      if ! "$BAZAR" --data "$RDATA" --timeout 30 bench --clients 1,64 --duration "$DURATION" --warmup "$WARMUP" \
+        --label "$s-rtt-$rtt" --out "$RAW/$s-rtt-$rtt.r$round.json" "${ARGS[@]}" >"$RAW/$s-rtt-$rtt.r$round.txt" 2>&1; then
+        say "warning: $s at RTT $rtt failed in round $round:"
+        tail -n 5 "$RAW/$s-rtt-$rtt.r$round.txt" >&2
+        FAILED+=("$s at RTT $rtt (round $round)")
+      fi
+    done
+  done
+  for pid in "${RTT_ETCD_PIDS[@]+"${RTT_ETCD_PIDS[@]}"}"; do stop_started "$pid"; done
+  cluster "$RDATA" "$RTT_BASE" "$RTT_FE" down >/dev/null 2>&1 || true
+  stop_started "$DELAY_PID"
+  for s in "${RTT_SCEN[@]}"; do
+    files=("$RAW/$s-rtt-$rtt".r*.json)
+    [[ -f "${files[0]}" ]] && "$BAZAR" bench merge --out "$RESULTS/$s-rtt-$rtt.json" "${files[@]}" >/dev/null
+  done
+done
 
 # ---- CPU cost per request ----------------------------------------------
 
@@ -685,16 +982,37 @@ GEN="$WORK/generated.md"
   echo
   echo "### Targets (ratios measured side by side)"
   echo
-  echo "| target | measured | goal | verdict |"
-  echo "|---|---:|---:|---|"
-  r="$(ratio "$(metric buy 64 .throughput)" "$(metric etcd-put 64 .throughput)")"
-  echo "| buys/s at 64 clients ÷ etcd puts/s at 64 clients | $r | ≥ 1 | $(verdict "$r" ">=" 1) |"
-  r="$(ratio "$(metric lookup-linearizable 64 .throughput)" "$(metric etcd-range-linearizable 64 .throughput)")"
-  echo "| linearizable lookups/s ÷ etcd linearizable ranges/s, 64 clients | $r | ≥ 1.5 | $(verdict "$r" ">=" 1.5) |"
-  r="$(ratio "$(metric lookup-cached 64 .throughput)" "$(metric ceiling 64 .throughput)")"
-  echo "| cached lookups/s ÷ trivial handler req/s, 64 clients | $r | ≥ 0.6 | $(verdict "$r" ">=" 0.6) |"
-  r="$(ratio "$(metric buy 1 .latency.p50_us)" "$(metric etcd-put 1 .latency.p50_us)")"
-  echo "| single-client buy p50 ÷ single-client etcd put p50 | $r | ≤ 2 | $(verdict "$r" "<=" 2) |"
+  echo "Each ratio from \`bazar bench\` (medians over the rounds of the matrix) and, as a cross-check, from \`wrk\` (medians over its own interleaved rounds; see *wrk* below)."
+  echo
+  echo "| target | bazar bench | wrk | goal | verdict |"
+  echo "|---|---:|---:|---:|---|"
+  target_row() { # LABEL BENCH-RATIO WRK-RATIO OP GOAL
+    local v
+    v="$(verdict "$2" "$4" "$5")"
+    [[ "$3" != "n/a" ]] && v+=", wrk: $(verdict "$3" "$4" "$5")"
+    echo "| $1 | $2 | $3 | $4 $5 | $v |"
+  }
+  target_row "buys/s ÷ etcd puts/s, 64 clients" \
+    "$(ratio "$(metric buy 64 .throughput)" "$(metric etcd-put 64 .throughput)")" \
+    "$(ratio "$(wrk_stat buy 64 1)" "$(wrk_stat etcd-put 64 1)")" ">=" 2
+  target_row "linearizable lookups/s ÷ etcd linearizable ranges/s, 64 clients" \
+    "$(ratio "$(metric lookup-linearizable 64 .throughput)" "$(metric etcd-range-linearizable 64 .throughput)")" \
+    "$(ratio "$(wrk_stat lookup-linearizable 64 1)" "$(wrk_stat etcd-range-linearizable 64 1)")" ">=" 3
+  target_row "cached lookups/s ÷ trivial handler req/s, 64 clients" \
+    "$(ratio "$(metric lookup-cached 64 .throughput)" "$(metric ceiling 64 .throughput)")" \
+    "$(ratio "$(wrk_stat lookup-cached 64 1)" "$(wrk_stat ceiling 64 1)")" ">=" 1
+  target_row "single-client buy p50 ÷ single-client etcd put p50" \
+    "$(ratio "$(metric buy 1 .latency.p50_us)" "$(metric etcd-put 1 .latency.p50_us)")" \
+    "$(ratio "$(wrk_stat buy 1 2)" "$(wrk_stat etcd-put 1 2)")" "<=" 1
+  for rtt in "${RTT_LIST[@]+"${RTT_LIST[@]}"}"; do
+    [[ "$rtt" == 1ms ]] || continue
+    target_row "single-client buy p50 ÷ etcd put p50, $rtt RTT between members" \
+      "$(ratio "$(metric "buy-rtt-$rtt" 1 .latency.p50_us)" "$(metric "etcd-put-rtt-$rtt" 1 .latency.p50_us)")" "n/a" "<=" 1.5
+  done
+  if ((${#OPEN_ROWS[@]})); then
+    r="$(printf '%s\n' "${OPEN_ROWS[@]}" | awk -F'|' '$7 > 0 { printf "%.2f\n", $8 / $6 }' | median)"
+    target_row "open loop at half the closed loop's buys/s: buy p99 ÷ p50 (median of rounds)" "${r:-n/a}" "n/a" "<=" 5
+  fi
   echo
   echo "Ratios at every level (throughput unless stated; > 1 means Bazar does more):"
   echo
@@ -745,6 +1063,53 @@ GEN="$WORK/generated.md"
   echo
   echo "### Baselines"
   table "trivial handler (ceiling)=ceiling" "etcd serializable range=etcd-range-serializable" "etcd linearizable range=etcd-range-linearizable" "etcd put=etcd-put"
+  echo "### Open loop: buys at half the closed loop's rate"
+  echo
+  if ((${#OPEN_ROWS[@]})); then
+    echo "In each round, right after the closed-loop buys, $OPEN_CLIENTS clients bought through the frontend in an open loop (\`--rate\`) at half the buys/s the closed loop had just reached with $OPEN_CLIENTS clients; latency counts from when each request was due, so queueing behind a slow answer shows."
+    echo
+    echo "| round | closed loop: buys/s | p50 ms | p99 ms | open loop at | p50 ms | p90 ms | p99 ms | open p99 ÷ p50 | note |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    printf '%s\n' "${OPEN_ROWS[@]}" | awk -F'|' '{ printf "| %d | %.0f | %.2f | %.2f | %d/s | %.2f | %.2f | %.2f | %.1f | %s |\n", $1, $2, $3 / 1000, $4 / 1000, $5, $6 / 1000, $7 / 1000, $8 / 1000, ($6 > 0) ? $8 / $6 : 0, $9 }'
+  else
+    echo "Not measured (no closed-loop buys at $OPEN_CLIENTS clients, or they failed)."
+  fi
+  echo
+  echo "### wrk: the headline scenarios with another load tool"
+  echo
+  if ((WRK)); then
+    echo "$WRK_VERSION, $ROUNDS interleaved round(s) after the matrix, $DURATION each, no warm-up of its own (the matrix ran just before); 64 connections on 2 threads, or 1 on 1 thread; medians over the rounds. A Lua script sends each request: buys with a fresh \`Idempotency-Key\` and \`{\"quantity\":1}\`, books 1–7 in turn; etcd puts and linearizable ranges of one book-sized key (puts to the leader; ranges spread over the three members by three wrks of 22/21/21 connections, whose throughputs add up and whose middle p50 is shown). wrk counts non-2xx answers and socket errors, shown as errors."
+    echo
+    echo "| scenario | connections | req/s | p50 ms | errors |"
+    echo "|---|---:|---:|---:|---:|"
+    for s in buy lookup-linearizable lookup-cached ceiling etcd-put etcd-range-linearizable; do
+      for conns in 64 1; do
+        [[ -f "$WRK_DIR/$s.c$conns" ]] || continue
+        echo "| $s | $conns | $(wrk_stat "$s" "$conns" 1 | awk '{ printf "%.0f", $1 }') | $(wrk_stat "$s" "$conns" 2) | $(wrk_stat "$s" "$conns" 3) |"
+      done
+    done
+  else
+    echo "$WRK_NOTE"
+  fi
+  echo
+  echo "### Round trips: members behind links with a set RTT"
+  echo
+  if ((${#RTT_MEASURED[@]})); then
+    echo "A fresh Bazar cluster and a fresh etcd per RTT, each member behind a \`bench-delay\` relay that holds every byte for half the RTT, each way (this kernel has no \`netem\`): Bazar's nodes advertise their relays, so Raft, forwarded requests and the frontend's calls all cross them; etcd's members advertise theirs as peer and client URLs. So every request and answer between members, from the frontend to a node, or from the load generator to an etcd member or straight to a node, takes one RTT. The load generator's hop to Bazar's frontend is not delayed: the frontend stands beside the clients, as etcd's gateway stands inside its member. A \`GET /health\` of node 1 on a kept-alive connection (curl's time from sending to the first byte back, median of 20) took $(printf '%s\n' "${RTT_MEASURED[@]}" | awk -F'|' '{ printf "%s%s ms through its relay at %s (%s ms straight to it)", (NR > 1 ? "; " : ""), $2, $1, $3 }'): what the relay adds beyond the set RTT (its threads' wake-ups and the kernel's sleep precision) is in every crossing, for both systems. $ROUNDS round(s), clients 1 and 64, $DURATION each after $WARMUP of warm-up."
+    for rtt in "${RTT_LIST[@]}"; do
+      echo
+      echo "**RTT $rtt**"
+      table "buy, through the frontend=buy-rtt-$rtt" "buy, to the orders leader=buy-leader-rtt-$rtt" "etcd put, to the leader=etcd-put-rtt-$rtt"
+      echo "| ratio | 1 client | 64 clients |"
+      echo "|---|---:|---:|"
+      echo "| buy p50 ÷ etcd put p50 | $(ratio "$(metric "buy-rtt-$rtt" 1 .latency.p50_us)" "$(metric "etcd-put-rtt-$rtt" 1 .latency.p50_us)") | $(ratio "$(metric "buy-rtt-$rtt" 64 .latency.p50_us)" "$(metric "etcd-put-rtt-$rtt" 64 .latency.p50_us)") |"
+      echo "| buys/s ÷ etcd puts/s | $(ratio "$(metric "buy-rtt-$rtt" 1 .throughput)" "$(metric "etcd-put-rtt-$rtt" 1 .throughput)") | $(ratio "$(metric "buy-rtt-$rtt" 64 .throughput)" "$(metric "etcd-put-rtt-$rtt" 64 .throughput)") |"
+      echo
+    done
+  else
+    echo "$RTT_NOTE"
+    echo
+  fi
   if ((${#COST[@]})); then
     echo "### CPU cost per request"
     echo

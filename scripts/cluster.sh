@@ -44,6 +44,10 @@
 #   BAZAR_NODES           number of raft nodes (default 3)
 #   BAZAR_PORT_BASE       node i listens on 127.0.0.1:(BASE+i) (default 7100)
 #   BAZAR_PEER_PREFIX     node i's peer address is <prefix><i>:(BASE+i) (default 127.0.0.1)
+#   BAZAR_ADVERTISE_PREFIX  node i advertises <prefix><i>:(BASE+i) instead of its peer
+#                         address, and peers and the frontend dial it there: for a relay
+#                         in front of each node that forwards to its peer address
+#                         (scripts/bench.sh's round trips). Unset: the peer address
 #   BAZAR_FRONTEND_ADDR   frontend address (default 127.0.0.1:8080)
 #   BAZAR_NODE_ARGS       extra flags for every raft node (e.g. --generate-books 1000000)
 #   BAZAR_RESTORE         a backup file (`bazar backup FILE`): `up` checks it, then seeds
@@ -69,6 +73,10 @@ say() { echo "cluster.sh: $*"; }
 node_addr() { echo "127.0.0.1:$((PORT_BASE + $1))"; }
 peer_ip() { echo "$PEER_PREFIX$1"; }
 peer_addr() { echo "$(peer_ip "$1"):$((PORT_BASE + $1))"; }
+# Where the rest of the cluster (peers, the frontend) reaches node i.
+adv_addr() {
+  if [[ -n "${BAZAR_ADVERTISE_PREFIX:-}" ]]; then echo "$BAZAR_ADVERTISE_PREFIX$1:$((PORT_BASE + $1))"; else peer_addr "$1"; fi
+}
 pid_file() { echo "$DATA/node-$1.pid"; }
 clock_file() { echo "$DATA/node-$1.faketime"; }
 # "<start (s since the epoch)> <offset (s)> <rate>" of node i's faked clock.
@@ -91,7 +99,7 @@ pid_of() {
 
 initial_cluster() {
   local members=() i
-  for ((i = 1; i <= NODES; i++)); do members+=("$i=$(peer_addr "$i")"); done
+  for ((i = 1; i <= NODES; i++)); do members+=("$i=$(adv_addr "$i")"); done
   (IFS=,; echo "${members[*]}")
 }
 
@@ -141,9 +149,10 @@ start_node() {
     rm -f "$(clock_file "$i")" "$(clock_state "$i")"
   fi
   # Clients on 127.0.0.1; peers on the node's own address, which it
-  # advertises and calls them from.
+  # advertises (unless a relay's is) and calls them from.
   # shellcheck disable=SC2086
-  setsid "${faked[@]}" "$BIN/raft-node" --id "$i" --listen "$addr" --listen "$peer" --advertise "$peer" \
+  setsid "${faked[@]}" "$BIN/raft-node" --id "$i" --listen "$addr" --listen "$peer" --advertise "$(adv_addr "$i")" \
+    --peer-source-ip "$(peer_ip "$i")" \
     --data-dir "$DATA/node-$i" --initial-cluster "$(initial_cluster)" ${BAZAR_NODE_ARGS:-} \
     >>"$(log_file "$i")" 2>&1 < /dev/null &
   echo $! > "$(pid_file "$i")"
@@ -160,7 +169,9 @@ start_frontend() {
   fi
   listening "$FRONTEND_ADDR" && die "$FRONTEND_ADDR is already in use by another process: stop it, or set BAZAR_FRONTEND_ADDR"
   local nodes=() i
-  for ((i = 1; i <= NODES; i++)); do nodes+=("$i=$(node_addr "$i")"); done
+  for ((i = 1; i <= NODES; i++)); do
+    if [[ -n "${BAZAR_ADVERTISE_PREFIX:-}" ]]; then nodes+=("$i=$(adv_addr "$i")"); else nodes+=("$i=$(node_addr "$i")"); fi
+  done
   # shellcheck disable=SC2086
   setsid "$BIN/frontend" --listen "$FRONTEND_ADDR" --nodes "$(IFS=,; echo "${nodes[*]}")" \
     ${BAZAR_FRONTEND_ARGS:-} >>"$DATA/frontend.log" 2>&1 < /dev/null &
