@@ -20,7 +20,9 @@
 //!
 //! Failures are classified for openraft: a connection that could not be
 //! opened is `Unreachable` (openraft backs off), a timeout is `Timeout`, and
-//! anything else is a `Network` error.
+//! anything else is a `Network` error. Appends are given at least
+//! [`APPEND_TIMEOUT_FLOOR`] to answer, not openraft's 50 ms: a follower that
+//! is only slow must not be treated as lost.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -320,7 +322,7 @@ impl<S: StateMachine> Connection<S> {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        let timeout = option.hard_ttl();
+        let timeout = rpc_timeout(action, option);
         let checked = self.incarnation.map(|i| (self.node_id, i));
         let answer = self.peers.call_checked(&self.addr, &Self::path(rpc), req, timeout, checked).await;
         self.observe(&answer);
@@ -349,6 +351,29 @@ impl<S: StateMachine> Connection<S> {
             }
             RpcFailure::Failed(m) => RPCError::Network(NetworkError::from_string(m)),
         }
+    }
+}
+
+/// The least time an append is given to answer.
+///
+/// openraft gives every append its heartbeat interval (50 ms by default) and,
+/// when one times out, restarts replication to that follower after a backoff
+/// (200 ms by default) if the session made no progress. A follower that is
+/// only slow, say while it builds a snapshot on a busy machine, would then
+/// stall its replication four times longer than its hiccup, and when both
+/// followers hiccup together (they build snapshots at about the same index)
+/// no write commits for that long. A slow answer is not a lost one: appends
+/// wait this long before they count as failed. A dead or cut-off follower
+/// still fails fast when its connection does, and costs only its own
+/// replication stream; commits go on with the others.
+pub(crate) const APPEND_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
+
+/// How long an RPC of `action` may take: openraft's bound, and at least
+/// [`APPEND_TIMEOUT_FLOOR`] for appends (heartbeats are appends too).
+pub(crate) fn rpc_timeout(action: RPCTypes, option: &RPCOption) -> Duration {
+    match action {
+        RPCTypes::AppendEntries => option.hard_ttl().max(APPEND_TIMEOUT_FLOOR),
+        _ => option.hard_ttl(),
     }
 }
 
@@ -454,5 +479,25 @@ where
             Some(Err(e)) => return Err(format!("reading snapshot: {e}")),
             None => return Err("snapshot stream ended inside its header".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_wait_at_least_the_floor_and_other_rpcs_keep_openrafts_bound() {
+        // openraft's default: the heartbeat interval.
+        let heartbeat = RPCOption::new(Duration::from_millis(50));
+        assert_eq!(rpc_timeout(RPCTypes::AppendEntries, &heartbeat), APPEND_TIMEOUT_FLOOR);
+        assert_eq!(rpc_timeout(RPCTypes::Vote, &heartbeat), Duration::from_millis(50));
+        assert_eq!(rpc_timeout(RPCTypes::TransferLeader, &heartbeat), Duration::from_millis(50));
+        // A longer bound from openraft is kept.
+        let long = RPCOption::new(Duration::from_secs(5));
+        assert_eq!(rpc_timeout(RPCTypes::AppendEntries, &long), Duration::from_secs(5));
+        // Longer than a snapshot build's hiccup on a loaded machine (up to
+        // about 300 ms measured), shorter than a client's patience.
+        assert!(APPEND_TIMEOUT_FLOOR >= Duration::from_millis(500) && APPEND_TIMEOUT_FLOOR <= Duration::from_secs(2));
     }
 }
