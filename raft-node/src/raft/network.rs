@@ -366,7 +366,7 @@ impl<S: StateMachine> Connection<S> {
 /// wait this long before they count as failed. A dead or cut-off follower
 /// still fails fast when its connection does, and costs only its own
 /// replication stream; commits go on with the others.
-pub(crate) const APPEND_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
+pub const APPEND_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
 
 /// How long an RPC of `action` may take: openraft's bound, and at least
 /// [`APPEND_TIMEOUT_FLOOR`] for appends (heartbeats are appends too).
