@@ -364,6 +364,12 @@ open_loop_round() { # ROUND
   fi
   local behind=""
   grep -q 'behind the --rate schedule' "$RAW/buy-open.r$round.txt" && behind="fell behind the schedule"
+  # At half the load, the median should not exceed the closed loop's: if it
+  # does, the window caught a stall, and p99 ÷ p50 understates it.
+  if jq -e --slurpfile c "$closed" --argjson n "$OPEN_CLIENTS" \
+    '.levels[0].latency.p50_us > ([$c[0].levels[] | select(.clients == $n)][0].latency.p50_us)' "$out" >/dev/null 2>&1; then
+    behind="${behind:+$behind; }p50 above the closed loop's: a stall"
+  fi
   OPEN_ROWS+=("$round|$(jq -r --argjson c "$OPEN_CLIENTS" '[.levels[] | select(.clients == $c)][0] | "\(.throughput)|\(.latency.p50_us)|\(.latency.p99_us)"' "$closed")|$rate|$(jq -r '.levels[0] | "\(.latency.p50_us)|\(.latency.p90_us)|\(.latency.p99_us)"' "$out")|$behind")
 }
 
@@ -1012,6 +1018,11 @@ GEN="$WORK/generated.md"
   if ((${#OPEN_ROWS[@]})); then
     r="$(printf '%s\n' "${OPEN_ROWS[@]}" | awk -F'|' '$7 > 0 { printf "%.2f\n", $8 / $6 }' | median)"
     target_row "open loop at half the closed loop's buys/s: buy p99 ÷ p50 (median of rounds)" "${r:-n/a}" "n/a" "<=" 5
+    stalled="$(printf '%s\n' "${OPEN_ROWS[@]}" | grep -c 'a stall' || true)"
+    if ((stalled)); then
+      echo
+      echo "In $stalled of ${#OPEN_ROWS[@]} open-loop round(s) the median itself was above the closed loop's: those windows caught a stall, which the ratio hides (see *Open loop*)."
+    fi
   fi
   echo
   echo "Ratios at every level (throughput unless stated; > 1 means Bazar does more):"
