@@ -257,7 +257,6 @@ async fn watchdog(front: Arc<Frontend>) {
 /// [`run`]).
 pub fn main() -> anyhow::Result<()> {
     use clap::Parser as _;
-    use tokio::signal::unix::{SignalKind, signal};
 
     let args = Args::parse();
     let log_format = args.log_format;
@@ -267,14 +266,7 @@ pub fn main() -> anyhow::Result<()> {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        let shutdown = async {
-            let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        };
-        run(config, listener, shutdown).await
+        run(config, listener, bazar_net::shutdown_signal()).await
     })
 }
 

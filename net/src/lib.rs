@@ -121,3 +121,18 @@ impl Default for Limits {
         Limits { connect_timeout: Duration::from_millis(500) }
     }
 }
+
+/// Resolves when the process is asked to stop: on SIGTERM (how scripts and
+/// containers stop a server) or Ctrl-C. What the node's and the frontend's
+/// `main` serve until.
+///
+/// # Panics
+/// If the SIGTERM handler cannot be installed (no signal support).
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -85,7 +85,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// (see [`run`]).
 pub fn main() -> anyhow::Result<()> {
     use clap::Parser as _;
-    use tokio::signal::unix::{SignalKind, signal};
 
     let args = Args::parse();
     let log_format = args.log_format;
@@ -93,14 +92,7 @@ pub fn main() -> anyhow::Result<()> {
     init_tracing(log_format, config.id);
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         let listener = Listeners::bind(&config.listen).await?;
-        let shutdown = async {
-            let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        };
-        run(config, listener, shutdown).await
+        run(config, listener, bazar_net::shutdown_signal()).await
     })
 }
 
