@@ -148,6 +148,17 @@ for tool in curl jq; do
   command -v "$tool" >/dev/null || apt_install "$tool" || die "$tool is required (Debian/Ubuntu: apt-get install $tool)"
 done
 
+# An optional tool: TOOL PACKAGE WHAT. Installs Debian's PACKAGE when TOOL is
+# missing (root only); when that fails, prints why WHAT is skipped and fails.
+need_tool() {
+  command -v "$1" >/dev/null && return 0
+  say "$1 is missing: installing Debian's $2"
+  apt_install "$2" || true
+  command -v "$1" >/dev/null && return 0
+  echo "$3 was skipped: $1 is not installed and could not be installed (needs root and apt: \`apt-get install $2\`)."
+  return 1
+}
+
 if ((BUILD)); then
   ensure_cargo || exit 1
   ensure_libclang || exit 1
@@ -188,11 +199,14 @@ cluster "$BZ_DATA" "$PORT_BASE" "$FE_ADDR" up >"$WORK/cluster-up.log" 2>&1 \
   || { cat "$WORK/cluster-up.log" >&2; die "the Bazar cluster did not start"; }
 
 node_pid() { cat "$BZ_DATA/node-$1.pid"; }
-leader_of() { # GROUP -> address of the node leading it as node 1 sees it (node 1 when unknown)
+leader_id() { # NODE_ADDR GROUP -> the id of the node leading GROUP as NODE_ADDR sees it (1 when unknown)
   local id
-  id="$(curl -fsS --max-time 2 "http://${NODE_ADDRS[0]}/health" 2>/dev/null | jq -r ".leaders.$1 // empty" 2>/dev/null || true)"
+  id="$(curl -fsS --max-time 2 "http://$1/health" 2>/dev/null | jq -r ".leaders.$2 // empty" 2>/dev/null || true)"
   [[ "$id" =~ ^[0-9]+$ ]] || id=1
-  echo "127.0.0.1:$((PORT_BASE + id))"
+  echo "$id"
+}
+leader_of() { # GROUP -> address of the node leading it as node 1 sees it (node 1 when unknown)
+  echo "127.0.0.1:$((PORT_BASE + $(leader_id "${NODE_ADDRS[0]}" "$1")))"
 }
 
 if ((HAVE_FRONTEND)); then
@@ -236,46 +250,61 @@ CEIL_PID="$LAST_PID"
 
 # ---- etcd ---------------------------------------------------------------
 
+# A 3-member etcd: NAME DIR CLIENT_BASE PEER_BASE [HOST_PREFIX]. Member i
+# (named NAME<i>, data in DIR-<i>, log DIR-<i>.log) listens on
+# 127.0.0.1:(CLIENT_BASE+i) for clients and :(PEER_BASE+i) for peers, and
+# advertises both ports on HOST_PREFIX<i> (a relay's address) when given,
+# else on 127.0.0.1. Sets STARTED_ETCD (PIDs) and STARTED_ETCD_URLS (the
+# advertised client URLs).
+start_etcd() {
+  local name="$1" dir="$2" cb="$3" pb="$4" prefix="${5:-}" i members="" hosts=()
+  for i in 1 2 3; do
+    if [[ -n "$prefix" ]]; then hosts[i]="$prefix$i"; else hosts[i]=127.0.0.1; fi
+    members+="${members:+,}$name$i=http://${hosts[i]}:$((pb + i))"
+  done
+  STARTED_ETCD=() STARTED_ETCD_URLS=()
+  for i in 1 2 3; do
+    STARTED_ETCD_URLS+=("http://${hosts[i]}:$((cb + i))")
+    start_bg "$dir-$i.log" etcd --name "$name$i" --data-dir "$dir-$i" \
+      --listen-client-urls "http://127.0.0.1:$((cb + i))" --advertise-client-urls "http://${hosts[i]}:$((cb + i))" \
+      --listen-peer-urls "http://127.0.0.1:$((pb + i))" --initial-advertise-peer-urls "http://${hosts[i]}:$((pb + i))" \
+      --initial-cluster "$members" --initial-cluster-state new --initial-cluster-token "bazar-bench-$name" \
+      --logger zap --log-level warn
+    STARTED_ETCD+=("$LAST_PID")
+  done
+}
+# Prints which member (1-3) of the etcd at CLIENT_BASE leads, asking each on
+# its own port, once one does; fails after 30 s without a leader.
+etcd_leader() {
+  local t i s
+  for ((t = 0; t < 300; t++)); do
+    for i in 1 2 3; do
+      s="$(curl -fsS --max-time 1 -X POST "http://127.0.0.1:$(($1 + i))/v3/maintenance/status" -d '{}' 2>/dev/null || true)"
+      if [[ -n "$s" ]] && jq -e '.leader != null and .leader != "0" and .header.member_id == .leader' <<<"$s" >/dev/null 2>&1; then
+        echo "$i"
+        return 0
+      fi
+    done
+    sleep 0.1
+  done
+  return 1
+}
+
 ETCD_NOTE=""
 ETCD_PIDS=()
 ETCD_URLS=()
-if ((ETCD)) && ! command -v etcd >/dev/null; then
-  say "etcd is missing: installing Debian's etcd-server"
-  apt_install etcd-server || true
-fi
-if ((ETCD)) && ! command -v etcd >/dev/null; then
-  ETCD=0
-  ETCD_NOTE="etcd was skipped: it is not installed and could not be installed (needs root and apt: \`apt-get install etcd-server\`)."
-  say "$ETCD_NOTE"
-elif ((!ETCD)); then
+if ((!ETCD)); then
   ETCD_NOTE="etcd was skipped (--no-etcd)."
+elif ! ETCD_NOTE="$(need_tool etcd etcd-server etcd)"; then
+  ETCD=0
+  say "$ETCD_NOTE"
 fi
 if ((ETCD)); then
   ETCD_VERSION="$(etcd --version 2>/dev/null | sed -n '1s/^etcd Version: //p')"
-  members=""
-  for i in 1 2 3; do members+="${members:+,}e$i=http://127.0.0.1:$((PORT_BASE + 210 + i))"; done
-  for i in 1 2 3; do
-    url="http://127.0.0.1:$((PORT_BASE + 200 + i))"
-    ETCD_URLS+=("$url")
-    start_bg "$WORK/etcd-$i.log" etcd --name "e$i" --data-dir "$WORK/etcd-$i" \
-      --listen-client-urls "$url" --advertise-client-urls "$url" \
-      --listen-peer-urls "http://127.0.0.1:$((PORT_BASE + 210 + i))" \
-      --initial-advertise-peer-urls "http://127.0.0.1:$((PORT_BASE + 210 + i))" \
-      --initial-cluster "$members" --initial-cluster-state new --initial-cluster-token bazar-bench \
-      --logger zap --log-level warn
-    ETCD_PIDS+=("$LAST_PID")
-  done
+  start_etcd e "$WORK/etcd" $((PORT_BASE + 200)) $((PORT_BASE + 210))
+  ETCD_PIDS=("${STARTED_ETCD[@]}") ETCD_URLS=("${STARTED_ETCD_URLS[@]}")
   ETCD_LEADER=""
-  t=0
-  while [[ -z "$ETCD_LEADER" ]] && ((t++ < 300)); do
-    for url in "${ETCD_URLS[@]}"; do
-      s="$(curl -fsS --max-time 1 -X POST "$url/v3/maintenance/status" -d '{}' 2>/dev/null || true)"
-      if [[ -n "$s" ]] && jq -e '.leader != null and .leader != "0" and .header.member_id == .leader' <<<"$s" >/dev/null 2>&1; then
-        ETCD_LEADER="$url"
-      fi
-    done
-    [[ -n "$ETCD_LEADER" ]] || sleep 0.1
-  done
+  if i="$(etcd_leader $((PORT_BASE + 200)))"; then ETCD_LEADER="${ETCD_URLS[i - 1]}"; fi
   if [[ -z "$ETCD_LEADER" ]]; then
     ETCD=0
     ETCD_NOTE="etcd was skipped: the 3-member cluster elected no leader within 30 s (logs were in $WORK/etcd-*.log)."
@@ -391,12 +420,15 @@ MATRIX_SECS=$((SECONDS - STARTED))
 
 mkdir -p "$RESULTS"
 rm -f "$RESULTS"/*.json
+# Merges the rounds of scenario NAME ($RAW/NAME.r*.json), if any ran, into
+# their medians, $RESULTS/NAME.json.
+merge_rounds() {
+  local files=("$RAW/$1".r*.json)
+  [[ -f "${files[0]}" ]] || return 0
+  "$BAZAR" bench merge --out "$RESULTS/$1.json" "${files[@]}" >/dev/null
+}
 ALL=("${PHASE_A[@]}" "${PHASE_B[@]}" "${BASELINES[@]}")
-for s in "${ALL[@]}"; do
-  files=("$RAW/$s".r*.json)
-  [[ -f "${files[0]}" ]] || continue
-  "$BAZAR" bench merge --out "$RESULTS/$s.json" "${files[@]}" >/dev/null
-done
+for s in "${ALL[@]}"; do merge_rounds "$s"; done
 have() { [[ -f "$RESULTS/$1.json" ]]; }
 
 # ---- wrk: a second load tool for the headline ratios -------------------
@@ -405,16 +437,11 @@ have() { [[ -f "$RESULTS/$1.json" ]]; }
 # parser and timing), 64 connections on 2 threads and one connection on
 # one thread, ROUNDS interleaved rounds, medians.
 WRK_NOTE=""
-if ((WRK)) && ! command -v wrk >/dev/null; then
-  say "wrk is missing: installing Debian's wrk"
-  apt_install wrk || true
-fi
-if ((WRK)) && ! command -v wrk >/dev/null; then
-  WRK=0
-  WRK_NOTE="The wrk cross-check was skipped: wrk is not installed and could not be installed (needs root and apt: \`apt-get install wrk\`)."
-  say "$WRK_NOTE"
-elif ((!WRK)); then
+if ((!WRK)); then
   WRK_NOTE="The wrk cross-check was skipped (--no-wrk)."
+elif ! WRK_NOTE="$(need_tool wrk wrk "The wrk cross-check")"; then
+  WRK=0
+  say "$WRK_NOTE"
 fi
 WRK_DIR="$WORK/wrk"
 if ((WRK)); then
@@ -605,36 +632,20 @@ for rtt in "${RTT_LIST[@]+"${RTT_LIST[@]}"}"; do
   fi
   RTT_ETCD_PIDS=() RTT_ETCD_LEADER=""
   if ((ETCD)); then
-    members=""
-    for i in 1 2 3; do members+="${members:+,}r$i=http://$(rtt_etcd_peer "$i")"; done
-    for i in 1 2 3; do
-      start_bg "$WORK/rtt-etcd-$i.log" etcd --name "r$i" --data-dir "$RDATA/etcd-$i" \
-        --listen-client-urls "http://127.0.0.1:$((RTT_BASE + 20 + i))" --advertise-client-urls "http://$(rtt_etcd_client "$i")" \
-        --listen-peer-urls "http://127.0.0.1:$((RTT_BASE + 30 + i))" --initial-advertise-peer-urls "http://$(rtt_etcd_peer "$i")" \
-        --initial-cluster "$members" --initial-cluster-state new --initial-cluster-token "bazar-bench-rtt" \
-        --logger zap --log-level warn
-      RTT_ETCD_PIDS+=("$LAST_PID")
-    done
-    for ((t = 0; t < 300 && ${#RTT_ETCD_LEADER} == 0; t++)); do
-      for i in 1 2 3; do
-        s="$(curl -fsS --max-time 1 -X POST "http://127.0.0.1:$((RTT_BASE + 20 + i))/v3/maintenance/status" -d '{}' 2>/dev/null || true)"
-        if [[ -n "$s" ]] && jq -e '.leader != null and .leader != "0" and .header.member_id == .leader' <<<"$s" >/dev/null 2>&1; then
-          RTT_ETCD_LEADER="http://$(rtt_etcd_client "$i")"
-        fi
-      done
-      [[ -n "$RTT_ETCD_LEADER" ]] || sleep 0.1
-    done
-    [[ -n "$RTT_ETCD_LEADER" ]] || FAILED+=("etcd at RTT $rtt elected no leader")
+    start_etcd r "$RDATA/etcd" $((RTT_BASE + 20)) $((RTT_BASE + 30)) 127.0.4.
+    RTT_ETCD_PIDS=("${STARTED_ETCD[@]}")
+    if i="$(etcd_leader $((RTT_BASE + 20)))"; then
+      RTT_ETCD_LEADER="${STARTED_ETCD_URLS[i - 1]}"
+    else
+      FAILED+=("etcd at RTT $rtt elected no leader")
+    fi
   fi
   RTT_MEASURED+=("$rtt|$(http_probe "$(rtt_node 1)")|$(http_probe "127.0.0.1:$((RTT_BASE + 1))")")
   for ((round = 1; round <= ROUNDS; round++)); do
     for s in "${RTT_SCEN[@]}"; do
       case "$s" in
         buy) ARGS=(--endpoints "$RTT_FE" --mix buy=100) ;;
-        buy-leader)
-          id="$(curl -fsS --max-time 5 "http://127.0.0.1:$((RTT_BASE + 1))/health" 2>/dev/null | jq -r '.leaders.orders // 1' 2>/dev/null || echo 1)"
-          [[ "$id" =~ ^[1-3]$ ]] || id=1
-          ARGS=(--endpoints "$(rtt_node "$id")" --mix buy=100) ;;
+        buy-leader) ARGS=(--endpoints "$(rtt_node "$(leader_id "127.0.0.1:$((RTT_BASE + 1))" orders)")" --mix buy=100) ;;
         etcd-put)
           [[ -n "$RTT_ETCD_LEADER" ]] || continue
           ARGS=(--target etcd-put --endpoints "$RTT_ETCD_LEADER") ;;
@@ -651,10 +662,7 @@ for rtt in "${RTT_LIST[@]+"${RTT_LIST[@]}"}"; do
   for pid in "${RTT_ETCD_PIDS[@]+"${RTT_ETCD_PIDS[@]}"}"; do stop_started "$pid"; done
   cluster "$RDATA" "$RTT_BASE" "$RTT_FE" down >/dev/null 2>&1 || true
   stop_started "$DELAY_PID"
-  for s in "${RTT_SCEN[@]}"; do
-    files=("$RAW/$s-rtt-$rtt".r*.json)
-    [[ -f "${files[0]}" ]] && "$BAZAR" bench merge --out "$RESULTS/$s-rtt-$rtt.json" "${files[@]}" >/dev/null
-  done
+  for s in "${RTT_SCEN[@]}"; do merge_rounds "$s-rtt-$rtt"; done
 done
 
 # ---- CPU cost per request ----------------------------------------------
