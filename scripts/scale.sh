@@ -129,10 +129,10 @@ print(sys.argv[2], doc.get("next_cursor") or "", len(doc["books"]))
 EOF
 }
 url="http://$(node 2)/books?topic=$topic&limit=100&consistency=linearizable"
-read -r FIRST cursor count < <(page "$url")
+read -r FIRST cursor _ < <(page "$url")
 pages=1
 while [[ -n "$cursor" && $pages -lt 200 ]]; do
-  read -r DEEP cursor count < <(page "$url&cursor=$cursor")
+  read -r DEEP cursor _ < <(page "$url&cursor=$cursor")
   pages=$((pages + 1))
 done
 
