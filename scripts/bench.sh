@@ -28,7 +28,8 @@
 # frontend, the trivial `bench-ceiling` server and a 3-member etcd (installing
 # Debian's etcd-server with apt when missing and root; otherwise etcd is
 # skipped with a message); runs every scenario ROUNDS times, interleaved, with
-# `bazar bench`; runs buys in an open loop at half the closed loop's rate;
+# `bazar bench`; runs buys and etcd puts in an open loop at half their closed
+# loops' rates, noting how busy the CPUs were;
 # repeats the headline scenarios with `wrk` (installed with apt when missing
 # and root) as a cross-check; runs buys and etcd puts again with a set
 # round-trip time between the members (fresh clusters behind `bench-delay`
@@ -361,52 +362,78 @@ run_scenario() { # NAME ROUND
   local name="$1" round="$2"
   scenario_args "$name"
   say "round $round/$ROUNDS: $name"
+  cpu_mark
   if ! "$BAZAR" --data "$BZ_DATA" --timeout 10 bench --clients "$CLIENTS" --duration "$DURATION" --warmup "$WARMUP" \
     --label "$name" --out "$RAW/$name.r$round.json" "${ARGS[@]}" >"$RAW/$name.r$round.txt" 2>&1; then
     say "warning: $name failed in round $round:"
     tail -n 5 "$RAW/$name.r$round.txt" >&2
     FAILED+=("$name (round $round)")
   fi
+  BUSY["$name.r$round"]="$(cpu_busy)"
 }
 
-# Open loop: buys through the frontend from 64 clients at half the rate the
-# round's closed loop reached at 64 clients, latency from when each was due.
+# The machine's CPU use while a command runs: `cpu_mark` before it, then
+# `cpu_busy` prints the share of all CPUs that was busy since (from the
+# first line of /proc/stat; idle and iowait count as idle), in percent.
+CPU_MARK=""
+cpu_mark() { CPU_MARK="$(awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t; exit }' /proc/stat)"; }
+cpu_busy() {
+  awk -v mark="$CPU_MARK" '/^cpu / {
+    split(mark, m, " "); t = 0; for (i = 2; i <= NF; i++) t += $i
+    dt = t - m[2]; di = $5 + $6 - m[1]
+    if (dt > 0) printf "%.0f", 100 * (dt - di) / dt; else printf "-"
+    exit }' /proc/stat
+}
+declare -A BUSY=()   # "NAME.rROUND" -> % of all CPUs busy during that closed-loop run
+
+# Open loop: 64 clients at half the rate the round's closed loop reached at
+# 64 clients, latency from when each request was due. Bazar's buys through
+# the frontend, and etcd's puts to its leader the same way, so that the
+# goal's ratio can be read against what etcd does on the same machine.
 OPEN_CLIENTS=64
-OPEN_ROWS=()   # round|closed req/s|closed p50 us|closed p99 us|rate|p50 us|p90 us|p99 us|unsent note
-open_loop_round() { # ROUND
-  local round="$1" closed="$RAW/buy.r$1.json" out="$RAW/buy-open.r$1.json" rate
+OPEN_ROWS=()   # system|round|closed req/s|closed p50 us|closed p99 us|closed busy %|rate|p50 us|p90 us|p99 us|open busy %|note
+# Median over the rounds of SYSTEM's open-loop p99 ÷ p50 (empty if none).
+open_ratio() {
+  printf '%s\n' "${OPEN_ROWS[@]}" | awk -F'|' -v s="$1" '$1 == s && $8 > 0 { printf "%.2f\n", $10 / $8 }' | median
+}
+open_loop_round() { # ROUND NAME (buy or etcd-put)
+  local round="$1" name="$2" closed="$RAW/$2.r$1.json" out="$RAW/$2-open.r$1.json" rate system
   [[ -f "$closed" ]] || return 0
+  case "$name" in buy) system=Bazar ;; *) system=etcd ;; esac
   rate="$(jq -r --argjson c "$OPEN_CLIENTS" '[.levels[] | select(.clients == $c)][0].throughput // empty' "$closed")"
   if [[ -z "$rate" ]]; then
-    say "open loop skipped in round $round: the closed loop did not run $OPEN_CLIENTS clients"
+    say "open loop of $name skipped in round $round: the closed loop did not run $OPEN_CLIENTS clients"
     return 0
   fi
   rate="$(awk -v r="$rate" 'BEGIN { printf "%d", r / 2 }')"
   ((rate > 0)) || return 0
-  say "round $round/$ROUNDS: buy, open loop at $rate/s ($OPEN_CLIENTS clients)"
+  scenario_args "$name"
+  say "round $round/$ROUNDS: $name, open loop at $rate/s ($OPEN_CLIENTS clients)"
+  cpu_mark
   if ! "$BAZAR" --data "$BZ_DATA" --timeout 10 bench --clients "$OPEN_CLIENTS" --rate "$rate" --duration "$DURATION" \
-    --warmup "$WARMUP" --label buy-open --out "$out" --endpoints "$FE" --mix buy=100 >"$RAW/buy-open.r$round.txt" 2>&1; then
-    say "warning: the open loop failed in round $round:"
-    tail -n 5 "$RAW/buy-open.r$round.txt" >&2
-    FAILED+=("buy, open loop (round $round)")
+    --warmup "$WARMUP" --label "$name-open" --out "$out" "${ARGS[@]}" >"$RAW/$name-open.r$round.txt" 2>&1; then
+    say "warning: the open loop of $name failed in round $round:"
+    tail -n 5 "$RAW/$name-open.r$round.txt" >&2
+    FAILED+=("$name, open loop (round $round)")
     return 0
   fi
-  local behind=""
-  grep -q 'behind the --rate schedule' "$RAW/buy-open.r$round.txt" && behind="fell behind the schedule"
+  local busy note=""
+  busy="$(cpu_busy)"
+  grep -q 'behind the --rate schedule' "$RAW/$name-open.r$round.txt" && note="fell behind the schedule"
   # At half the load, the median should not exceed the closed loop's: if it
   # does, the window caught a stall, and p99 ÷ p50 understates it.
   if jq -e --slurpfile c "$closed" --argjson n "$OPEN_CLIENTS" \
     '.levels[0].latency.p50_us > ([$c[0].levels[] | select(.clients == $n)][0].latency.p50_us)' "$out" >/dev/null 2>&1; then
-    behind="${behind:+$behind; }p50 above the closed loop's: a stall"
+    note="${note:+$note; }p50 above the closed loop's: a stall"
   fi
-  OPEN_ROWS+=("$round|$(jq -r --argjson c "$OPEN_CLIENTS" '[.levels[] | select(.clients == $c)][0] | "\(.throughput)|\(.latency.p50_us)|\(.latency.p99_us)"' "$closed")|$rate|$(jq -r '.levels[0] | "\(.latency.p50_us)|\(.latency.p90_us)|\(.latency.p99_us)"' "$out")|$behind")
+  OPEN_ROWS+=("$system|$round|$(jq -r --argjson c "$OPEN_CLIENTS" '[.levels[] | select(.clients == $c)][0] | "\(.throughput)|\(.latency.p50_us)|\(.latency.p99_us)"' "$closed")|${BUSY[$name.r$round]:--}|$rate|$(jq -r '.levels[0] | "\(.latency.p50_us)|\(.latency.p90_us)|\(.latency.p99_us)"' "$out")|$busy|$note")
 }
 
 STARTED=$SECONDS
 for ((round = 1; round <= ROUNDS; round++)); do
   start_frontend
   for s in "${PHASE_A[@]}"; do run_scenario "$s" "$round"; done
-  open_loop_round "$round"
+  open_loop_round "$round" buy
   if ((${#PHASE_B[@]})); then
     stop_frontend
     start_nocache_frontend
@@ -414,6 +441,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     stop_started "$NC_PID"
   fi
   for s in "${BASELINES[@]}"; do run_scenario "$s" "$round"; done
+  if ((ETCD)); then open_loop_round "$round" etcd-put; fi
 done
 start_frontend
 MATRIX_SECS=$((SECONDS - STARTED))
@@ -1024,12 +1052,15 @@ GEN="$WORK/generated.md"
       "$(ratio "$(metric "buy-rtt-$rtt" 1 .latency.p50_us)" "$(metric "etcd-put-rtt-$rtt" 1 .latency.p50_us)")" "n/a" "<=" 1.5
   done
   if ((${#OPEN_ROWS[@]})); then
-    r="$(printf '%s\n' "${OPEN_ROWS[@]}" | awk -F'|' '$7 > 0 { printf "%.2f\n", $8 / $6 }' | median)"
+    r="$(open_ratio Bazar)"
     target_row "open loop at half the closed loop's buys/s: buy p99 ÷ p50 (median of rounds)" "${r:-n/a}" "n/a" "<=" 5
-    stalled="$(printf '%s\n' "${OPEN_ROWS[@]}" | grep -c 'a stall' || true)"
+    stalled="$(printf '%s\n' "${OPEN_ROWS[@]}" | grep '^Bazar|' | grep -c 'a stall' || true)"
+    echo
+    r="$(open_ratio etcd)"
+    [[ -n "$r" ]] && echo "The same open loop against etcd (puts at half its own closed-loop rate, same rounds): p99 ÷ p50 = $r (median of rounds; see *Open loop* for both and how busy the CPUs were)."
     if ((stalled)); then
       echo
-      echo "In $stalled of ${#OPEN_ROWS[@]} open-loop round(s) the median itself was above the closed loop's: those windows caught a stall, which the ratio hides (see *Open loop*)."
+      echo "In $stalled Bazar open-loop round(s) the median itself was above the closed loop's: those windows caught a stall, which the ratio hides (see *Open loop*)."
     fi
   fi
   echo
@@ -1082,16 +1113,16 @@ GEN="$WORK/generated.md"
   echo
   echo "### Baselines"
   table "trivial handler (ceiling)=ceiling" "etcd serializable range=etcd-range-serializable" "etcd linearizable range=etcd-range-linearizable" "etcd put=etcd-put"
-  echo "### Open loop: buys at half the closed loop's rate"
+  echo "### Open loop: buys and etcd puts at half the closed loop's rate"
   echo
   if ((${#OPEN_ROWS[@]})); then
-    echo "In each round, right after the closed-loop buys, $OPEN_CLIENTS clients bought through the frontend in an open loop (\`--rate\`) at half the buys/s the closed loop had just reached with $OPEN_CLIENTS clients; latency counts from when each request was due, so queueing behind a slow answer shows."
+    echo "In each round, right after its closed loop, $OPEN_CLIENTS clients bought through the frontend (Bazar), or put to etcd's leader (etcd), in an open loop (\`--rate\`) at half the requests/s that closed loop had just reached with $OPEN_CLIENTS clients; latency counts from when each request was due, so queueing behind a slow answer shows. *CPU busy* is the share of all $NCPU CPUs in use during each run (warm-up included; \`/proc/stat\`, everything on the machine: the servers and the load generator)."
     echo
-    echo "| round | closed loop: buys/s | p50 ms | p99 ms | open loop at | p50 ms | p90 ms | p99 ms | open p99 ÷ p50 | note |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-    printf '%s\n' "${OPEN_ROWS[@]}" | awk -F'|' '{ printf "| %d | %.0f | %.2f | %.2f | %d/s | %.2f | %.2f | %.2f | %.1f | %s |\n", $1, $2, $3 / 1000, $4 / 1000, $5, $6 / 1000, $7 / 1000, $8 / 1000, ($6 > 0) ? $8 / $6 : 0, $9 }'
+    echo "| system | round | closed loop: req/s | p50 ms | p99 ms | CPU busy | open loop at | p50 ms | p90 ms | p99 ms | CPU busy | open p99 ÷ p50 | note |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    printf '%s\n' "${OPEN_ROWS[@]}" | awk -F'|' '{ printf "| %s | %d | %.0f | %.2f | %.2f | %s%% | %d/s | %.2f | %.2f | %.2f | %s%% | %.1f | %s |\n", $1, $2, $3, $4 / 1000, $5 / 1000, $6, $7, $8 / 1000, $9 / 1000, $10 / 1000, $11, ($8 > 0) ? $10 / $8 : 0, $12 }'
   else
-    echo "Not measured (no closed-loop buys at $OPEN_CLIENTS clients, or they failed)."
+    echo "Not measured (no closed-loop run at $OPEN_CLIENTS clients, or it failed)."
   fi
   echo
   echo "### wrk: the headline scenarios with another load tool"
