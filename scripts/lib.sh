@@ -79,11 +79,11 @@ ensure_cargo() {
 # Makes sure rustfmt and clippy, which the test command's lint step runs,
 # are installed with the toolchain.
 ensure_lint_tools() {
-  local missing=()
-  cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
-  cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
-  if ((${#missing[@]})); then
-    echo "the lint step needs ${missing[*]}: install with 'rustup component add ${missing[*]}' and retry" >&2
+  local absent=()
+  cargo fmt --version >/dev/null 2>&1 || absent+=(rustfmt)
+  cargo clippy --version >/dev/null 2>&1 || absent+=(clippy)
+  if ((${#absent[@]})); then
+    echo "the lint step needs ${absent[*]}: install with 'rustup component add ${absent[*]}' and retry" >&2
     return 1
   fi
 }
