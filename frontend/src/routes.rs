@@ -14,6 +14,7 @@
 //! `GET /health` is `503` while no replica answers the probes.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
@@ -63,9 +64,14 @@ pub fn app(front: Arc<Frontend>) -> Router {
             Problem::new(ErrorCode::InvalidInput, "method not allowed on this route").with_status(405).into_response()
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(as_problems))
-        .layer(axum::middleware::from_fn_with_state(front.clone(), track))
+        .layer(axum::middleware::from_fn_with_state(front.clone(), front_door))
         .with_state(front)
+}
+
+/// The one middleware every request passes: [`as_problems`] inside
+/// [`track`], in one layer (each layer costs every request a boxed call).
+async fn front_door(State(front): State<Arc<Frontend>>, req: Request, next: Next) -> Response {
+    track(&front, req, |req| as_problems(req, next)).await
 }
 
 /// Refuses oversized targets (`414`) and header values (`431`) before any
@@ -120,15 +126,26 @@ fn invalid(detail: impl Into<String>) -> Response {
     Problem::new(ErrorCode::InvalidInput, detail).into_response()
 }
 
-async fn track(State(front): State<Arc<Frontend>>, req: Request, next: Next) -> Response {
+/// Times the request and counts it in the metrics, and puts this tier's
+/// `Server-Timing` entry first.
+async fn track<F: Future<Output = Response>>(
+    front: &Frontend,
+    req: Request,
+    inner: impl FnOnce(Request) -> F,
+) -> Response {
     let route = route_of(req.method(), req.uri().path());
     let started = StdInstant::now();
-    let mut response = next.run(req).await;
+    let mut response = inner(req).await;
     let took = started.elapsed();
     // This tier's total comes first; a node's answer brings its own after it.
     let ours = HeaderValue::from_str(&format!("frontend;dur={:.3}", took.as_secs_f64() * 1000.0))
         .unwrap_or_else(|_| HeaderValue::from_static("frontend"));
-    let theirs: Vec<HeaderValue> = response.headers_mut().remove(SERVER_TIMING).into_iter().collect();
+    // Every value the inner tiers wrote, in order (`remove` would keep only
+    // the first).
+    let theirs: Vec<HeaderValue> = match response.headers_mut().entry(SERVER_TIMING) {
+        header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
+        header::Entry::Vacant(_) => Vec::new(),
+    };
     let headers = response.headers_mut();
     headers.append(SERVER_TIMING, ours);
     for v in theirs {
@@ -139,8 +156,15 @@ async fn track(State(front): State<Arc<Frontend>>, req: Request, next: Next) -> 
 }
 
 fn route_of(method: &Method, path: &str) -> Route {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (method.as_str(), parts.as_slice()) {
+    // No route has more than three segments: a fourth is enough to tell
+    // that a longer path matches none.
+    let mut parts = [""; 4];
+    let mut n = 0;
+    for part in path.trim_matches('/').split('/').take(parts.len()) {
+        parts[n] = part;
+        n += 1;
+    }
+    match (method.as_str(), &parts[..n]) {
         ("GET", ["books"]) => Route::Search,
         ("POST", ["books"]) => Route::AddBook,
         ("GET", ["books", _]) => Route::Lookup,
@@ -607,10 +631,31 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_frontends_timing_comes_first_and_every_inner_one_is_kept() {
+        let args = Args::parse_from(["frontend", "--nodes", "1=127.0.0.1:1", "--frontend-token", "t"]);
+        let front = Frontend::new(args.resolve().unwrap()).unwrap();
+        let response = track(&front, get("/books/1"), |_| async {
+            let mut response = StatusCode::OK.into_response();
+            response.headers_mut().append(SERVER_TIMING, HeaderValue::from_static("node;dur=1.000"));
+            response.headers_mut().append(SERVER_TIMING, HeaderValue::from_static("cache;desc=\"hit\";dur=0.001"));
+            response
+        })
+        .await;
+        let timings: Vec<&str> =
+            response.headers().get_all(SERVER_TIMING).iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(timings.len(), 3, "{timings:?}");
+        assert!(timings[0].starts_with("frontend;dur="), "{timings:?}");
+        assert_eq!(&timings[1..], ["node;dur=1.000", "cache;desc=\"hit\";dur=0.001"]);
+    }
+
     #[test]
     fn made_up_methods_and_paths_are_counted_as_other() {
         let method = Method::from_bytes(b"M123").unwrap();
         assert_eq!(route_of(&method, "/books"), Route::Other);
         assert_eq!(route_of(&Method::GET, "/no/such/route/at/all"), Route::Other);
+        assert_eq!(route_of(&Method::POST, "/books/1/buy/and/more"), Route::Other);
+        assert_eq!(route_of(&Method::POST, "/books/1/buy"), Route::Buy);
+        assert_eq!(route_of(&Method::GET, "/books/7/"), Route::Lookup);
     }
 }
