@@ -369,7 +369,10 @@ impl<S: StateMachine> Connection<S> {
 pub const APPEND_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
 
 /// How long an RPC of `action` may take: openraft's bound, and at least
-/// [`APPEND_TIMEOUT_FLOOR`] for appends (heartbeats are appends too).
+/// [`APPEND_TIMEOUT_FLOOR`] for appends. Heartbeats reach this as appends
+/// too, but openraft's heartbeat worker bounds each one by its own timer
+/// (the heartbeat interval), so a heartbeat still gives up after that and
+/// is only logged; the floor lengthens replication's appends alone.
 pub(crate) fn rpc_timeout(action: RPCTypes, option: &RPCOption) -> Duration {
     match action {
         RPCTypes::AppendEntries => option.hard_ttl().max(APPEND_TIMEOUT_FLOOR),
