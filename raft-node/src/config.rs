@@ -91,9 +91,10 @@ pub struct Args {
     pub max_clock_rate_ratio: f64,
 
     /// Build a snapshot (and purge the log behind it) every this many applied
-    /// entries, in each group unless overridden below. A snapshot copies the
-    /// whole state machine, so its cost per entry grows with the data over
-    /// this interval; the default is etcd's `--snapshot-count`.
+    /// entries, in each group unless overridden below; the default is etcd's
+    /// `--snapshot-count`. A snapshot copies the whole state machine, so a
+    /// large one is built less often: builds take at most a twentieth of the
+    /// time (see `compaction` in the node's docs).
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_logs: u64,
 
@@ -439,7 +440,9 @@ impl NodeConfig {
             election_timeout_max: self.election_timeout_ms.1,
             heartbeat_interval: self.heartbeat_ms,
             install_snapshot_timeout: 30_000,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs(group)),
+            // Builds are started by `crate::compaction`, which also keeps
+            // their share of the time bounded as the data grows.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: self.snapshot_keep_logs,
             // A partitioned node that comes back must not depose a healthy
             // leader by having bumped its term while alone.
@@ -486,7 +489,7 @@ mod tests {
         assert_eq!(config.snapshot_logs(Group::Catalog), 100_000);
         assert_eq!(config.snapshot_logs(Group::Orders), 500);
         let raft = config.raft_config(Group::Catalog).unwrap();
-        assert_eq!(raft.snapshot_policy, openraft::SnapshotPolicy::LogsSinceLast(100_000));
+        assert_eq!(raft.snapshot_policy, openraft::SnapshotPolicy::Never, "crate::compaction starts the builds");
         assert_eq!(raft.max_in_snapshot_log_to_keep, 1_000);
     }
 

@@ -36,6 +36,7 @@ pub mod backup;
 pub mod bootstrap;
 pub mod buy;
 pub mod catalog;
+pub mod compaction;
 pub mod compat;
 pub mod config;
 pub mod error;
@@ -220,6 +221,7 @@ async fn serve(
         tokio::spawn(bootstrap::run(node.clone())),
         tokio::spawn(retention::purge_expired(node.clone())),
         tokio::spawn(placement::colocate_leaders(node.clone())),
+        tokio::spawn(compaction::pace_snapshots(node.clone())),
     ]);
 
     let watchdog = tokio::spawn(watch_groups(node.clone()));
