@@ -86,6 +86,8 @@ impl Pacer {
 /// node shuts down.
 pub async fn pace_snapshots(node: Arc<Node>) {
     let (mut catalog, mut orders) = (Pacer::default(), Pacer::default());
+    let catalog_every = node.config.snapshot_logs(bazar_api::Group::Catalog);
+    let orders_every = node.config.snapshot_logs(bazar_api::Group::Orders);
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -93,10 +95,8 @@ pub async fn pace_snapshots(node: Arc<Node>) {
             () = node.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (c, o) =
-            (node.config.snapshot_logs(bazar_api::Group::Catalog), node.config.snapshot_logs(bazar_api::Group::Orders));
-        check(&node.catalog, &mut catalog, c).await;
-        check(&node.orders, &mut orders, o).await;
+        check(&node.catalog, &mut catalog, catalog_every).await;
+        check(&node.orders, &mut orders, orders_every).await;
     }
 }
 
